@@ -1,0 +1,259 @@
+//! The workloads, run target after target within each round (so the targets
+//! see the same machine conditions), and the table rows built from their
+//! medians: (a) bulk on one connection, (b) short HTTP connections at
+//! concurrency 1/16/64, (c) TLS hellos routed by SNI, (d) clients holding a
+//! 1-byte first flight, (e) PSS per idle proxied connection and (f) the time
+//! to open that many connections. Proxy CPU comes from `/proc`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use tokio::time::{sleep, timeout};
+
+use crate::backend::{self, HTTP_RESPONSE, TLS_REPLY_LEN};
+use crate::load::{self, Exchange};
+use crate::procs;
+use crate::report::Samples;
+
+/// What to run and how long.
+pub struct Plan {
+    pub cell: Duration,
+    pub rounds: usize,
+    pub hold_n: usize,
+    pub hold_window: Duration,
+    pub idle_n: usize,
+    pub workloads: Vec<String>,
+}
+
+impl Plan {
+    pub fn has(&self, w: &str) -> bool {
+        self.workloads.iter().any(|x| x == w)
+    }
+}
+
+/// Where a workload connects, and the proxy's PID when there is one.
+pub struct Target {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+}
+
+impl Target {
+    fn cpu(&self) -> f64 {
+        self.pid.map(procs::cpu_secs).unwrap_or(0.0)
+    }
+}
+
+pub const CONCURRENCY: [usize; 3] = [1, 16, 64];
+pub const INFLIGHT: usize = 256;
+
+pub async fn run_all(plan: &Plan, targets: &[Target], backend: SocketAddr, s: &mut Samples) {
+    let slack = Duration::from_secs(30);
+    for round in 1..=plan.rounds {
+        if !plan.has("bulk") {
+            break;
+        }
+        for dir in ["up", "down"] {
+            for (i, t) in targets.iter().enumerate() {
+                let c0 = t.cpu();
+                let r = match dir {
+                    "up" => timeout(plan.cell + slack, load::bulk_up(t.addr, plan.cell)).await,
+                    _ => timeout(plan.cell + slack, load::bulk_down(t.addr, plan.cell)).await,
+                };
+                let cpu = t.cpu() - c0;
+                let key = format!("bulk.{dir}");
+                match flat(r) {
+                    Ok(b) => {
+                        s.add(&key, i, b.gbps());
+                        if t.pid.is_some() {
+                            s.add(&format!("{key}.cpu"), i, cpu / (b.bytes as f64 / 1e9));
+                        }
+                        progress(
+                            round,
+                            &key,
+                            t,
+                            &format!("{:.2} GB/s, proxy CPU {cpu:.2} s, {:.3} s to first reply byte", b.gbps(), b.ttfb),
+                        );
+                    }
+                    Err(e) => fail(s, &key, i, t, e),
+                }
+                settle().await;
+            }
+        }
+    }
+    let http = Exchange {
+        request: b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n".to_vec().into(),
+        reply_prefix: b"HTTP/1.1 200".to_vec().into(),
+        reply_len: HTTP_RESPONSE.len(),
+    };
+    let tls = Exchange {
+        request: crate::hello::client_hello("bench.example").into(),
+        reply_prefix: Vec::new().into(),
+        reply_len: TLS_REPLY_LEN,
+    };
+    let mut short_cells = Vec::new();
+    if plan.has("short") {
+        short_cells.extend(CONCURRENCY.map(|c| (format!("short{c}"), c, http.clone())));
+    }
+    if plan.has("tls") {
+        short_cells.push(("tls16".to_string(), 16, tls));
+    }
+    for (key, conc, ex) in &short_cells {
+        for round in 1..=plan.rounds {
+            for (i, t) in targets.iter().enumerate() {
+                let c0 = t.cpu();
+                let r = timeout(plan.cell + slack, load::short(t.addr, *conc, plan.cell, ex.clone())).await;
+                let cpu = t.cpu() - c0;
+                let Ok(r) = r else {
+                    fail(s, key, i, t, anyhow::anyhow!("timed out"));
+                    continue;
+                };
+                s.add(&format!("{key}.err"), i, r.errors as f64);
+                if r.ok == 0 {
+                    fail(s, key, i, t, anyhow::anyhow!("{} errors, no success", r.errors));
+                    continue;
+                }
+                s.add(key, i, r.rate());
+                s.add(&format!("{key}.p50"), i, r.pct_ms(0.5));
+                s.add(&format!("{key}.p99"), i, r.pct_ms(0.99));
+                if t.pid.is_some() {
+                    s.add(&format!("{key}.cpu"), i, cpu * 1e6 / r.ok as f64);
+                }
+                let msg = format!(
+                    "{:.0}/s p50 {:.3} ms p99 {:.3} ms, {} errors",
+                    r.rate(),
+                    r.pct_ms(0.5),
+                    r.pct_ms(0.99),
+                    r.errors
+                );
+                progress(round, key, t, &msg);
+                settle().await;
+            }
+        }
+    }
+    if plan.has("hold") {
+        for (i, t) in targets.iter().enumerate().filter(|(_, t)| t.pid.is_some()) {
+            match timeout(Duration::from_secs(60), hold(plan, t, i, s)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => fail(s, "hold", i, t, e),
+                Err(_) => fail(s, "hold", i, t, anyhow::anyhow!("timed out")),
+            }
+            sleep(Duration::from_millis(500)).await;
+        }
+    }
+    if plan.has("idle") {
+        for round in 1..=plan.rounds {
+            for (i, t) in targets.iter().enumerate() {
+                match timeout(Duration::from_secs(90), idle(plan, t, i, backend, s)).await {
+                    Ok(Ok(msg)) => progress(round, "idle", t, &msg),
+                    Ok(Err(e)) => fail(s, "idle", i, t, e),
+                    Err(_) => fail(s, "idle", i, t, anyhow::anyhow!("timed out")),
+                }
+            }
+        }
+    }
+}
+
+fn flat<T>(r: Result<Result<T>, tokio::time::error::Elapsed>) -> Result<T> {
+    r.map_err(|_| anyhow::anyhow!("timed out"))?
+}
+
+fn fail(s: &mut Samples, key: &str, i: usize, t: &Target, e: anyhow::Error) {
+    eprintln!("  {key} {}: error: {e:#}", t.name);
+    s.fail(key, i, format!("{e:#}"));
+}
+
+fn progress(round: usize, key: &str, t: &Target, msg: &str) {
+    eprintln!("  round {round} {key:<10} {:<10} {msg}", t.name);
+}
+
+/// Let sockets close and the proxy go quiet between cells.
+async fn settle() {
+    sleep(Duration::from_millis(100)).await;
+}
+
+/// (d): hold `hold_n` connections that sent `G`; CPU over the first 2 s (before
+/// the 3-s detect timeout) and over the whole window; RSS at the end.
+async fn hold(plan: &Plan, t: &Target, i: usize, s: &mut Samples) -> Result<()> {
+    let pid = t.pid.context("no proxy")?;
+    let opened = load::open_many(t.addr, plan.hold_n, INFLIGHT, b"G", Duration::from_secs(20)).await;
+    if opened.errors > 0 {
+        s.add("hold.err", i, opened.errors as f64);
+    }
+    let early = Duration::from_secs(2).min(plan.hold_window);
+    let (c0, t0) = (procs::cpu_secs(pid), Instant::now());
+    sleep(early).await;
+    let (c1, t1) = (procs::cpu_secs(pid), t0.elapsed().as_secs_f64());
+    sleep(plan.hold_window.saturating_sub(early)).await;
+    let (c2, t2) = (procs::cpu_secs(pid), t0.elapsed().as_secs_f64());
+    let rss = procs::rss_kib(pid) as f64 / 1024.0;
+    s.add("hold.early", i, 100.0 * (c1 - c0) / t1);
+    s.add("hold.full", i, 100.0 * (c2 - c0) / t2);
+    s.add("hold.rss", i, rss);
+    progress(
+        1,
+        "hold",
+        t,
+        &format!(
+            "{} held: CPU {:.1} % (first {:.0} s), {:.1} % ({:.0} s); RSS {rss:.1} MiB",
+            opened.streams.len(),
+            100.0 * (c1 - c0) / t1,
+            t1,
+            100.0 * (c2 - c0) / t2,
+            t2
+        ),
+    );
+    drop(opened);
+    Ok(())
+}
+
+/// (e) + (f): open `idle_n` connections that send `IDLE`, time it, wait until
+/// the backend holds them all, take the proxy's PSS growth per connection.
+async fn idle(plan: &Plan, t: &Target, i: usize, backend: SocketAddr, s: &mut Samples) -> Result<String> {
+    // Connections a misbehaving proxy left open in an earlier cell.
+    let base = timeout(Duration::from_secs(5), backend::idle_count(backend)).await.context("STAT timed out")??;
+    let pss0 = t.pid.map(procs::pss_kib);
+    let opened = load::open_many(t.addr, plan.idle_n, INFLIGHT, b"IDLE\r\n", Duration::from_secs(30)).await;
+    let n = opened.streams.len();
+    let t_open = Instant::now();
+    let held = wait_idle(backend, |c| c >= base + n, Duration::from_secs(15)).await;
+    let routed = t_open.elapsed().as_secs_f64();
+    let mut msg = format!(
+        "opened {n} in {:.3} s ({} errors), all at the backend {routed:.3} s later",
+        opened.secs, opened.errors
+    );
+    if opened.errors == 0 {
+        s.add("open", i, opened.secs);
+    } else {
+        s.fail("open", i, format!("{} of {} failed", opened.errors, plan.idle_n));
+    }
+    match (held, t.pid, pss0) {
+        (Ok(()), Some(pid), Some(p0)) if n > 0 => {
+            let kib = (procs::pss_kib(pid) as f64 - p0 as f64) / n as f64;
+            s.add("idle.kib", i, kib);
+            msg += &format!(", PSS {kib:.1} KiB per connection");
+        }
+        (Err(e), _, _) => s.fail("idle.kib", i, format!("{e:#}")),
+        _ => {}
+    }
+    drop(opened);
+    wait_idle(backend, |c| c <= base, Duration::from_secs(15)).await?;
+    sleep(Duration::from_millis(300)).await;
+    Ok(msg)
+}
+
+/// Poll the backend's `STAT` until `ok(count)` or `limit` passes.
+async fn wait_idle(backend: SocketAddr, ok: impl Fn(usize) -> bool, limit: Duration) -> Result<()> {
+    let until = Instant::now() + limit;
+    let mut last = None;
+    while Instant::now() < until {
+        match timeout(Duration::from_secs(2), backend::idle_count(backend)).await {
+            Ok(Ok(c)) if ok(c) => return Ok(()),
+            Ok(Ok(c)) => last = Some(c),
+            _ => {}
+        }
+        sleep(Duration::from_millis(50)).await;
+    }
+    bail!("backend held {last:?} idle connections after {limit:?}")
+}

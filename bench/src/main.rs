@@ -1,0 +1,94 @@
+//! `refractium-bench`: compares, in one run, a direct loopback connection with
+//! refractium, HAProxy (`option splice-auto`) and nginx `stream` on the same
+//! backend. `backend` is the server process every workload talks to; `run`
+//! starts the backend and each proxy found, runs the workloads interleaved
+//! (median of a few short rounds per cell) and prints a markdown table of
+//! figures and ratios to direct. See `bench/README.md`.
+
+mod backend;
+mod cells;
+mod hello;
+mod load;
+mod procs;
+mod proxies;
+mod report;
+mod rows;
+mod run;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "refractium-bench", about = "Benchmark refractium against direct, HAProxy and nginx")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve every workload (GET, TLS hello, SINK, SRCE, IDLE) on one port.
+    Backend {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: SocketAddr,
+        /// Print the bound port on stdout once listening.
+        #[arg(long)]
+        print_port: bool,
+    },
+    /// Start the backend and the proxies, run the workloads, print the table.
+    Run {
+        /// The refractium binary (default: target/release/refractium if present).
+        #[arg(long)]
+        refractium: Option<PathBuf>,
+        /// Smoke run: 1-s cells, 500 instead of 5,000 connections.
+        #[arg(long)]
+        quick: bool,
+        /// Comma list of workloads (bulk, short, tls, hold, idle) and/or
+        /// targets (direct, refractium, haproxy, nginx); default: all.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Also write the markdown report to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Rounds per cell (default 3; the median is reported).
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Seconds per timed cell (default 3, or 1 with --quick).
+        #[arg(long)]
+        secs: Option<f64>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Backend { bind, print_port } => {
+            raise_nofile()?;
+            backend::serve(bind, print_port)
+        }
+        Cmd::Run { refractium, quick, only, out, rounds, secs } => {
+            let limit = raise_nofile()?;
+            run::run(run::Opts { refractium, quick, only, out, rounds, secs, nofile: limit })
+        }
+    }
+}
+
+/// Raise the soft RLIMIT_NOFILE to the hard limit; returns the new limit.
+#[allow(unsafe_code)]
+fn raise_nofile() -> Result<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read or write the struct we own.
+    let ok = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+            lim.rlim_cur = lim.rlim_max.min(1 << 20);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+        }
+    };
+    if !ok {
+        bail!("cannot raise RLIMIT_NOFILE: {}", std::io::Error::last_os_error());
+    }
+    Ok(lim.rlim_cur)
+}

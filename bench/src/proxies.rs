@@ -1,0 +1,209 @@
+//! The proxies under test and the configs the bench writes for them: each
+//! listens on a fresh loopback port, sends everything to the one backend,
+//! routes TLS by SNI and HTTP by protocol where it can, waits up to 3 s for
+//! a first flight, and runs one worker (refractium: its default runtime).
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::procs::{self, Group};
+
+/// A running proxy: its name, where it listens, its process group.
+pub struct Proxy {
+    pub name: &'static str,
+    pub addr: SocketAddr,
+    pub version: String,
+    pub group: Group,
+}
+
+/// Which proxy to start.
+#[derive(Clone, Debug)]
+pub enum Kind {
+    Refractium(PathBuf),
+    Haproxy(PathBuf),
+    Nginx(PathBuf),
+}
+
+impl Kind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Kind::Refractium(_) => "refractium",
+            Kind::Haproxy(_) => "haproxy",
+            Kind::Nginx(_) => "nginx",
+        }
+    }
+}
+
+/// Write the config for `kind` into `dir`, start it, wait until it proxies.
+/// `nofile` is the fd limit the children inherit (HAProxy sizes `maxconn` to it).
+pub fn start(kind: &Kind, backend: u16, dir: &Path, nofile: u64) -> Result<Proxy> {
+    let name = kind.name();
+    let port = procs::free_port()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let conf = dir.join(format!("{name}.conf"));
+    let log = Some(dir.join(format!("{name}.log")));
+    let (text, cmd, version) = match kind {
+        Kind::Refractium(bin) => {
+            let mut cmd = Command::new(bin);
+            cmd.arg("run").arg("-c").arg(&conf).current_dir(dir);
+            (refractium_yaml(port, backend), cmd, procs::first_line(bin, "--version"))
+        }
+        Kind::Haproxy(bin) => {
+            let mut cmd = Command::new(bin);
+            cmd.arg("-db").arg("-f").arg(&conf);
+            let maxconn = haproxy_maxconn(nofile);
+            let version = format!("{} (maxconn {maxconn})", procs::first_line(bin, "-v"));
+            (haproxy_cfg(port, backend, maxconn), cmd, version)
+        }
+        Kind::Nginx(bin) => {
+            let mut cmd = Command::new(bin);
+            cmd.arg("-p").arg(dir).arg("-c").arg(&conf).arg("-e").arg("stderr");
+            let module = nginx_stream_module(bin)?;
+            (nginx_conf(port, backend, dir, module.as_deref(), nofile), cmd, procs::first_line(bin, "-v"))
+        }
+    };
+    fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
+    let mut group = Group::spawn(name, cmd, log)?;
+    procs::wait_ready(&mut group, addr, Duration::from_secs(15))?;
+    Ok(Proxy { name, addr, version, group })
+}
+
+/// DESIGN.md §5: one TCP listener, `http` and `tls` routes, a default route.
+pub fn refractium_yaml(port: u16, backend: u16) -> String {
+    format!(
+        "\
+listeners:
+  - name: bench
+    bind: 127.0.0.1:{port}
+    transport: tcp
+    detectors: [tls, http2, http, ssh]
+    detect: {{ max_bytes: 4096, timeout: 3s }}
+    on_timeout: other
+    default: other
+
+routes:
+  - name: tls
+    match: {{ protocol: tls, sni: \"bench.example\" }}
+    to: backend
+  - name: http
+    match: {{ protocol: http }}
+    to: backend
+  - name: other
+    to: backend
+
+backends:
+  backend:
+    servers: [127.0.0.1:{backend}]
+    connect_timeout: 3s
+
+limits: {{ max_connections: 100000, max_connections_per_ip: 100000, idle_timeout: 10m }}
+log: {{ level: warn }}
+"
+    )
+}
+
+/// 100,000 as asked, or what the fd limit allows: HAProxy refuses to start
+/// when it cannot get its 2 fds per connection plus splice pipes (≈ 2.5 per
+/// connection), and nobody raises a hard limit without CAP_SYS_RESOURCE.
+fn haproxy_maxconn(nofile: u64) -> u64 {
+    100_000.min(nofile.saturating_sub(1000) * 2 / 5).max(1000)
+}
+
+/// The `load_module` path nginx needs for `stream`, `None` when built in.
+fn nginx_stream_module(bin: &Path) -> Result<Option<PathBuf>> {
+    let out = Command::new(bin).arg("-V").output().context("nginx -V")?;
+    let conf = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).to_string();
+    if conf.split_whitespace().any(|w| w == "--with-stream") {
+        return Ok(None);
+    }
+    if !conf.contains("--with-stream=dynamic") {
+        bail!("this nginx is built without the stream module");
+    }
+    ["/usr/lib/nginx/modules", "/usr/share/nginx/modules", "/usr/lib64/nginx/modules"]
+        .iter()
+        .map(|d| Path::new(d).join("ngx_stream_module.so"))
+        .find(|p| p.is_file())
+        .map(Some)
+        .context("nginx's stream module is not installed (Debian: apt-get install libnginx-mod-stream)")
+}
+
+/// HAProxy in TCP mode: wait up to 3 s for a TLS hello or an HTTP request
+/// (anything longer than 4 bytes passes too), route on SNI / protocol.
+pub fn haproxy_cfg(port: u16, backend: u16, maxconn: u64) -> String {
+    format!(
+        "\
+global
+    nbthread 1
+    maxconn {maxconn}
+
+defaults
+    mode tcp
+    timeout connect 3s
+    timeout client 10m
+    timeout server 10m
+    option splice-auto
+
+frontend bench
+    bind 127.0.0.1:{port}
+    tcp-request inspect-delay 3s
+    tcp-request content accept if {{ req.ssl_hello_type 1 }}
+    tcp-request content accept if HTTP
+    tcp-request content accept if {{ req.len gt 4 }}
+    use_backend be_tls if {{ req.ssl_sni -i bench.example }}
+    use_backend be_http if HTTP
+    default_backend be_other
+
+backend be_tls
+    server s1 127.0.0.1:{backend}
+
+backend be_http
+    server s1 127.0.0.1:{backend}
+
+backend be_other
+    server s1 127.0.0.1:{backend}
+"
+    )
+}
+
+/// nginx `stream` with `ssl_preread`, one worker, SNI mapped to the upstream.
+pub fn nginx_conf(port: u16, backend: u16, dir: &Path, module: Option<&Path>, nofile: u64) -> String {
+    let pid = dir.join("nginx.pid");
+    let load = module.map(|m| format!("load_module {};\n", m.display())).unwrap_or_default();
+    format!(
+        "\
+{load}worker_processes 1;
+worker_rlimit_nofile {nofile};
+daemon off;
+error_log stderr warn;
+pid {pid};
+
+events {{
+    worker_connections 20000;
+}}
+
+stream {{
+    upstream backend {{
+        server 127.0.0.1:{backend};
+    }}
+    map $ssl_preread_server_name $up {{
+        bench.example backend;
+        default backend;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=65535;
+        ssl_preread on;
+        proxy_connect_timeout 3s;
+        proxy_timeout 10m;
+        proxy_half_close on;
+        proxy_pass $up;
+    }}
+}}
+",
+        pid = pid.display()
+    )
+}

@@ -1,0 +1,99 @@
+//! Collecting samples per (metric, target) across rounds, taking medians,
+//! and rendering the result as a markdown table whose first column after the
+//! workload is the direct connection and whose other columns show each
+//! proxy's figure with its ratio to direct.
+
+use std::collections::HashMap;
+
+/// Samples and failures, keyed by metric name and target index.
+#[derive(Default)]
+pub struct Samples {
+    vals: HashMap<(String, usize), Vec<f64>>,
+    errs: HashMap<(String, usize), String>,
+}
+
+impl Samples {
+    pub fn add(&mut self, key: &str, target: usize, v: f64) {
+        if v.is_finite() {
+            self.vals.entry((key.to_string(), target)).or_default().push(v);
+        }
+    }
+
+    /// Record a failed cell; the first message is kept.
+    pub fn fail(&mut self, key: &str, target: usize, msg: String) {
+        self.errs.entry((key.to_string(), target)).or_insert(msg);
+    }
+
+    pub fn median(&self, key: &str, target: usize) -> Option<f64> {
+        let mut v = self.vals.get(&(key.to_string(), target))?.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    }
+
+    pub fn sum(&self, key: &str, target: usize) -> Option<f64> {
+        Some(self.vals.get(&(key.to_string(), target))?.iter().sum())
+    }
+
+    pub fn error(&self, key: &str, target: usize) -> Option<&str> {
+        self.errs.get(&(key.to_string(), target)).map(String::as_str)
+    }
+}
+
+/// A rendered table: a header and rows of cells.
+pub struct Table {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(targets: &[&str]) -> Table {
+        let mut header = vec!["workload".to_string()];
+        header.extend(targets.iter().map(|t| t.to_string()));
+        Table { header, rows: Vec::new() }
+    }
+
+    pub fn row(&mut self, label: &str, cells: Vec<String>) {
+        let mut r = vec![label.to_string()];
+        r.extend(cells);
+        self.rows.push(r);
+    }
+
+    pub fn markdown(&self) -> String {
+        let line = |cells: &[String]| format!("| {} |\n", cells.join(" | "));
+        let mut out = line(&self.header);
+        out += &line(&vec!["---".to_string(); self.header.len()]);
+        for r in &self.rows {
+            out += &line(r);
+        }
+        out
+    }
+}
+
+/// A value with an adaptive number of significant digits.
+pub fn num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if a >= 10_000.0 {
+        format!("{:.1}k", v / 1000.0)
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 || a == 0.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// Short form of an error for a table cell (no `|`, bounded length).
+pub fn err_cell(msg: &str) -> String {
+    let clean: String = msg.replace('|', "/").replace('\n', " ");
+    let short: String = clean.chars().take(60).collect();
+    format!("error: {short}")
+}

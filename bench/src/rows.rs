@@ -1,0 +1,99 @@
+//! The report rows, built from the medians the workloads of [`crate::cells`]
+//! collected: throughput-like figures get their ratio to direct (column 0),
+//! proxy-only figures (CPU, memory) show `–` for direct.
+
+use std::time::Duration;
+
+use crate::cells::{CONCURRENCY, INFLIGHT, Plan, Target};
+use crate::report::{Samples, Table, err_cell, num};
+
+/// A cell with the median and its ratio to direct (column 0).
+fn ratio_cell(s: &Samples, key: &str, i: usize, unit: &str) -> String {
+    match s.median(key, i) {
+        Some(v) => match s.median(key, 0).filter(|d| i > 0 && *d > 0.0) {
+            Some(d) => format!("{}{unit} ({:.2}×)", num(v), v / d),
+            None => format!("{}{unit}", num(v)),
+        },
+        None => s.error(key, i).map(err_cell).unwrap_or_else(|| "–".into()),
+    }
+}
+
+/// Several medians joined by ` / `, `–` where missing.
+fn multi(s: &Samples, keys: &[&str], i: usize) -> String {
+    let parts: Vec<String> = keys.iter().map(|k| s.median(k, i).map(num).unwrap_or_else(|| "–".into())).collect();
+    if parts.iter().all(|p| p == "–") {
+        return "–".into();
+    }
+    parts.join(" / ")
+}
+
+pub fn rows(plan: &Plan, targets: &[Target], s: &Samples, table: &mut Table) {
+    let each = |f: &dyn Fn(usize, &Target) -> String| -> Vec<String> {
+        targets.iter().enumerate().map(|(i, t)| f(i, t)).collect()
+    };
+    let proxy_only = |t: &Target, text: String| if t.pid.is_some() { text } else { "–".into() };
+    if plan.has("bulk") {
+        table.row("(a) bulk, 1 conn, client→server", each(&|i, _| ratio_cell(s, "bulk.up", i, " GB/s")));
+        table.row("(a) bulk, 1 conn, server→client", each(&|i, _| ratio_cell(s, "bulk.down", i, " GB/s")));
+        table.row(
+            "(a) proxy CPU s per GB (c→s / s→c)",
+            each(&|i, t| proxy_only(t, multi(s, &["bulk.up.cpu", "bulk.down.cpu"], i))),
+        );
+    }
+    let short_row = |table: &mut Table, key: &str, label: &str| {
+        let cells = each(&|i, _| {
+            let mut c = ratio_cell(s, key, i, "/s");
+            if s.median(key, i).is_some() {
+                c += &format!(" · {} ms", multi(s, &[&format!("{key}.p50"), &format!("{key}.p99")], i));
+            }
+            match s.sum(&format!("{key}.err"), i) {
+                Some(e) if e > 0.0 => c + &format!(" · {e:.0} err"),
+                _ => c,
+            }
+        });
+        table.row(label, cells);
+    };
+    if plan.has("short") {
+        for c in CONCURRENCY {
+            short_row(table, &format!("short{c}"), &format!("(b) short HTTP conns, c={c} (p50 / p99)"));
+        }
+        table.row(
+            "(b) proxy CPU µs per conn, c=1 / 16 / 64",
+            each(&|i, t| proxy_only(t, multi(s, &["short1.cpu", "short16.cpu", "short64.cpu"], i))),
+        );
+    }
+    if plan.has("tls") {
+        short_row(table, "tls16", "(c) TLS hello by SNI, c=16 (p50 / p99)");
+        table.row("(c) proxy CPU µs per TLS conn", each(&|i, t| proxy_only(t, multi(s, &["tls16.cpu"], i))));
+    }
+    if plan.has("hold") {
+        let first = Duration::from_secs(2).min(plan.hold_window).as_secs();
+        table.row(
+            &format!(
+                "(d) CPU % of a core, {} clients hold 1 B (first {first} s / {} s)",
+                plan.hold_n,
+                plan.hold_window.as_secs()
+            ),
+            each(&|i, t| match s.error("hold", i) {
+                Some(e) if t.pid.is_some() => err_cell(e),
+                _ => proxy_only(t, multi(s, &["hold.early", "hold.full"], i)),
+            }),
+        );
+        table.row("(d) proxy RSS MiB while they hold", each(&|i, t| proxy_only(t, multi(s, &["hold.rss"], i))));
+    }
+    if plan.has("idle") {
+        table.row(
+            &format!("(e) proxy PSS KiB per idle proxied conn ({})", plan.idle_n),
+            each(&|i, t| match s.median("idle.kib", i) {
+                Some(v) => num(v),
+                None => {
+                    proxy_only(t, s.error("idle.kib", i).or(s.error("idle", i)).map(err_cell).unwrap_or("–".into()))
+                }
+            }),
+        );
+        table.row(
+            &format!("(f) s to open {} conns, {INFLIGHT} in flight", plan.idle_n),
+            each(&|i, _| ratio_cell(s, "open", i, " s")),
+        );
+    }
+}

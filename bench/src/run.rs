@@ -1,0 +1,188 @@
+//! The `run` subcommand: decide what to run, start the backend and every
+//! proxy that is installed and starts (skipping, with the reason, any that is
+//! absent or fails), run the workloads of [`crate::cells`], then assemble the
+//! markdown report, print it and write it to `--out`.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cells::{self, Plan, Target};
+use crate::procs::{self, Group};
+use crate::proxies::{self, Kind, Proxy};
+use crate::report::{Samples, Table};
+
+/// Options of `run`, from the command line.
+pub struct Opts {
+    pub refractium: Option<PathBuf>,
+    pub quick: bool,
+    pub only: Vec<String>,
+    pub out: Option<PathBuf>,
+    pub rounds: Option<usize>,
+    pub secs: Option<f64>,
+    pub nofile: u64,
+}
+
+const WORKLOADS: [&str; 5] = ["bulk", "short", "tls", "hold", "idle"];
+const PROXIES: [&str; 3] = ["refractium", "haproxy", "nginx"];
+
+/// A temp dir removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn run(opts: Opts) -> Result<()> {
+    for item in &opts.only {
+        if !WORKLOADS.contains(&item.as_str()) && !PROXIES.contains(&item.as_str()) && item != "direct" {
+            bail!("--only: unknown item {item:?} (workloads {WORKLOADS:?}, targets direct, {PROXIES:?})");
+        }
+    }
+    let picked = |set: &[&str], all_if_none: bool| -> Vec<String> {
+        let chosen: Vec<String> = opts.only.iter().filter(|i| set.contains(&i.as_str())).cloned().collect();
+        if chosen.is_empty() && all_if_none { set.iter().map(|s| s.to_string()).collect() } else { chosen }
+    };
+    let workloads = picked(&WORKLOADS, true);
+    let proxies_wanted = picked(&PROXIES, !opts.only.iter().any(|i| i == "direct"));
+    let secs = opts.secs.unwrap_or(if opts.quick { 1.0 } else { 3.0 });
+    if !(0.05..=60.0).contains(&secs) {
+        bail!("--secs must be within 0.05..=60");
+    }
+    let plan = Plan {
+        cell: Duration::from_secs_f64(secs),
+        rounds: opts.rounds.unwrap_or(3).clamp(1, 9),
+        hold_n: if opts.quick { 500 } else { 2000 },
+        hold_window: Duration::from_secs(if opts.quick { 2 } else { 5 }),
+        idle_n: if opts.quick { 500 } else { 5000 },
+        workloads,
+    };
+
+    let dir = std::env::temp_dir().join(format!("refractium-bench-{}", std::process::id()));
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = TempDir(dir);
+
+    let (mut backend_group, backend) = start_backend(&tmp.0)?;
+    eprintln!("backend listening on {backend}");
+
+    let mut skipped = Vec::new();
+    let mut running: Vec<Proxy> = Vec::new();
+    for name in &proxies_wanted {
+        let kind = match name.as_str() {
+            "refractium" => opts
+                .refractium
+                .clone()
+                .or_else(|| Some(PathBuf::from("target/release/refractium")))
+                .filter(|p| p.is_file())
+                .map(Kind::Refractium),
+            "haproxy" => procs::which("haproxy").map(Kind::Haproxy),
+            _ => procs::which("nginx").map(Kind::Nginx),
+        };
+        let Some(kind) = kind else {
+            eprintln!("{name}: skipped (binary not found)");
+            skipped.push(format!("{name}: binary not found"));
+            continue;
+        };
+        match proxies::start(&kind, backend.port(), &tmp.0, opts.nofile) {
+            Ok(p) => {
+                eprintln!("{name}: listening on {} ({})", p.addr, p.version);
+                running.push(p);
+            }
+            Err(e) => {
+                eprintln!("{name}: skipped (failed to start: {e:#})");
+                skipped.push(format!("{name}: failed to start: {e:#}"));
+            }
+        }
+    }
+
+    let mut targets = vec![Target { name: "direct", addr: backend, pid: None }];
+    targets.extend(running.iter().map(|p| Target { name: p.name, addr: p.addr, pid: Some(p.group.pid) }));
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("building the load runtime")?;
+    let mut samples = Samples::default();
+    rt.block_on(cells::run_all(&plan, &targets, backend, &mut samples));
+    drop(rt);
+    backend_group.check_alive().context("the backend died during the run")?;
+
+    let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
+    let mut table = Table::new(&names);
+    crate::rows::rows(&plan, &targets, &samples, &mut table);
+    let report = render(&plan, &opts, &running, &skipped, &table);
+    println!("{report}");
+    if let Some(out) = &opts.out {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        fs::write(out, &report).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
+    drop(running);
+    drop(backend_group);
+    Ok(())
+}
+
+/// Start `refractium-bench backend` and read the port it prints.
+fn start_backend(dir: &Path) -> Result<(Group, SocketAddr)> {
+    let exe = std::env::current_exe().context("locating refractium-bench")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["backend", "--bind", "127.0.0.1:0", "--print-port"]);
+    cmd.stdout(Stdio::piped());
+    cmd.stderr(fs::File::create(dir.join("backend.log")).context("backend log")?);
+    let mut group = Group::spawn("backend", cmd, None)?;
+    let line = group.stdout_line(Duration::from_secs(10))?;
+    let port: u16 = line.parse().with_context(|| format!("backend printed {line:?}"))?;
+    Ok((group, SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn render(plan: &Plan, opts: &Opts, running: &[Proxy], skipped: &[String], table: &Table) -> String {
+    let mut out = String::from("# refractium benchmark\n\n");
+    out += &format!(
+        "- when: {} · kernel {} · {} cores · load average at start {}\n",
+        sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        sh("uname", &["-r"]),
+        sh("nproc", &[]),
+        fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    out += &format!(
+        "- plan: {}{:.1} s cells, median of {} rounds, {} holders, {} idle connections, fd limit {}\n",
+        if opts.quick { "quick, " } else { "" },
+        plan.cell.as_secs_f64(),
+        plan.rounds,
+        plan.hold_n,
+        plan.idle_n,
+        opts.nofile,
+    );
+    for p in running {
+        out += &format!("- {}: {}\n", p.name, p.version);
+    }
+    for s in skipped {
+        out += &format!("- skipped {s}\n");
+    }
+    out += "- cells: figure (ratio to direct); load generator, backend and proxy share the cores: \
+            ratios move ±0.15 run to run, compare only within one run\n\n";
+    out += &table.markdown();
+    out
+}

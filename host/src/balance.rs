@@ -1,0 +1,127 @@
+//! Backend pools: pick a server by the pool's policy and connect to it,
+//! trying the next server on failure (at most `retries` more times).
+//!
+//! Health checks are passive for now: a server whose connect fails is tried
+//! last by the next connections until a connect to it succeeds again.
+
+use crate::config::{Backend, Balance};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// One backend server and what the balancer knows about it.
+#[derive(Debug)]
+pub struct Server {
+    pub addr: SocketAddr,
+    /// Connections currently open to it.
+    active: AtomicUsize,
+    /// False after a failed connect, true again after a successful one.
+    up: AtomicBool,
+}
+
+/// A backend pool of one snapshot.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: String,
+    pub servers: Vec<Server>,
+    policy: Balance,
+    pub connect_timeout: Duration,
+    retries: u32,
+    next: AtomicUsize,
+    pub proxy_protocol: crate::config::ProxyProtocol,
+}
+
+/// A connected backend; counts as active on its server until dropped.
+pub struct Connected<'a> {
+    pub stream: TcpStream,
+    pub server: &'a Server,
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.server.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Every server of the pool failed.
+#[derive(Debug, thiserror::Error)]
+#[error("no backend of pool `{pool}` accepted the connection ({attempts} tried; last: {last})")]
+pub struct ConnectError {
+    pub pool: String,
+    pub attempts: usize,
+    pub last: String,
+}
+
+impl Pool {
+    pub fn new(name: &str, backend: &Backend) -> Self {
+        Pool {
+            name: name.to_string(),
+            servers: backend
+                .servers
+                .iter()
+                .map(|&addr| Server { addr, active: AtomicUsize::new(0), up: AtomicBool::new(true) })
+                .collect(),
+            policy: backend.balance,
+            connect_timeout: backend.connect_timeout,
+            retries: backend.retries,
+            next: AtomicUsize::new(0),
+            proxy_protocol: backend.proxy_protocol,
+        }
+    }
+
+    /// The order in which to try servers for this client: the policy's pick
+    /// first, then the others; servers marked down go last.
+    pub fn order(&self, client: IpAddr) -> Vec<usize> {
+        let n = self.servers.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let first = match self.policy {
+            Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            Balance::Random => rand::random_range(0..n),
+            Balance::LeastConn => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|i| (start + i) % n)
+                    .min_by_key(|&i| self.servers[i].active.load(Ordering::Relaxed))
+                    .unwrap_or(0)
+            }
+            Balance::HashClientIp => {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                client.hash(&mut h);
+                (h.finish() % n as u64) as usize
+            }
+        };
+        let mut order: Vec<usize> = (0..n).map(|i| (first + i) % n).collect();
+        order.sort_by_key(|&i| !self.servers[i].up.load(Ordering::Relaxed));
+        order
+    }
+
+    /// Connect to a server, trying the next one on failure.
+    pub async fn connect(&self, client: IpAddr) -> Result<Connected<'_>, ConnectError> {
+        let order = self.order(client);
+        let attempts = order.len().min(self.retries as usize + 1);
+        let mut last = String::from("pool has no servers");
+        for &i in order.iter().take(attempts) {
+            let server = &self.servers[i];
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(server.addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    if !server.up.swap(true, Ordering::Relaxed) {
+                        tracing::info!(pool = %self.name, server = %server.addr, "backend server accepts connections again");
+                    }
+                    server.active.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Connected { stream, server });
+                }
+                Ok(Err(err)) => last = format!("{}: {err}", server.addr),
+                Err(_) => last = format!("{}: connect timed out after {:?}", server.addr, self.connect_timeout),
+            }
+            if server.up.swap(false, Ordering::Relaxed) {
+                tracing::warn!(pool = %self.name, server = %server.addr, error = %last, "backend server marked down");
+            }
+        }
+        Err(ConnectError { pool: self.name.clone(), attempts, last })
+    }
+}

@@ -1,0 +1,258 @@
+//! The `refractium` command line: `run`, `check`, `detect`, `plugins`.
+
+use crate::config::{self, Config};
+use crate::detect::{self, Outcome};
+use crate::listener;
+use crate::plugin::PluginSet;
+use crate::plugin::detector::{Detect, Peer};
+use crate::snapshot::Snapshot;
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// The default config file, relative to the working directory.
+pub const DEFAULT_CONFIG: &str = "config/refractium.yaml";
+
+#[derive(Parser)]
+#[command(name = "refractium", version, about = "One port, many services: a protocol-detecting proxy with WebAssembly plugins")]
+struct Cli {
+    /// Config file.
+    #[arg(short, long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Load and validate the config and plugins, print what would run.
+    Check,
+    /// Run the detectors on captured first bytes; print one JSON object per file.
+    Detect {
+        /// Transport whose detectors to run.
+        #[arg(long, value_enum, default_value_t = TransportArg::Tcp)]
+        transport: TransportArg,
+        /// The files are successive reads of one client: print one object for all.
+        #[arg(long)]
+        flight: bool,
+        /// Files holding captured first bytes.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the loaded plugins.
+    Plugins,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TransportArg {
+    Tcp,
+    Udp,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(cli.config.as_deref()),
+        Command::Check => check(cli.config.as_deref()),
+        Command::Detect { transport, flight, files } => detect_files(cli.config.as_deref(), transport, flight, &files),
+        Command::Plugins => plugins(cli.config.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("refractium: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let path = path.unwrap_or(Path::new(DEFAULT_CONFIG));
+    Ok(config::load(path)?)
+}
+
+fn run(path: Option<&Path>) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    crate::logging::init(&config.log.level, config.log.format);
+    let file = config.file.display().to_string();
+    let snapshot = Snapshot::build(config)?;
+    for skipped in &snapshot.plugins.skipped {
+        tracing::warn!(path = %skipped.path.display(), reason = %skipped.reason, "plugin file skipped");
+    }
+    let bound = listener::bind_all(&snapshot)?;
+    tracing::info!(config = %file, detectors = snapshot.plugins.detectors.len(), "refractium started");
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let state = Arc::new(ArcSwap::from_pointee(snapshot));
+    runtime.block_on(listener::serve(state, bound, shutdown_signal()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGTERM; only SIGINT stops the proxy");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+fn check(path: Option<&Path>) -> anyhow::Result<()> {
+    let config = load_config(path)?;
+    let snapshot = Snapshot::build(config)?;
+    let c = &snapshot.config;
+    println!("config {} is valid", c.file.display());
+    for l in &c.listeners {
+        let plan = &snapshot.listeners[&l.name];
+        let binds: Vec<String> = l.bind.iter().map(ToString::to_string).collect();
+        let detectors: Vec<&str> = plan.detectors.iter().map(|d| d.name()).collect();
+        println!(
+            "listener {} on {} ({:?}): detectors [{}], default {}, on_timeout {}",
+            l.name,
+            binds.join(", "),
+            l.transport,
+            detectors.join(", "),
+            l.default.as_deref().unwrap_or("(close)"),
+            l.on_timeout.as_deref().unwrap_or("(close)"),
+        );
+    }
+    for r in &c.routes {
+        let how = match &r.r#match {
+            Some(m) => format!("{m:?}"),
+            None => "by name only".into(),
+        };
+        println!("route {} -> {}: {how}", r.name, r.to);
+    }
+    for (name, b) in &c.backends {
+        let servers: Vec<String> = b.servers.iter().map(ToString::to_string).collect();
+        println!("backend {name}: {} ({:?})", servers.join(", "), b.balance);
+    }
+    print_plugins(&snapshot.plugins);
+    if !snapshot.plugins.skipped.is_empty() {
+        anyhow::bail!("{} plugin file(s) failed to load", snapshot.plugins.skipped.len());
+    }
+    Ok(())
+}
+
+fn plugins(path: Option<&Path>) -> anyhow::Result<()> {
+    let config = config_or_default(path)?;
+    let plugins = PluginSet::load(&config)?;
+    print_plugins(&plugins);
+    Ok(())
+}
+
+fn print_plugins(plugins: &PluginSet) {
+    println!("{:<12} {:<10} {:<9} {:<14} source", "name", "version", "kind", "hash");
+    for d in &plugins.detectors {
+        println!("{:<12} {:<10} {:<9} {:<14} {}", d.name(), d.info.version, "detector", &d.hash[..12], d.source);
+    }
+    for s in &plugins.skipped {
+        println!("skipped {}: {}", s.path.display(), s.reason);
+    }
+}
+
+/// `-c FILE`, else `config/refractium.yaml` when it exists, else the defaults
+/// (built-in plugins only).
+fn config_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Ok(config::load(path)?),
+        None if Path::new(DEFAULT_CONFIG).exists() => Ok(config::load(Path::new(DEFAULT_CONFIG))?),
+        None => Ok(Config::default()),
+    }
+}
+
+fn detect_files(path: Option<&Path>, transport: TransportArg, flight: bool, files: &[PathBuf]) -> anyhow::Result<()> {
+    crate::logging::init("warn", config::LogFormat::Text);
+    let config = config_or_default(path)?;
+    let plugins = PluginSet::load(&config)?;
+    let detectors: Vec<Arc<dyn Detect>> = plugins.detectors.iter().map(|d| d.clone() as Arc<dyn Detect>).collect();
+    let udp = matches!(transport, TransportArg::Udp);
+    let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "detect".into(), udp);
+    let mut inputs = Vec::new();
+    for file in files {
+        inputs.push(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let max_bytes = 1 << 20;
+    let run = |chunks: Vec<&[u8]>| -> anyhow::Result<Option<crate::plugin::Detection>> {
+        let mut reader = tokio_test_reader(chunks);
+        let detected = runtime.block_on(detect::detect(
+            &mut reader,
+            &detectors,
+            &peer,
+            max_bytes,
+            std::time::Duration::from_secs(3600),
+        ))?;
+        Ok(match detected.outcome {
+            Outcome::Matched { detection, .. } => Some(detection),
+            _ => None,
+        })
+    };
+    if flight {
+        let detection = run(inputs.iter().map(Vec::as_slice).collect())?;
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        println!("{}", json_line(serde_json::json!(names), detection.as_ref()));
+    } else {
+        for (file, bytes) in files.iter().zip(&inputs) {
+            let detection = run(vec![bytes.as_slice()])?;
+            println!("{}", json_line(serde_json::json!(file.display().to_string()), detection.as_ref()));
+        }
+    }
+    Ok(())
+}
+
+/// A reader that yields each chunk as one read, then end of stream.
+fn tokio_test_reader(chunks: Vec<&[u8]>) -> impl tokio::io::AsyncRead + Unpin + '_ {
+    ChunkReader { chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(), pos: 0 }
+}
+
+struct ChunkReader<'a> {
+    chunks: std::collections::VecDeque<&'a [u8]>,
+    pos: usize,
+}
+
+impl tokio::io::AsyncRead for ChunkReader<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let pos = self.pos;
+        if let Some(chunk) = self.chunks.front().copied() {
+            let n = (chunk.len() - pos).min(buf.remaining());
+            buf.put_slice(&chunk[pos..pos + n]);
+            if pos + n == chunk.len() {
+                self.chunks.pop_front();
+                self.pos = 0;
+            } else {
+                self.pos = pos + n;
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+fn json_line(file: serde_json::Value, detection: Option<&crate::plugin::Detection>) -> serde_json::Value {
+    let attributes: serde_json::Map<String, serde_json::Value> = detection
+        .map(|d| d.attributes.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect())
+        .unwrap_or_default();
+    serde_json::json!({
+        "file": file,
+        "protocol": detection.map(|d| d.protocol.clone()),
+        "sni": detection.and_then(|d| d.sni.clone()),
+        "alpn": detection.map(|d| d.alpn.clone()).unwrap_or_default(),
+        "attributes": attributes,
+    })
+}

@@ -1,0 +1,108 @@
+//! The global sections of the file — `plugins`, `limits`, `udp`, `admin`,
+//! `reload`, `log` — checked and defaulted. Listeners, routes and backends,
+//! which refer to each other, are in `validate.rs`.
+
+use std::path::PathBuf;
+
+use super::defaults as d;
+use super::raw::{RawAdmin, RawLimits, RawLog, RawPlugins, RawReload, RawUdp};
+use super::validate::Checker;
+use super::{Admin, Limits, Log, PluginLimits, Plugins, Reload, Udp};
+
+/// Levels `log.level` accepts alone; anything with `=` or `,` is taken as a
+/// `tracing` filter and checked by the logger.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+impl Checker<'_> {
+    pub fn plugins(&mut self, raw: Option<RawPlugins>) -> Plugins {
+        let raw = raw.unwrap_or_default();
+        let dir = self.dir("plugins.dir", raw.dir);
+        let cache_dir = self.dir("plugins.cache_dir", raw.cache_dir);
+        let config = raw.config.unwrap_or_default();
+        if config.keys().any(|name| name.trim().is_empty()) {
+            self.report("plugins.config", "empty plugin name");
+        }
+        let limits = raw.limits.unwrap_or_default();
+        let memory_range = (d::PLUGIN_MEMORY_MIN, d::PLUGIN_MEMORY_MAX);
+        let memory = self.size("plugins.limits.memory".into(), limits.memory.as_ref(), d::PLUGIN_MEMORY, memory_range);
+        let key = "plugins.limits.call_timeout";
+        let call_timeout = self.duration(key.into(), limits.call_timeout.as_ref(), d::PLUGIN_CALL_TIMEOUT, false);
+        let call_timeout = if (d::PLUGIN_CALL_TIMEOUT_MIN..=d::PLUGIN_CALL_TIMEOUT_MAX).contains(&call_timeout) {
+            call_timeout
+        } else {
+            let text = limits.call_timeout.as_ref().map(|t| t.0.trim()).unwrap_or_default();
+            self.report(key, format!("`{text}` is out of range: must be between 1ms and 1s"));
+            d::PLUGIN_CALL_TIMEOUT
+        };
+        Plugins { dir, config, limits: PluginLimits { memory, call_timeout }, cache_dir }
+    }
+
+    /// A directory, resolved against the config file's directory.
+    fn dir(&mut self, key: &str, raw: Option<String>) -> Option<PathBuf> {
+        let raw = raw?;
+        if raw.trim().is_empty() {
+            self.report(key, "empty path (omit the key instead)");
+            return None;
+        }
+        let base = self.file.parent().unwrap_or(std::path::Path::new(""));
+        Some(base.join(raw))
+    }
+
+    pub fn limits(&mut self, raw: Option<RawLimits>) -> Limits {
+        let raw = raw.unwrap_or_default();
+        let idle = raw.idle_timeout.as_ref();
+        let drain = raw.drain_timeout.as_ref();
+        Limits {
+            max_connections: self.at_least_one(
+                "limits.max_connections".into(),
+                raw.max_connections,
+                d::MAX_CONNECTIONS,
+            ),
+            max_connections_per_ip: self.at_least_one(
+                "limits.max_connections_per_ip".into(),
+                raw.max_connections_per_ip,
+                d::MAX_CONNECTIONS_PER_IP,
+            ),
+            idle_timeout: self.duration("limits.idle_timeout".into(), idle, d::IDLE_TIMEOUT, true),
+            drain_timeout: self.duration("limits.drain_timeout".into(), drain, d::DRAIN_TIMEOUT, false),
+        }
+    }
+
+    pub fn udp(&mut self, raw: Option<RawUdp>) -> Udp {
+        let raw = raw.unwrap_or_default();
+        let timeout = raw.session_timeout.as_ref();
+        Udp {
+            session_timeout: self.duration("udp.session_timeout".into(), timeout, d::UDP_SESSION_TIMEOUT, true),
+            max_sessions: self.at_least_one("udp.max_sessions".into(), raw.max_sessions, d::UDP_MAX_SESSIONS),
+        }
+    }
+
+    pub fn admin(&mut self, raw: Option<RawAdmin>) -> Option<Admin> {
+        let RawAdmin { bind } = raw?;
+        match bind {
+            None => {
+                self.report("admin.bind", "missing: the address of the admin listener, like 127.0.0.1:9901");
+                None
+            }
+            Some(text) => self.addr("admin.bind".into(), &text.0).map(|bind| Admin { bind }),
+        }
+    }
+
+    pub fn reload(&mut self, raw: Option<RawReload>) -> Reload {
+        Reload { watch: raw.and_then(|r| r.watch).unwrap_or(d::RELOAD_WATCH) }
+    }
+
+    pub fn log(&mut self, raw: Option<RawLog>) -> Log {
+        let raw = raw.unwrap_or_default();
+        let level = raw.level.unwrap_or_else(|| d::LOG_LEVEL.to_owned());
+        let is_filter = level.contains(['=', ',']);
+        if !is_filter && !LEVELS.contains(&level.trim().to_ascii_lowercase().as_str()) {
+            let message = format!(
+                "unknown log level `{level}` (one of {}, or a filter like `info,refractium=debug`)",
+                LEVELS.join(", ")
+            );
+            self.report("log.level", message);
+        }
+        Log { level, format: raw.format.unwrap_or(d::LOG_FORMAT) }
+    }
+}

@@ -1,0 +1,324 @@
+//! The typed configuration the rest of the proxy reads: every value parsed,
+//! checked and defaulted. Nothing here touches YAML; the raw serde layer
+//! lives in `raw.rs` and the checks that turn it into these types in
+//! `validate.rs`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::defaults as d;
+use super::locate::Locator;
+
+/// A whole configuration file, validated.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    /// The config file it came from (empty for [`Config::default`]).
+    pub file: PathBuf,
+    /// Sockets to accept on, in file order.
+    pub listeners: Vec<Listener>,
+    /// Routes, tried in file order; the first whose `match` holds wins.
+    pub routes: Vec<Route>,
+    /// Backend pools, by name.
+    pub backends: BTreeMap<String, Backend>,
+    /// Where plugins come from, their per-plugin config and sandbox limits.
+    pub plugins: Plugins,
+    /// Connection limits and timeouts.
+    pub limits: Limits,
+    /// UDP session handling.
+    pub udp: Udp,
+    /// The admin listener (metrics, status, reload); `None` = no admin listener.
+    pub admin: Option<Admin>,
+    /// How config changes are picked up.
+    pub reload: Reload,
+    /// Logging.
+    pub log: Log,
+    /// The source text, indexed, so later stages can locate their problems.
+    pub(super) source: Source,
+}
+
+/// A listening socket and how connections on it are detected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Unique name, used in logs, metrics and the plugins' `peer.listener`.
+    pub name: String,
+    /// Addresses to bind (at least one; YAML takes one address or a list).
+    pub bind: Vec<SocketAddr>,
+    /// `tcp` or `udp`.
+    pub transport: Transport,
+    /// Detector plugins in the order to try; `None` = every loaded detector
+    /// of this transport, in the default order.
+    pub detectors: Option<Vec<String>>,
+    /// How many bytes and how long detection may wait for.
+    pub detect: Detect,
+    /// Route for clients that send nothing before `detect.timeout`
+    /// (server-first protocols); `None` = close.
+    pub on_timeout: Option<String>,
+    /// Route for bytes no detector recognises; `None` = close.
+    pub default: Option<String>,
+}
+
+/// The transport of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// Stream connections.
+    Tcp,
+    /// Datagrams, grouped into sessions per client address.
+    Udp,
+}
+
+/// Limits of the detection phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detect {
+    /// The most client bytes buffered while detecting (16 to 65536).
+    pub max_bytes: usize,
+    /// How long to wait for the detectors to decide.
+    pub timeout: Duration,
+}
+
+/// A route: which detected connections it takes, and where they go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Unique name, used by listeners' `default`/`on_timeout` and in logs.
+    pub name: String,
+    /// What the connection must look like; `None` = reached only by name.
+    pub r#match: Option<Match>,
+    /// The backend pool it sends to.
+    pub to: String,
+    /// Hook plugins the stream passes through, in order.
+    pub hooks: Vec<String>,
+}
+
+/// Conditions of a route, combined with AND; an empty list matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Match {
+    /// Detected protocol name (`tls`, `http`, `ssh`, ...).
+    pub protocol: Option<String>,
+    /// Case-insensitive glob over the TLS server name (checked to compile;
+    /// the router compiles it).
+    pub sni: Option<String>,
+    /// ALPN protocols, any of which may be offered; empty = any.
+    pub alpn: Vec<String>,
+    /// Client networks, any of which may hold the client; empty = any.
+    /// A bare IP is a /32 or /128 network.
+    pub client: Vec<ipnet::IpNet>,
+    /// Detector attributes that must be present with these values.
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// A pool of servers behind a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Server addresses (at least one).
+    pub servers: Vec<SocketAddr>,
+    /// How a server is picked.
+    pub balance: Balance,
+    /// Active health checks; `None` = passive only (failed connects).
+    pub health: Option<Health>,
+    /// PROXY protocol header written to the server before the client's bytes.
+    pub proxy_protocol: ProxyProtocol,
+    /// How long a connect to one server may take.
+    pub connect_timeout: Duration,
+    /// How many other servers to try after a failed connect.
+    pub retries: u32,
+}
+
+/// Load-balancing policy of a backend pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Each server in turn.
+    RoundRobin,
+    /// The server with the fewest open connections.
+    LeastConn,
+    /// A server picked at random.
+    Random,
+    /// A server picked by a hash of the client IP (sticky).
+    HashClientIp,
+}
+
+/// Active health checks of a backend pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// Time between two checks of one server.
+    pub interval: Duration,
+    /// How long one check may take.
+    pub timeout: Duration,
+    /// Consecutive successes that mark a down server up.
+    pub rise: u32,
+    /// Consecutive failures that mark an up server down.
+    pub fall: u32,
+}
+
+/// PROXY protocol header sent to backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyProtocol {
+    /// No header.
+    None,
+    /// Text header, version 1.
+    V1,
+    /// Binary header, version 2.
+    V2,
+}
+
+/// Plugins: where they come from, their config and their sandbox.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plugins {
+    /// Directory of `*.wasm` plugins, resolved against the config file's
+    /// directory; `None` = built-in plugins only.
+    pub dir: Option<PathBuf>,
+    /// Per-plugin config by plugin name, converted from YAML to JSON.
+    pub config: BTreeMap<String, serde_json::Value>,
+    /// Sandbox limits of every plugin instance.
+    pub limits: PluginLimits,
+    /// Directory of compiled components, resolved like `dir`; `None` = the
+    /// default cache.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Sandbox limits of one plugin instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PluginLimits {
+    /// Linear memory cap in bytes (1 MiB to 64 MiB).
+    pub memory: u64,
+    /// Time budget of one call (1ms to 1s).
+    pub call_timeout: Duration,
+}
+
+/// Connection limits and timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections across all listeners (at least 1).
+    pub max_connections: usize,
+    /// Open connections from one client IP (at least 1).
+    pub max_connections_per_ip: usize,
+    /// A connection with no bytes either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// How long shutdown waits for open connections before closing them.
+    pub drain_timeout: Duration,
+}
+
+/// UDP session handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Udp {
+    /// A session with no datagram either way for this long expires.
+    pub session_timeout: Duration,
+    /// The most sessions open at once (at least 1).
+    pub max_sessions: usize,
+}
+
+/// The admin listener: `/metrics`, `/status`, `POST /reload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admin {
+    /// Address of the admin HTTP listener.
+    pub bind: SocketAddr,
+}
+
+/// How config changes are picked up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reload {
+    /// Watch the config file and the plugins directory for changes.
+    pub watch: bool,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// A level (`error` .. `trace`) or a `tracing` filter directive.
+    pub level: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The indexed source text of a config, kept to locate later problems.
+#[derive(Clone, Default)]
+pub(crate) struct Source(pub(super) Option<Arc<Locator>>);
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Source { .. }")
+    }
+}
+
+macro_rules! names {
+    ($ty:ty { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The name of this value as written in YAML.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $name),+ }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+names!(Transport { Tcp => "tcp", Udp => "udp" });
+names!(Balance {
+    RoundRobin => "round_robin",
+    LeastConn => "least_conn",
+    Random => "random",
+    HashClientIp => "hash_client_ip",
+});
+names!(ProxyProtocol { None => "none", V1 => "v1", V2 => "v2" });
+names!(LogFormat { Text => "text", Json => "json" });
+
+macro_rules! defaults {
+    ($($ty:ty => $value:expr;)+) => {
+        $(impl Default for $ty {
+            fn default() -> Self {
+                $value
+            }
+        })+
+    };
+}
+defaults! {
+    Transport => d::TRANSPORT;
+    Balance => d::BALANCE;
+    ProxyProtocol => d::PROXY_PROTOCOL;
+    LogFormat => d::LOG_FORMAT;
+    Detect => Detect { max_bytes: d::DETECT_MAX_BYTES, timeout: d::DETECT_TIMEOUT };
+    Health => Health {
+        interval: d::HEALTH_INTERVAL,
+        timeout: d::HEALTH_TIMEOUT,
+        rise: d::HEALTH_RISE,
+        fall: d::HEALTH_FALL,
+    };
+    Backend => Backend {
+        servers: Vec::new(),
+        balance: d::BALANCE,
+        health: None,
+        proxy_protocol: d::PROXY_PROTOCOL,
+        connect_timeout: d::CONNECT_TIMEOUT,
+        retries: d::RETRIES,
+    };
+    PluginLimits => PluginLimits { memory: d::PLUGIN_MEMORY, call_timeout: d::PLUGIN_CALL_TIMEOUT };
+    Limits => Limits {
+        max_connections: d::MAX_CONNECTIONS,
+        max_connections_per_ip: d::MAX_CONNECTIONS_PER_IP,
+        idle_timeout: d::IDLE_TIMEOUT,
+        drain_timeout: d::DRAIN_TIMEOUT,
+    };
+    Udp => Udp { session_timeout: d::UDP_SESSION_TIMEOUT, max_sessions: d::UDP_MAX_SESSIONS };
+    Reload => Reload { watch: d::RELOAD_WATCH };
+    Log => Log { level: d::LOG_LEVEL.to_owned(), format: d::LOG_FORMAT };
+}

@@ -1,0 +1,100 @@
+//! Detection: collect a client's first bytes and ask the listener's detectors
+//! what protocol they are.
+//!
+//! One buffer of at most `max_bytes`; every byte read is kept and later
+//! replayed to the backend, in order. After each read the detectors still in
+//! the running are asked about the whole buffer, in the listener's order: the
+//! first `matched` wins; a detector that answers `no-match` is not asked
+//! again; one that answers `need-more(n)` is not asked again before the buffer
+//! holds `n` bytes. Waiting for bytes is a plain await on the socket: no CPU,
+//! no lock held.
+
+use crate::plugin::detector::{Detect, Peer};
+use crate::plugin::{Detection, Verdict};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
+
+/// How detection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A detector recognised the bytes.
+    Matched {
+        detection: Detection,
+        /// The detector that answered.
+        detector: String,
+    },
+    /// Every detector said `no-match` (or the listener has none).
+    Unknown,
+    /// The buffer filled up before any detector decided.
+    Full,
+    /// `detect.timeout` passed first; `bytes` says whether the client sent any.
+    TimedOut,
+    /// The client closed its side before any detector decided.
+    ClientClosed,
+}
+
+/// The outcome and the bytes read, to be replayed to the backend.
+#[derive(Debug)]
+pub struct Detected {
+    pub outcome: Outcome,
+    pub bytes: Vec<u8>,
+}
+
+/// Run detection on `stream`.
+pub async fn detect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    detectors: &[Arc<dyn Detect>],
+    peer: &Peer,
+    max_bytes: usize,
+    timeout: Duration,
+) -> std::io::Result<Detected> {
+    if detectors.is_empty() {
+        return Ok(Detected { outcome: Outcome::Unknown, bytes: Vec::new() });
+    }
+    let deadline = Instant::now() + timeout;
+    let mut buf = vec![0u8; max_bytes.max(1)];
+    let mut len = 0;
+    // Per detector: None once it said no-match, else the length it waits for.
+    let mut waiting: Vec<Option<usize>> = vec![Some(1); detectors.len()];
+    loop {
+        let read = match tokio::time::timeout_at(deadline, stream.read(&mut buf[len..])).await {
+            Ok(read) => read?,
+            Err(_elapsed) => return Ok(done(Outcome::TimedOut, buf, len)),
+        };
+        if read == 0 {
+            return Ok(done(Outcome::ClientClosed, buf, len));
+        }
+        len += read;
+        let data = &buf[..len];
+        for (detector, wait) in detectors.iter().zip(waiting.iter_mut()) {
+            let Some(wanted) = *wait else { continue };
+            if len < wanted {
+                continue;
+            }
+            match detector.detect(data, peer) {
+                Verdict::Matched(detection) => {
+                    let outcome = Outcome::Matched { detection, detector: detector.name().to_string() };
+                    return Ok(done(outcome, buf, len));
+                }
+                Verdict::NeedMore(n) => *wait = Some((n as usize).max(len + 1)),
+                Verdict::NoMatch => *wait = None,
+            }
+        }
+        if waiting.iter().all(Option::is_none) {
+            return Ok(done(Outcome::Unknown, buf, len));
+        }
+        if len == buf.len() {
+            return Ok(done(Outcome::Full, buf, len));
+        }
+    }
+}
+
+fn done(outcome: Outcome, mut buf: Vec<u8>, len: usize) -> Detected {
+    buf.truncate(len);
+    Detected { outcome, bytes: buf }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! Forwarding: relay bytes both ways until both sides have closed.
+//!
+//! Each direction waits for its socket to be readable, reads into a scratch
+//! buffer owned by the worker thread (not by the connection), and writes what
+//! it read at once; only bytes the other side could not take yet are copied
+//! into a per-connection buffer, which is freed as soon as it drains. An idle
+//! connection therefore holds no copy buffer at all. End of stream on one
+//! side is passed on as a half-close (`shutdown(SHUT_WR)`) to the other; the
+//! relay ends when both directions have ended, when either side fails, or
+//! after `idle_timeout` without a byte moving either way.
+
+pub mod proxy_protocol;
+
+use socket2::SockRef;
+use std::cell::RefCell;
+use std::io::{self, ErrorKind};
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Size of each worker thread's scratch buffer.
+const SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH]);
+}
+
+/// Which side of the proxied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Server,
+}
+
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Server => "server",
+        })
+    }
+}
+
+/// Why a relay ended.
+#[derive(Debug)]
+pub enum End {
+    /// Both sides closed their sending side.
+    Closed,
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// A read or write on one side failed.
+    Failed(Side, io::Error),
+}
+
+impl std::fmt::Display for End {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            End::Closed => f.write_str("closed"),
+            End::Idle => f.write_str("idle timeout"),
+            End::Failed(side, err) => write!(f, "{side} error: {err}"),
+        }
+    }
+}
+
+/// Byte counters of one relay, readable while it runs.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Client to server.
+    pub up: AtomicU64,
+    /// Server to client.
+    pub down: AtomicU64,
+    /// Milliseconds since the relay started at the last byte moved.
+    last: AtomicU64,
+}
+
+/// Relay between `client` and `server` until both have closed.
+pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, counters: &Counters) -> End {
+    let start = Instant::now();
+    let up = pump(client, server, Side::Client, Side::Server, &counters.up, &counters.last, start);
+    let down = pump(server, client, Side::Server, Side::Client, &counters.down, &counters.last, start);
+    let both = async { tokio::try_join!(up, down) };
+    let idle_watch = async {
+        loop {
+            let last = Duration::from_millis(counters.last.load(Ordering::Relaxed));
+            let due = start + last + idle;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    };
+    tokio::select! {
+        result = both => match result {
+            Ok(_) => End::Closed,
+            Err((side, err)) => End::Failed(side, err),
+        },
+        () = idle_watch => End::Idle,
+    }
+}
+
+async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    from_side: Side,
+    to_side: Side,
+    moved: &AtomicU64,
+    last: &AtomicU64,
+    start: Instant,
+) -> Result<(), (Side, io::Error)> {
+    loop {
+        from.readable().await.map_err(|e| (from_side, e))?;
+        let step = SCRATCH_BUF.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            let n = match from.try_read(&mut buf) {
+                Ok(0) => return Ok(Step::Eof),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Step::Spurious),
+                Err(e) => return Err((from_side, e)),
+            };
+            let mut written = 0;
+            while written < n {
+                match to.try_write(&buf[written..n]) {
+                    Ok(w) => written += w,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err((to_side, e)),
+                }
+            }
+            let rest = if written < n { buf[written..n].to_vec() } else { Vec::new() };
+            Ok(Step::Moved(n, rest))
+        })?;
+        match step {
+            Step::Eof => {
+                // Half-close: tell the other side nothing more is coming.
+                if let Err(e) = SockRef::from(to).shutdown(Shutdown::Write) {
+                    if e.kind() != ErrorKind::NotConnected {
+                        return Err((to_side, e));
+                    }
+                }
+                return Ok(());
+            }
+            Step::Spurious => continue,
+            Step::Moved(n, rest) => {
+                moved.fetch_add(n as u64, Ordering::Relaxed);
+                last.store(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+                if !rest.is_empty() {
+                    write_all(to, &rest).await.map_err(|e| (to_side, e))?;
+                }
+            }
+        }
+    }
+}
+
+enum Step {
+    Eof,
+    Spurious,
+    Moved(usize, Vec<u8>),
+}
+
+/// Write all of `data`, waiting for the socket to drain as needed.
+pub async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        to.writable().await?;
+        match to.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

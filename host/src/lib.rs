@@ -1,0 +1,26 @@
+//! refractium: one public port, many services.
+//!
+//! A TCP connection flows through the modules in this order:
+//! [`listener`] accepts it and enforces the connection limits; [`detect`]
+//! collects the client's first bytes and asks the listener's detector
+//! [`plugin`]s what protocol they are; [`route`] picks the first route whose
+//! match holds; [`balance`] picks and connects a backend server; [`forward`]
+//! replays the first bytes and relays both ways until both sides close.
+//! [`proxy`] strings those stages together for one connection and writes its
+//! access-log line.
+//!
+//! Beside them: [`config`] parses and validates the YAML file; [`snapshot`]
+//! turns a config plus the loaded plugins into the immutable state every new
+//! connection reads; [`cli`] is the `refractium` command line.
+
+pub mod balance;
+pub mod cli;
+pub mod config;
+pub mod detect;
+pub mod forward;
+pub mod listener;
+pub mod logging;
+pub mod plugin;
+pub mod proxy;
+pub mod route;
+pub mod snapshot;

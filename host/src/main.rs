@@ -1,0 +1,5 @@
+//! The `refractium` binary: see [`refractium::cli`].
+
+fn main() -> std::process::ExitCode {
+    refractium::cli::main()
+}

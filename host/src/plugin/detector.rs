@@ -1,0 +1,253 @@
+//! A loaded detector plugin: its pre-instantiated component, a pool of idle
+//! instances, and the failure accounting that keeps a broken plugin from
+//! hurting anyone but the connection it was looking at.
+
+use super::bindings::exports::refractium::plugin::detector as wit_detector;
+use super::bindings::refractium::plugin::types as wit;
+use super::bindings::{DetectorPlugin as Bindings, DetectorPluginPre};
+use super::loader::Source;
+use super::sandbox::{HostState, LogBudget, deadline_ticks};
+use serde::Serialize;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use wasmtime::Store;
+
+/// Consecutive failed calls after which a plugin is disabled for a while.
+pub const DISABLE_AFTER: u32 = 10;
+/// How long a disabled plugin stays disabled before it is tried again.
+pub const DISABLED_FOR: Duration = Duration::from_secs(60);
+/// Idle instances kept per plugin.
+const MAX_IDLE: usize = 16;
+
+/// What a detector found (the host's copy of the WIT record).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Detection {
+    pub protocol: String,
+    pub sni: Option<String>,
+    pub alpn: Vec<String>,
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Detection {
+    /// The value of attribute `key`.
+    pub fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A detector's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Matched(Detection),
+    /// Total bytes wanted, 0 if unknown.
+    NeedMore(u32),
+    NoMatch,
+}
+
+/// Anything that can look at first bytes: a Wasm plugin, or a native stand-in
+/// in tests.
+pub trait Detect: Send + Sync {
+    /// The plugin's name.
+    fn name(&self) -> &str;
+    /// Look at every byte the client sent so far.
+    fn detect(&self, data: &[u8], peer: &Peer) -> Verdict;
+}
+
+/// Facts about the client handed to detectors, built once per connection.
+#[derive(Debug, Clone)]
+pub struct Peer(wit::Peer);
+
+impl Peer {
+    pub fn new(client: String, local: String, listener: String, udp: bool) -> Self {
+        Peer(wit::Peer {
+            client_addr: client,
+            local_addr: local,
+            listener,
+            transport: if udp { wit::Transport::Udp } else { wit::Transport::Tcp },
+        })
+    }
+}
+
+/// A plugin instance and the store it lives in.
+struct Instance {
+    store: Store<HostState>,
+    bindings: Bindings,
+}
+
+/// Name and version a plugin reported from `init`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Info {
+    pub name: String,
+    pub version: String,
+}
+
+/// A detector plugin ready to be called from any thread.
+pub struct DetectorPlugin {
+    /// Name operators use for it (file stem, or the built-in's name).
+    name: Arc<str>,
+    /// What its `init` reported.
+    pub info: Info,
+    /// Where it came from.
+    pub source: Source,
+    /// SHA-256 of its bytes.
+    pub hash: String,
+    pre: DetectorPluginPre<HostState>,
+    config_json: String,
+    memory: u64,
+    budget: Duration,
+    log: Arc<LogBudget>,
+    idle: Mutex<Vec<Instance>>,
+    failures: AtomicU32,
+    /// Milliseconds since [`base`] until which the plugin is disabled.
+    disabled_until: AtomicU64,
+}
+
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(base().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl DetectorPlugin {
+    /// Wrap a pre-instantiated component, creating one instance to run `init`
+    /// (which must accept the config) and learn the plugin's name.
+    pub(super) fn new(
+        name: &str,
+        source: Source,
+        hash: String,
+        pre: DetectorPluginPre<HostState>,
+        config_json: String,
+        memory: u64,
+        budget: Duration,
+    ) -> anyhow::Result<Self> {
+        let mut plugin = DetectorPlugin {
+            name: name.into(),
+            info: Info { name: name.to_string(), version: String::new() },
+            source,
+            hash,
+            pre,
+            config_json,
+            memory,
+            budget,
+            log: Arc::default(),
+            idle: Mutex::new(Vec::new()),
+            failures: AtomicU32::new(0),
+            disabled_until: AtomicU64::new(0),
+        };
+        let (instance, info) = plugin.instantiate()?;
+        plugin.info = info;
+        plugin.put_back(instance);
+        Ok(plugin)
+    }
+
+    fn instantiate(&self) -> anyhow::Result<(Instance, Info)> {
+        let engine = super::engine::engine();
+        let mut store = Store::new(engine, HostState::new(self.name.clone(), self.memory, self.log.clone()));
+        store.limiter(|state| &mut state.cap);
+        store.set_epoch_deadline(deadline_ticks(self.budget.max(Duration::from_millis(100))));
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| anyhow::anyhow!(cause(&e, &store, self)))?;
+        let info = match bindings.refractium_plugin_detector().call_init(&mut store, &self.config_json) {
+            Ok(Ok(info)) => Info { name: info.name, version: info.version },
+            Ok(Err(refusal)) => anyhow::bail!("init refused its config: {refusal}"),
+            Err(err) => anyhow::bail!("init {}", cause(&err, &store, self)),
+        };
+        Ok((Instance { store, bindings }, info))
+    }
+
+    fn take(&self) -> anyhow::Result<Instance> {
+        if let Some(instance) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            return Ok(instance);
+        }
+        self.instantiate().map(|(instance, _)| instance)
+    }
+
+    fn put_back(&self, instance: Instance) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE {
+                idle.push(instance);
+            }
+        }
+    }
+
+    /// Whether the plugin is currently disabled after repeated failures.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled_until.load(Ordering::Relaxed) > now_ms()
+    }
+
+    fn failed(&self, what: &str) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(plugin = %self.name, cause = what, "plugin call failed; the call counts as no-match and the instance is replaced");
+        if failures >= DISABLE_AFTER {
+            self.failures.store(0, Ordering::Relaxed);
+            let until = now_ms().saturating_add(u64::try_from(DISABLED_FOR.as_millis()).unwrap_or(u64::MAX));
+            self.disabled_until.store(until, Ordering::Relaxed);
+            tracing::error!(
+                plugin = %self.name,
+                failures,
+                "plugin disabled for {}s after {failures} failed calls in a row",
+                DISABLED_FOR.as_secs()
+            );
+        }
+    }
+}
+
+impl Detect for DetectorPlugin {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn detect(&self, data: &[u8], peer: &Peer) -> Verdict {
+        if self.is_disabled() {
+            return Verdict::NoMatch;
+        }
+        let mut instance = match self.take() {
+            Ok(instance) => instance,
+            Err(err) => {
+                self.failed(&format!("could not instantiate: {err:#}"));
+                return Verdict::NoMatch;
+            }
+        };
+        instance.store.set_epoch_deadline(deadline_ticks(self.budget));
+        let guest: &wit_detector::Guest = instance.bindings.refractium_plugin_detector();
+        match guest.call_detect(&mut instance.store, data, &peer.0) {
+            Ok(verdict) => {
+                self.failures.store(0, Ordering::Relaxed);
+                self.put_back(instance);
+                convert(verdict)
+            }
+            Err(err) => {
+                // A trap poisons the store: drop the instance with it.
+                self.failed(&cause(&err, &instance.store, self));
+                Verdict::NoMatch
+            }
+        }
+    }
+}
+
+/// Say why a call failed, in words an operator can act on.
+fn cause(err: &wasmtime::Error, store: &Store<HostState>, plugin: &DetectorPlugin) -> String {
+    if store.data().cap.hit {
+        return format!("exceeded its memory cap of {} bytes ({err})", plugin.memory);
+    }
+    match err.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            format!("exceeded its time budget of {}", humantime::format_duration(plugin.budget))
+        }
+        Some(trap) => format!("trapped: {trap}"),
+        None => format!("failed: {err:#}"),
+    }
+}
+
+fn convert(verdict: wit::Verdict) -> Verdict {
+    match verdict {
+        wit::Verdict::Matched(d) => {
+            Verdict::Matched(Detection { protocol: d.protocol, sni: d.sni, alpn: d.alpn, attributes: d.attributes })
+        }
+        wit::Verdict::NeedMore(n) => Verdict::NeedMore(n),
+        wit::Verdict::NoMatch => Verdict::NoMatch,
+    }
+}

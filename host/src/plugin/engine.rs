@@ -1,0 +1,87 @@
+//! The process-wide wasmtime engine and its epoch ticker.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How often the engine's epoch advances: the granularity of call deadlines.
+pub const TICK: Duration = Duration::from_millis(1);
+
+/// The largest memory cap `plugins.limits.memory` may ask for; the pooling
+/// allocator reserves this much address space per linear memory slot.
+pub const MAX_MEMORY: u64 = 64 << 20;
+
+/// Concurrent component instances the pooling allocator has slots for.
+/// Detector calls never yield, so at most one instance per plugin per worker
+/// thread is busy at a time; idle pools stay small.
+const INSTANCE_SLOTS: u32 = 1000;
+
+static ENGINE: OnceLock<Engine> = OnceLock::new();
+
+/// The engine, created (with its ticker thread) on first use.
+pub fn engine() -> &'static Engine {
+    ENGINE.get_or_init(|| {
+        let engine = match Engine::new(&config(true)) {
+            Ok(engine) => engine,
+            Err(err) => {
+                tracing::warn!(error = %err, "pooling allocator unavailable; using on-demand allocation");
+                match Engine::new(&config(false)) {
+                    Ok(engine) => engine,
+                    Err(err) => panic!("cannot create the WebAssembly engine: {err:#}"),
+                }
+            }
+        };
+        let ticker = engine.clone();
+        let spawned = std::thread::Builder::new()
+            .name("refractium-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(TICK);
+                    ticker.increment_epoch();
+                }
+            });
+        if let Err(err) = spawned {
+            panic!("cannot start the plugin deadline ticker thread: {err}");
+        }
+        engine
+    })
+}
+
+fn config(pooling: bool) -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .concurrency_support(false)
+        .epoch_interruption(true)
+        .parallel_compilation(true)
+        .max_wasm_stack(512 << 10)
+        .memory_reservation(MAX_MEMORY)
+        .memory_guard_size(2 << 20)
+        .memory_reservation_for_growth(0);
+    if pooling {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(INSTANCE_SLOTS)
+            .total_core_instances(INSTANCE_SLOTS * 4)
+            .total_memories(INSTANCE_SLOTS * 2)
+            .total_tables(INSTANCE_SLOTS * 4)
+            .max_memory_size(MAX_MEMORY as usize)
+            .table_elements(20_000)
+            .max_unused_warm_slots(64);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// A short text that changes whenever compiled artifacts stop being
+/// compatible: the wasmtime version and the engine's settings.
+pub fn fingerprint() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine().precompile_compatibility_hash().hash(&mut hasher);
+    format!("wasmtime-{}-{:016x}", wasmtime_version(), hasher.finish())
+}
+
+/// The wasmtime version this binary links.
+pub fn wasmtime_version() -> &'static str {
+    "48.0.8"
+}

@@ -1,0 +1,154 @@
+//! Which plugins a snapshot runs: the built-ins embedded in the binary, then
+//! every `*.wasm` file of `plugins.dir`. A file named like a built-in
+//! (`tls.wasm`) replaces it in place; a file that fails to load is reported
+//! by path with the reason and skipped.
+
+use super::bindings::{DetectorPlugin as Bindings, DetectorPluginPre};
+use super::detector::DetectorPlugin;
+use super::sandbox::HostState;
+use super::{cache, engine};
+use crate::config::Config;
+use anyhow::Context as _;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use wasmtime::component::{HasSelf, Linker};
+
+mod builtin {
+    include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
+}
+
+/// Where a plugin came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Embedded in the binary.
+    Builtin,
+    /// Loaded from this file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Builtin => f.write_str("builtin"),
+            Source::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// A plugin file that could not be loaded.
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The loaded plugins of one snapshot.
+pub struct PluginSet {
+    /// Detectors in the default order: built-ins first (in their documented
+    /// order, replaced in place by same-named files), then the other files of
+    /// the plugins directory by file name.
+    pub detectors: Vec<Arc<DetectorPlugin>>,
+    /// Files of the plugins directory that failed to load.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Names of the built-in detectors in their default order.
+pub fn builtin_names() -> Vec<&'static str> {
+    builtin::BUILTINS.iter().map(|(name, _, _)| *name).collect()
+}
+
+fn linker() -> anyhow::Result<&'static Linker<HostState>> {
+    static LINKER: OnceLock<Linker<HostState>> = OnceLock::new();
+    if let Some(linker) = LINKER.get() {
+        return Ok(linker);
+    }
+    let mut linker = Linker::new(engine::engine());
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+    Bindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+        .map_err(anyhow::Error::from)
+        .context("linking the host interface")?;
+    Ok(LINKER.get_or_init(|| linker))
+}
+
+impl PluginSet {
+    /// Load the built-ins and the plugins directory named by `config`.
+    pub fn load(config: &Config) -> anyhow::Result<PluginSet> {
+        let cache_dir = config.plugins.cache_dir.clone().or_else(cache::default_dir);
+        let load = |name: &str, source: Source, bytes: &[u8]| -> anyhow::Result<Arc<DetectorPlugin>> {
+            let hash = cache::hash(bytes);
+            let component = cache::compile(bytes, &hash, cache_dir.as_deref())?;
+            let pre = linker()?.instantiate_pre(&component).map_err(anyhow::Error::from).context("linking")?;
+            let pre = DetectorPluginPre::new(pre)
+                .map_err(anyhow::Error::from)
+                .context("it does not export the refractium:plugin/detector@0.1.0 interface")?;
+            let config_json = match config.plugins.config.get(name) {
+                Some(value) => serde_json::to_string(value)?,
+                None => "null".to_string(),
+            };
+            let limits = &config.plugins.limits;
+            let plugin = DetectorPlugin::new(name, source, hash, pre, config_json, limits.memory, limits.call_timeout)?;
+            Ok(Arc::new(plugin))
+        };
+
+        let files = match &config.plugins.dir {
+            Some(dir) => wasm_files(dir)?,
+            None => Vec::new(),
+        };
+        let mut set = PluginSet { detectors: Vec::new(), skipped: Vec::new() };
+        let mut loaded_files = Vec::new();
+        for path in files {
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let result = std::fs::read(&path)
+                .with_context(|| "cannot read the file".to_string())
+                .and_then(|bytes| load(&name, Source::File(path.clone()), &bytes));
+            match result {
+                Ok(plugin) => loaded_files.push((name, plugin)),
+                Err(err) => {
+                    tracing::error!(path = %path.display(), reason = %format!("{err:#}"), "plugin skipped: failed to load");
+                    set.skipped.push(Skipped { path, reason: format!("{err:#}") });
+                }
+            }
+        }
+        for (name, _package, bytes) in builtin::BUILTINS {
+            if let Some(pos) = loaded_files.iter().position(|(n, _)| n == name) {
+                let (_, plugin) = loaded_files.remove(pos);
+                tracing::info!(plugin = name, path = %plugin.source, "plugin file replaces the built-in");
+                set.detectors.push(plugin);
+                continue;
+            }
+            match load(name, Source::Builtin, bytes) {
+                Ok(plugin) => set.detectors.push(plugin),
+                Err(err) => anyhow::bail!("built-in plugin `{name}` failed to load: {err:#}"),
+            }
+        }
+        set.detectors.extend(loaded_files.into_iter().map(|(_, plugin)| plugin));
+        Ok(set)
+    }
+
+    /// The detector called `name`.
+    pub fn detector(&self, name: &str) -> Option<&Arc<DetectorPlugin>> {
+        use super::detector::Detect as _;
+        self.detectors.iter().find(|d| d.name() == name)
+    }
+}
+
+/// `*.wasm` files of `dir`, sorted by name. A missing directory is empty.
+fn wasm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            tracing::debug!(dir = %dir.display(), "plugins directory does not exist; built-ins only");
+            return Ok(Vec::new());
+        }
+        Err(err) => return Err(err).with_context(|| format!("cannot read plugins directory {}", dir.display())),
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}

@@ -1,0 +1,137 @@
+//! The life of one TCP connection, top to bottom: detect → route → balance →
+//! forward → one access-log line.
+
+use crate::config::ProxyProtocol;
+use crate::detect::{self, Outcome};
+use crate::forward::{self, Counters, proxy_protocol};
+use crate::plugin::Detection;
+use crate::plugin::detector::Peer;
+use crate::snapshot::Snapshot;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+/// What the access log says about a connection.
+#[derive(Default)]
+struct Entry {
+    detection: Option<Detection>,
+    route: Option<String>,
+    backend: Option<SocketAddr>,
+    up: u64,
+    down: u64,
+    close: String,
+}
+
+/// Serve one accepted connection to its end.
+pub async fn handle(snapshot: Arc<Snapshot>, listener: &str, mut stream: TcpStream, client: SocketAddr) {
+    let start = Instant::now();
+    let mut entry = Entry::default();
+    serve(&snapshot, listener, &mut stream, client, &mut entry).await;
+    let d = entry.detection.as_ref();
+    tracing::info!(
+        target: "refractium::access",
+        client = %client,
+        listener,
+        protocol = d.map(|d| d.protocol.as_str()).unwrap_or("-"),
+        sni = d.and_then(|d| d.sni.as_deref()).unwrap_or("-"),
+        alpn = %d.map(|d| d.alpn.join(",")).unwrap_or_default(),
+        route = entry.route.as_deref().unwrap_or("-"),
+        backend = %entry.backend.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+        bytes_up = entry.up,
+        bytes_down = entry.down,
+        duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        close = %entry.close,
+    );
+}
+
+async fn serve(snapshot: &Snapshot, listener: &str, stream: &mut TcpStream, client: SocketAddr, entry: &mut Entry) {
+    let Some(plan) = snapshot.listeners.get(listener) else {
+        entry.close = "listener not in the snapshot".into();
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(client);
+
+    // 1. Detect.
+    let peer = Peer::new(client.to_string(), local.to_string(), listener.to_string(), false);
+    let detected = match detect::detect(stream, &plan.detectors, &peer, plan.max_bytes, plan.timeout).await {
+        Ok(detected) => detected,
+        Err(err) => {
+            entry.close = format!("client error during detection: {err}");
+            return;
+        }
+    };
+
+    // 2. Route.
+    let route = match detected.outcome {
+        Outcome::Matched { detection, .. } => {
+            let route = snapshot.routes.select(&detection, client.ip());
+            entry.detection = Some(detection);
+            match route {
+                Some(route) => route,
+                None => {
+                    entry.close = "no route matches".into();
+                    return;
+                }
+            }
+        }
+        outcome => {
+            let (name, why) = match outcome {
+                Outcome::TimedOut if detected.bytes.is_empty() => (plan.on_timeout.as_deref(), "silent client"),
+                Outcome::ClientClosed if detected.bytes.is_empty() => {
+                    entry.close = "client closed before sending".into();
+                    return;
+                }
+                Outcome::TimedOut => (plan.default.as_deref(), "detection timed out"),
+                Outcome::Full => (plan.default.as_deref(), "detection buffer full"),
+                _ => (plan.default.as_deref(), "unrecognised bytes"),
+            };
+            match name.and_then(|n| snapshot.routes.by_name(n)) {
+                Some(route) => route,
+                None => {
+                    entry.close = format!("{why}, and the listener has no route for it");
+                    return;
+                }
+            }
+        }
+    };
+    entry.route = Some(route.name.clone());
+
+    // 3. Balance.
+    let Some(pool) = snapshot.pools.get(&route.pool) else {
+        entry.close = format!("route names missing pool `{}`", route.pool);
+        return;
+    };
+    let connected = match pool.connect(client.ip()).await {
+        Ok(connected) => connected,
+        Err(err) => {
+            entry.close = err.to_string();
+            return;
+        }
+    };
+    entry.backend = Some(connected.server.addr);
+    let server = &connected.stream;
+
+    // 4. Forward: PROXY header, the first bytes, then both ways.
+    let mut head = match pool.proxy_protocol {
+        ProxyProtocol::None => Vec::new(),
+        ProxyProtocol::V1 => proxy_protocol::v1(client, local),
+        ProxyProtocol::V2 => proxy_protocol::v2(client, local),
+    };
+    head.extend_from_slice(&detected.bytes);
+    if let Err(err) = forward::write_all(server, &head).await {
+        entry.close = format!("server error: {err}");
+        return;
+    }
+    let counters = Counters::default();
+    counters.up.store(detected.bytes.len() as u64, Ordering::Relaxed);
+    drop(head);
+    drop(detected.bytes);
+    let idle = snapshot.config.limits.idle_timeout;
+    let end = forward::relay(stream, server, idle, &counters).await;
+    entry.up = counters.up.load(Ordering::Relaxed);
+    entry.down = counters.down.load(Ordering::Relaxed);
+    entry.close = end.to_string();
+}

@@ -1,0 +1,104 @@
+//! A snapshot: everything a new connection needs, built completely before it
+//! is used — the config, the loaded plugins, each listener's detector chain,
+//! the compiled route table and the backend pools. Connections hold the
+//! snapshot they started with until they end.
+
+use crate::balance::Pool;
+use crate::config::{Config, ConfigError, Transport};
+use crate::plugin::PluginSet;
+use crate::plugin::detector::Detect;
+use crate::route::RouteTable;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How one listener treats its connections.
+pub struct ListenerPlan {
+    pub name: String,
+    /// Detectors to ask, in order.
+    pub detectors: Vec<Arc<dyn Detect>>,
+    pub max_bytes: usize,
+    pub timeout: Duration,
+    /// Route for unrecognised bytes.
+    pub default: Option<String>,
+    /// Route for clients that sent nothing before the timeout.
+    pub on_timeout: Option<String>,
+}
+
+/// The state every new connection reads.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub plugins: Arc<PluginSet>,
+    pub listeners: HashMap<String, ListenerPlan>,
+    pub routes: RouteTable,
+    pub pools: HashMap<String, Arc<Pool>>,
+}
+
+impl Snapshot {
+    /// Load the plugins `config` names and build a snapshot, or report every
+    /// problem (with its file, line and key).
+    pub fn build(config: Config) -> anyhow::Result<Snapshot> {
+        let plugins = PluginSet::load(&config)?;
+        Self::with_plugins(config, Arc::new(plugins))
+    }
+
+    /// Build a snapshot from already loaded plugins.
+    pub fn with_plugins(config: Config, plugins: Arc<PluginSet>) -> anyhow::Result<Snapshot> {
+        let mut problems = Vec::new();
+        let mut listeners = HashMap::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            if l.transport == Transport::Udp {
+                problems.push(config.problem_at(
+                    &format!("listeners[{i}].transport"),
+                    "udp listeners are not supported by this version yet",
+                ));
+            }
+            let detectors: Vec<Arc<dyn Detect>> = match &l.detectors {
+                Some(names) => names
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, name)| match plugins.detector(name) {
+                        Some(d) => Some(d.clone() as Arc<dyn Detect>),
+                        None => {
+                            problems.push(config.problem_at(
+                                &format!("listeners[{i}].detectors[{j}]"),
+                                format!("no detector plugin named `{name}` (loaded: {})", names_of(&plugins)),
+                            ));
+                            None
+                        }
+                    })
+                    .collect(),
+                None => plugins.detectors.iter().map(|d| d.clone() as Arc<dyn Detect>).collect(),
+            };
+            listeners.insert(
+                l.name.clone(),
+                ListenerPlan {
+                    name: l.name.clone(),
+                    detectors,
+                    max_bytes: l.detect.max_bytes,
+                    timeout: l.detect.timeout,
+                    default: l.default.clone(),
+                    on_timeout: l.on_timeout.clone(),
+                },
+            );
+        }
+        for (i, r) in config.routes.iter().enumerate() {
+            if !r.hooks.is_empty() {
+                problems.push(
+                    config.problem_at(&format!("routes[{i}].hooks"), "hook plugins are not supported by this version yet"),
+                );
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ConfigError { problems }.into());
+        }
+        let routes = RouteTable::new(&config.routes)?;
+        let pools = config.backends.iter().map(|(name, b)| (name.clone(), Arc::new(Pool::new(name, b)))).collect();
+        Ok(Snapshot { config: Arc::new(config), plugins, listeners, routes, pools })
+    }
+}
+
+fn names_of(plugins: &PluginSet) -> String {
+    let names: Vec<&str> = plugins.detectors.iter().map(|d| d.name()).collect();
+    names.join(", ")
+}

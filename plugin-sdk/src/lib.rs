@@ -1,0 +1,145 @@
+//! Write refractium plugins in plain Rust.
+//!
+//! A detector is one trait impl and one macro call:
+//!
+//! ```ignore
+//! use refractium_plugin_sdk::{Detection, Detector, Peer, Verdict};
+//!
+//! struct Gopher;
+//!
+//! impl Detector for Gopher {
+//!     const NAME: &'static str = "gopher";
+//!     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+//!
+//!     fn new(_config: &str) -> Result<Self, String> {
+//!         Ok(Gopher)
+//!     }
+//!
+//!     fn detect(&self, data: &[u8], _peer: &Peer) -> Verdict {
+//!         match data.iter().position(|&b| b == b'\n') {
+//!             Some(_) if data.ends_with(b"\r\n") => Verdict::Matched(Detection::new("gopher")),
+//!             Some(_) => Verdict::NoMatch,
+//!             None => Verdict::NeedMore(0),
+//!         }
+//!     }
+//! }
+//!
+//! refractium_plugin_sdk::export_detector!(Gopher);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` (crate type
+//! `cdylib`) and drop the `.wasm` into the proxy's plugins directory. The
+//! decision logic is ordinary Rust: `cargo test` runs it natively, the export
+//! macro only does something when compiling for WebAssembly.
+//!
+//! The SDK hides the generated WIT bindings (`wit/` at the root of the
+//! refractium repository is the ABI) and converts them to the types below.
+
+extern crate self as refractium_plugin_sdk;
+
+pub mod log;
+pub mod tls;
+mod types;
+
+pub use types::{Detection, Peer, Transport, Verdict};
+
+/// A protocol detector.
+///
+/// One value is created per plugin instance by [`Detector::new`] and then
+/// asked about many connections, one at a time. The proxy may drop an
+/// instance at any time (after a trap, on reload) and create a new one, so
+/// keep no state between calls that a new instance would not rebuild.
+pub trait Detector: Sized + 'static {
+    /// The plugin's name, as operators write it in `detectors:` lists and
+    /// under `plugins.config`.
+    const NAME: &'static str;
+    /// The plugin's version, shown by `refractium plugins`.
+    const VERSION: &'static str;
+
+    /// Build the detector from its config: the plugin's section of the YAML
+    /// config, as JSON text, or `null` when there is none. An `Err` stops the
+    /// plugin from loading and is shown to the operator.
+    fn new(config: &str) -> Result<Self, String>;
+
+    /// Look at every byte the client has sent so far, always from the first
+    /// byte. Answer [`Verdict::NeedMore`] while the bytes could still become
+    /// this protocol, [`Verdict::NoMatch`] as soon as they cannot.
+    fn detect(&self, data: &[u8], peer: &Peer) -> Verdict;
+}
+
+/// Generated bindings; not part of the public API.
+#[doc(hidden)]
+pub mod __bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "detector-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__refractium_export_detector_world",
+        default_bindings_module: "refractium_plugin_sdk::__bindings",
+        runtime_path: "refractium_plugin_sdk::__bindings::__wit_bindgen::rt",
+    });
+    #[doc(hidden)]
+    pub use wit_bindgen as __wit_bindgen;
+}
+
+/// Glue between the generated bindings and [`Detector`]; used by the export
+/// macro.
+#[doc(hidden)]
+pub mod __rt {
+    use super::__bindings::refractium::plugin::types as wit;
+    use super::{Detector, Peer, Verdict};
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    pub fn init<D: Detector>(config: String) -> Result<wit::PluginInfo, String> {
+        let detector = D::new(&config)?;
+        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(detector)));
+        Ok(wit::PluginInfo { name: D::NAME.to_string(), version: D::VERSION.to_string() })
+    }
+
+    pub fn detect<D: Detector>(data: Vec<u8>, peer: wit::Peer) -> wit::Verdict {
+        let peer = Peer::from(peer);
+        INSTANCE.with(|cell| {
+            let guard = cell.borrow();
+            match guard.as_ref().and_then(|d| d.downcast_ref::<D>()) {
+                Some(detector) => detector.detect(&data, &peer).into(),
+                // `init` failed or was never called: say nothing.
+                None => Verdict::NoMatch.into(),
+            }
+        })
+    }
+}
+
+/// Export a [`Detector`] implementation as the plugin's `detector` interface.
+///
+/// Expands to nothing when not compiling for WebAssembly, so the same crate
+/// can be unit-tested natively.
+#[macro_export]
+macro_rules! export_detector {
+    ($detector:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::__bindings::exports::refractium::plugin::detector::Guest;
+            use $crate::__bindings::refractium::plugin::types as wit;
+
+            struct RefractiumDetectorExport;
+
+            impl Guest for RefractiumDetectorExport {
+                fn init(config: String) -> Result<wit::PluginInfo, String> {
+                    $crate::__rt::init::<$detector>(config)
+                }
+                fn detect(data: Vec<u8>, peer: wit::Peer) -> wit::Verdict {
+                    $crate::__rt::detect::<$detector>(data, peer)
+                }
+            }
+
+            $crate::__bindings::__refractium_export_detector_world!(
+                RefractiumDetectorExport with_types_in $crate::__bindings
+            );
+        };
+    };
+}

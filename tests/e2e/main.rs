@@ -1,0 +1,8 @@
+//! End-to-end tests: the real `refractium` binary, real backends on
+//! loopback, real clients (curl, openssl s_client, ssh) where they exist.
+
+mod cli;
+mod routing;
+mod sandbox;
+mod stream;
+mod support;

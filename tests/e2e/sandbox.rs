@@ -1,0 +1,91 @@
+//! Broken plugins: one loops forever, one traps, one eats memory. Each
+//! misbehaving call ends as no-match, the log names the plugin and the cause,
+//! and every other protocol keeps being routed.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn broken_proxy() -> (Proxy, Backend, Backend) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir(&plugins).expect("mkdir");
+    for name in ["spin", "trap", "hog"] {
+        let built = test_plugins_dir().join(format!("refractium_test_{name}.wasm"));
+        std::fs::copy(&built, plugins.join(format!("{name}.wasm"))).expect("copy test plugin");
+    }
+    let web = Backend::start(Reply::Http("web"));
+    let fallback = Backend::start(Reply::Record("fallback"));
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detectors: [spin, trap, hog, http]
+    detect: {{ timeout: 5s }}
+    default: fallback
+routes:
+  - name: http
+    match: {{ protocol: http }}
+    to: web
+  - name: fallback
+    to: fallback
+backends:
+  web: {{ servers: [{web}] }}
+  fallback: {{ servers: [{fallback}] }}
+plugins:
+  dir: plugins.d
+  limits: {{ memory: 4MiB, call_timeout: 20ms }}
+"#,
+        web = web.addr,
+        fallback = fallback.addr
+    );
+    (Proxy::start_in(dir, &yaml), web, fallback)
+}
+
+fn exchange(proxy: &Proxy, data: &[u8]) -> String {
+    let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
+    c.write_all(data).expect("write");
+    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut reply = String::new();
+    let _ = c.read_to_string(&mut reply);
+    reply
+}
+
+#[test]
+fn looping_trapping_and_hungry_plugins_cannot_stop_routing() {
+    let (proxy, web, fallback) = broken_proxy();
+    for (trigger, plugin, cause) in [
+        (&b"spin and spin"[..], "spin", "time budget"),
+        (b"trap me", "trap", "trapped"),
+        (b"hog! all the memory", "hog", "memory cap"),
+    ] {
+        let started = Instant::now();
+        let reply = exchange(&proxy, trigger);
+        assert_eq!(reply, "fallback\n", "{plugin}: the connection still goes to the default route");
+        assert!(started.elapsed() < Duration::from_secs(5), "{plugin}: took {:?}", started.elapsed());
+        let line = proxy.wait_log(10, |v| v["plugin"] == plugin && v["message"].as_str().is_some_and(|m| m.contains("failed")));
+        assert!(line["cause"].as_str().is_some_and(|c| c.contains(cause)), "{plugin}: {line}");
+        // HTTP, behind the broken detectors, still works every time.
+        let reply = exchange(&proxy, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(reply.ends_with("web"), "{plugin}: {reply}");
+    }
+    assert_eq!(fallback.seen().len(), 3);
+    assert_eq!(web.seen().len(), 3);
+}
+
+#[test]
+fn a_plugin_that_keeps_failing_is_disabled_and_reported() {
+    let (proxy, _web, fallback) = broken_proxy();
+    for _ in 0..10 {
+        assert_eq!(exchange(&proxy, b"trap trap"), "fallback\n");
+    }
+    let line = proxy.wait_log(10, |v| v["plugin"] == "trap" && v["message"].as_str().is_some_and(|m| m.contains("disabled")));
+    assert_eq!(line["level"], "ERROR");
+    // Disabled: the trigger no longer reaches the plugin, so no new failure.
+    let failures = proxy.logs_where(|v| v["plugin"] == "trap" && v["cause"].is_string()).len();
+    assert_eq!(exchange(&proxy, b"trap again"), "fallback\n");
+    assert_eq!(proxy.logs_where(|v| v["plugin"] == "trap" && v["cause"].is_string()).len(), failures);
+    assert_eq!(fallback.seen().len(), 11);
+}

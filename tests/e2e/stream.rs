@@ -1,0 +1,134 @@
+//! Forwarding and connection handling: byte-exact relays with half-close,
+//! accept limits, retries to the next server, graceful shutdown.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::Duration;
+
+fn echo_proxy(extra: &str) -> (Proxy, Backend) {
+    let echo = Backend::start(Reply::Echo);
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detectors: [http, ssh]
+    detect: {{ timeout: 2s }}
+    default: echo
+routes:
+  - name: http
+    match: {{ protocol: http }}
+    to: echo
+  - name: echo
+    to: echo
+backends:
+  echo: {{ servers: [{echo}], connect_timeout: 1s }}
+{extra}
+"#,
+        echo = echo.addr
+    );
+    (Proxy::start(&yaml), echo)
+}
+
+#[test]
+fn large_transfer_is_byte_exact_with_half_close() {
+    let (proxy, _echo) = echo_proxy("");
+    let mut client = TcpStream::connect(proxy.addr("edge")).expect("connect");
+    let mut payload = b"POST /upload HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    payload.extend((0..4_000_000u32).map(|i| (i % 251) as u8));
+    let mut writer = client.try_clone().expect("clone");
+    let sent = payload.clone();
+    let t = std::thread::spawn(move || {
+        writer.write_all(&sent).expect("write");
+        // Half-close: the echo backend sees EOF, finishes echoing, closes.
+        writer.shutdown(Shutdown::Write).expect("shutdown");
+    });
+    client.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut back = Vec::new();
+    client.read_to_end(&mut back).expect("read to end");
+    t.join().expect("writer");
+    assert_eq!(back.len(), payload.len());
+    assert!(back == payload, "echoed bytes differ");
+    let access = proxy.wait_access(1);
+    assert_eq!(access[0]["bytes_up"].as_u64(), Some(payload.len() as u64));
+    assert_eq!(access[0]["bytes_down"].as_u64(), Some(payload.len() as u64));
+    assert_eq!(access[0]["close"], "closed");
+}
+
+#[test]
+fn per_ip_limit_refuses_extra_connections() {
+    let (proxy, echo) = echo_proxy("limits: { max_connections: 100, max_connections_per_ip: 2 }");
+    let addr = proxy.addr("edge");
+    let mut held = Vec::new();
+    for i in 0..2 {
+        let mut c = TcpStream::connect(addr).expect("connect");
+        c.write_all(format!("GET /{i} HTTP/1.1\r\n\r\n").as_bytes()).expect("write");
+        held.push(c);
+    }
+    echo.wait_seen(2);
+    let mut third = TcpStream::connect(addr).expect("connect is accepted by the kernel");
+    third.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let _ = third.write_all(b"GET /3 HTTP/1.1\r\n\r\n");
+    let mut buf = [0u8; 16];
+    let n = third.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the third connection is closed at once");
+    assert_eq!(echo.seen().len(), 2);
+    proxy.wait_log(5, |v| v["limit"] == "limits.max_connections_per_ip");
+    drop(held);
+}
+
+#[test]
+fn a_dead_server_is_skipped_for_the_next_one() {
+    let echo = Backend::start(Reply::Echo);
+    // A port with nobody listening.
+    let dead = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detectors: []
+    default: echo
+routes:
+  - name: echo
+    to: echo
+backends:
+  echo: {{ servers: [{dead}, {echo}], retries: 1, connect_timeout: 1s }}
+"#,
+        echo = echo.addr
+    );
+    let proxy = Proxy::start(&yaml);
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
+        c.write_all(b"ping").expect("write");
+        c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).expect("echo through the live server");
+        assert_eq!(&buf, b"ping");
+    }
+    proxy.wait_log(5, |v| v["message"] == "backend server marked down");
+}
+
+#[test]
+fn sigterm_drains_open_connections_and_stops_accepting() {
+    let (mut proxy, echo) = echo_proxy("");
+    let addr = proxy.addr("edge");
+    let mut open = TcpStream::connect(addr).expect("connect");
+    open.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+    echo.wait_seen(1);
+    let pid = proxy.pid();
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    proxy.wait_log(5, |v| v["message"].as_str().is_some_and(|m| m.contains("stopped accepting")));
+    // The open connection still works.
+    open.write_all(b"still here").expect("write after SIGTERM");
+    open.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut buf = vec![0u8; 18 + 10];
+    open.read_exact(&mut buf).expect("echo after SIGTERM");
+    assert!(buf.ends_with(b"still here"));
+    // New connections are refused.
+    assert!(TcpStream::connect(addr).is_err(), "listener must be closed");
+    drop(open);
+    let status = proxy.terminate(10).expect("exits once the last connection ends");
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,321 @@
+//! Test support: start the real `refractium` binary on a YAML config, real
+//! backends on `127.0.0.1:0`, and read the proxy's JSON log lines.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_refractium")
+}
+
+/// Compiled-plugin cache shared by all tests (compiling in a debug build is
+/// slow; the cache is keyed by content hash, so sharing is safe).
+pub fn cache_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-plugin-cache")
+}
+
+/// Directory holding the deliberately broken test plugins.
+pub fn test_plugins_dir() -> PathBuf {
+    PathBuf::from(env!("REFRACTIUM_TEST_PLUGINS_DIR"))
+}
+
+/// Is `tool` on the PATH? Tests that need a real client skip (saying why)
+/// when it is missing; `.ci/run` installs them all.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("SKIP: `{tool}` is not installed (.ci/run installs it)");
+    }
+    found
+}
+
+/// A running proxy.
+pub struct Proxy {
+    child: Child,
+    logs: Arc<Mutex<Vec<Value>>>,
+    raw: Arc<Mutex<Vec<String>>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Write `yaml` to a temp dir (plus `log: {level: debug, format: json}`
+    /// and the shared plugin cache unless the YAML sets them) and start
+    /// `refractium run -c` on it; wait until every listener listens.
+    pub fn start(yaml: &str) -> Proxy {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), yaml)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, yaml: &str) -> Proxy {
+        let mut yaml = yaml.to_string();
+        if !yaml.contains("\nlog:") {
+            yaml.push_str("\nlog: { level: debug, format: json }\n");
+        }
+        let file = dir.path().join("refractium.yaml");
+        std::fs::write(&file, yaml).expect("write config");
+        let mut child = Command::new(bin())
+            .args(["run", "-c"])
+            .arg(&file)
+            .env("REFRACTIUM_CACHE_DIR", cache_dir())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start refractium");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let (l, r) = (logs.clone(), raw.clone());
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    l.lock().expect("logs").push(v);
+                }
+                r.lock().expect("raw").push(line);
+            }
+        });
+        let proxy = Proxy { child, logs, raw, dir };
+        let listeners = yaml_listener_binds(&std::fs::read_to_string(&file).expect("read back"));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let listening = proxy.logs_where(|v| v["message"] == "listening").len();
+            if listening >= listeners {
+                break;
+            }
+            assert!(Instant::now() < deadline, "proxy did not start; its output:\n{}", proxy.output());
+            thread::sleep(Duration::from_millis(20));
+        }
+        proxy
+    }
+
+    /// The address listener `name` is bound to (its first address).
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        let found = self.logs_where(|v| v["message"] == "listening" && v["listener"] == name);
+        let addr = found.first().unwrap_or_else(|| panic!("no listener {name}; output:\n{}", self.output()));
+        addr["addr"].as_str().expect("addr").parse().expect("socket address")
+    }
+
+    /// Log lines matching `pred`.
+    pub fn logs_where(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.logs.lock().expect("logs").iter().filter(|v| pred(v)).cloned().collect()
+    }
+
+    /// Wait (at most `secs`) for a log line matching `pred`.
+    pub fn wait_log(&self, secs: u64, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = self.logs_where(&pred).into_iter().next() {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "expected log line not seen; output:\n{}", self.output());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Access-log lines so far.
+    pub fn access(&self) -> Vec<Value> {
+        self.logs_where(|v| v["target"] == "refractium::access")
+    }
+
+    /// Wait for the `n`th access-log line and return them all.
+    pub fn wait_access(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let a = self.access();
+            if a.len() >= n {
+                return a;
+            }
+            assert!(Instant::now() < deadline, "only {} access lines; output:\n{}", a.len(), self.output());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the proxy printed.
+    pub fn output(&self) -> String {
+        self.raw.lock().expect("raw").join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send SIGTERM and wait (at most `secs`) for the exit status.
+    pub fn terminate(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Count bind addresses in the config (one "listening" line each).
+fn yaml_listener_binds(yaml: &str) -> usize {
+    let value: serde_yaml::Value = serde_yaml::from_str(yaml).expect("test YAML parses");
+    value["listeners"]
+        .as_sequence()
+        .map(|ls| {
+            ls.iter()
+                .map(|l| match &l["bind"] {
+                    serde_yaml::Value::Sequence(s) => s.len(),
+                    _ => 1,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// How a test backend answers.
+#[derive(Clone)]
+pub enum Reply {
+    /// Read the request head, answer `200 OK` with this body, close.
+    Http(&'static str),
+    /// Read what arrives within 300 ms (or to EOF), answer this line, close.
+    Record(&'static str),
+    /// Write this banner first, then read and record, then close.
+    Banner(&'static str),
+    /// Echo everything until EOF, then close.
+    Echo,
+}
+
+/// A backend server on 127.0.0.1:0 that records the first bytes of every
+/// connection it accepts.
+pub struct Backend {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Backend {
+    pub fn start(reply: Reply) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let (s, reply) = (s.clone(), reply.clone());
+                thread::spawn(move || serve(conn, reply, s));
+            }
+        });
+        Backend { addr, seen }
+    }
+
+    /// First bytes of each connection so far.
+    pub fn seen(&self) -> Vec<Vec<u8>> {
+        self.seen.lock().expect("seen").clone()
+    }
+
+    /// Wait (at most 10 s) until `n` connections were recorded.
+    pub fn wait_seen(&self, n: usize) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self.seen();
+            if seen.len() >= n {
+                return seen;
+            }
+            assert!(Instant::now() < deadline, "backend {} saw {} connections, expected {n}", self.addr, seen.len());
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn serve(mut conn: TcpStream, reply: Reply, seen: Arc<Mutex<Vec<Vec<u8>>>>) {
+    let mut got = Vec::new();
+    match reply {
+        Reply::Http(body) => {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buf = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            seen.lock().expect("seen").push(got);
+            let response =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+            let _ = conn.write_all(response.as_bytes());
+        }
+        Reply::Record(line) | Reply::Banner(line) => {
+            if let Reply::Banner(_) = reply {
+                let _ = conn.write_all(line.as_bytes());
+            }
+            let _ = conn.set_read_timeout(Some(Duration::from_millis(300)));
+            let mut buf = [0u8; 65536];
+            loop {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            seen.lock().expect("seen").push(got);
+            if let Reply::Record(_) = reply {
+                let _ = conn.write_all(format!("{line}\n").as_bytes());
+            }
+        }
+        Reply::Echo => {
+            let mut buf = [0u8; 65536];
+            let mut first = true;
+            loop {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if first {
+                            seen.lock().expect("seen").push(buf[..n].to_vec());
+                            first = false;
+                        }
+                        if conn.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = conn.shutdown(Shutdown::Write);
+}
+
+/// Run a command with a time limit; returns (status success, stdout, stderr).
+pub fn run_cmd(cmd: &mut Command, secs: u64) -> (bool, String, String) {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("output");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// Does `haystack` contain `needle`?
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
