@@ -48,12 +48,42 @@ impl Target {
 pub const CONCURRENCY: [usize; 3] = [1, 16, 64];
 pub const INFLIGHT: usize = 256;
 
+/// Extra time a timed cell may take before it is reported as timed out.
+const SLACK: Duration = Duration::from_secs(30);
+
+/// Run the workloads of `plan` against every target, in the report's order.
 pub async fn run_all(plan: &Plan, targets: &[Target], backend: SocketAddr, s: &mut Samples) {
-    let slack = Duration::from_secs(30);
-    for round in 1..=plan.rounds {
-        if !plan.has("bulk") {
-            break;
+    if plan.has("bulk") {
+        bulk_cells(plan, targets, s).await;
+    }
+    short_cells(plan, targets, s).await;
+    if plan.has("hold") {
+        for (i, t) in targets.iter().enumerate().filter(|(_, t)| t.pid.is_some()) {
+            match timeout(Duration::from_secs(60), hold(plan, t, i, s)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => fail(s, "hold", i, t, e),
+                Err(_) => fail(s, "hold", i, t, anyhow::anyhow!("timed out")),
+            }
+            sleep(Duration::from_millis(500)).await;
         }
+    }
+    if plan.has("idle") {
+        for round in 1..=plan.rounds {
+            for (i, t) in targets.iter().enumerate() {
+                match timeout(Duration::from_secs(90), idle(plan, t, i, backend, s)).await {
+                    Ok(Ok(msg)) => progress(round, "idle", t, &msg),
+                    Ok(Err(e)) => fail(s, "idle", i, t, e),
+                    Err(_) => fail(s, "idle", i, t, anyhow::anyhow!("timed out")),
+                }
+            }
+        }
+    }
+}
+
+/// (a): one connection each way, proxy CPU per GB.
+async fn bulk_cells(plan: &Plan, targets: &[Target], s: &mut Samples) {
+    let slack = SLACK;
+    for round in 1..=plan.rounds {
         for dir in ["up", "down"] {
             for (i, t) in targets.iter().enumerate() {
                 let c0 = t.cpu();
@@ -82,6 +112,11 @@ pub async fn run_all(plan: &Plan, targets: &[Target], backend: SocketAddr, s: &m
             }
         }
     }
+}
+
+/// (b) and (c): loops of short connections, rate, latency, proxy CPU per connection.
+async fn short_cells(plan: &Plan, targets: &[Target], s: &mut Samples) {
+    let slack = SLACK;
     let http = Exchange {
         request: b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n".to_vec().into(),
         reply_prefix: b"HTTP/1.1 200".to_vec().into(),
@@ -129,27 +164,6 @@ pub async fn run_all(plan: &Plan, targets: &[Target], backend: SocketAddr, s: &m
                 );
                 progress(round, key, t, &msg);
                 settle().await;
-            }
-        }
-    }
-    if plan.has("hold") {
-        for (i, t) in targets.iter().enumerate().filter(|(_, t)| t.pid.is_some()) {
-            match timeout(Duration::from_secs(60), hold(plan, t, i, s)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => fail(s, "hold", i, t, e),
-                Err(_) => fail(s, "hold", i, t, anyhow::anyhow!("timed out")),
-            }
-            sleep(Duration::from_millis(500)).await;
-        }
-    }
-    if plan.has("idle") {
-        for round in 1..=plan.rounds {
-            for (i, t) in targets.iter().enumerate() {
-                match timeout(Duration::from_secs(90), idle(plan, t, i, backend, s)).await {
-                    Ok(Ok(msg)) => progress(round, "idle", t, &msg),
-                    Ok(Err(e)) => fail(s, "idle", i, t, e),
-                    Err(_) => fail(s, "idle", i, t, anyhow::anyhow!("timed out")),
-                }
             }
         }
     }

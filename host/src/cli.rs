@@ -81,15 +81,22 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(path)?;
     crate::logging::init(&config.log.level, config.log.format);
     let file = config.file.display().to_string();
-    let snapshot = Snapshot::build(config)?;
-    for skipped in &snapshot.plugins.skipped {
-        tracing::warn!(path = %skipped.path.display(), reason = %skipped.reason, "plugin file skipped");
-    }
-    let bound = listener::bind_all(&snapshot)?;
-    tracing::info!(config = %file, detectors = snapshot.plugins.detectors.len(), "refractium started");
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let state = Arc::new(ArcSwap::from_pointee(snapshot));
-    runtime.block_on(listener::serve(state, bound, shutdown_signal()))
+    runtime.block_on(async {
+        let snapshot = Snapshot::build(config).await?;
+        for skipped in &snapshot.plugins.skipped {
+            tracing::warn!(path = %skipped.path.display(), reason = %skipped.reason, "plugin file skipped");
+        }
+        let bound = listener::bind_all(&snapshot)?;
+        tracing::info!(config = %file, detectors = snapshot.plugins.detectors.len(), "refractium started");
+        let state = Arc::new(ArcSwap::from_pointee(snapshot));
+        listener::serve(state, bound, shutdown_signal()).await
+    })
+}
+
+/// A single-threaded runtime for the one-shot commands.
+fn local_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -111,7 +118,7 @@ async fn shutdown_signal() {
 
 fn check(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(path)?;
-    let snapshot = Snapshot::build(config)?;
+    let snapshot = local_runtime()?.block_on(Snapshot::build(config))?;
     let c = &snapshot.config;
     println!("config {} is valid", c.file.display());
     for l in &c.listeners {
@@ -148,7 +155,7 @@ fn check(path: Option<&Path>) -> anyhow::Result<()> {
 
 fn plugins(path: Option<&Path>) -> anyhow::Result<()> {
     let config = config_or_default(path)?;
-    let plugins = PluginSet::load(&config)?;
+    let plugins = local_runtime()?.block_on(PluginSet::load(&config))?;
     print_plugins(&plugins);
     Ok(())
 }
@@ -176,7 +183,8 @@ fn config_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
 fn detect_files(path: Option<&Path>, transport: TransportArg, flight: bool, files: &[PathBuf]) -> anyhow::Result<()> {
     crate::logging::init("warn", config::LogFormat::Text);
     let config = config_or_default(path)?;
-    let plugins = PluginSet::load(&config)?;
+    let runtime = local_runtime()?;
+    let plugins = runtime.block_on(PluginSet::load(&config))?;
     let detectors: Vec<Arc<dyn Detect>> = plugins.detectors.iter().map(|d| d.clone() as Arc<dyn Detect>).collect();
     let udp = matches!(transport, TransportArg::Udp);
     let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "detect".into(), udp);
@@ -184,7 +192,6 @@ fn detect_files(path: Option<&Path>, transport: TransportArg, flight: bool, file
     for file in files {
         inputs.push(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?);
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let max_bytes = 1 << 20;
     let run = |chunks: Vec<&[u8]>| -> anyhow::Result<Option<crate::plugin::Detection>> {
         let mut reader = tokio_test_reader(chunks);

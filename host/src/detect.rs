@@ -73,7 +73,7 @@ pub async fn detect<S: AsyncRead + Unpin>(
             if len < wanted {
                 continue;
             }
-            match detector.detect(data, peer) {
+            match detector.detect(data, peer).await {
                 Verdict::Matched(detection) => {
                     let outcome = Outcome::Matched { detection, detector: detector.name().to_string() };
                     return Ok(done(outcome, buf, len));

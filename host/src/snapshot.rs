@@ -37,8 +37,8 @@ pub struct Snapshot {
 impl Snapshot {
     /// Load the plugins `config` names and build a snapshot, or report every
     /// problem (with its file, line and key).
-    pub fn build(config: Config) -> anyhow::Result<Snapshot> {
-        let plugins = PluginSet::load(&config)?;
+    pub async fn build(config: Config) -> anyhow::Result<Snapshot> {
+        let plugins = PluginSet::load(&config).await?;
         Self::with_plugins(config, Arc::new(plugins))
     }
 

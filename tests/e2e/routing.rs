@@ -230,6 +230,7 @@ fn garbage_reaches_default_byte_exact() {
     let _ = client.read_to_string(&mut reply);
     assert_eq!(reply, "fallback\n");
     assert_eq!(e.fallback.wait_seen(1)[0], garbage);
+    drop(client);
     let access = e.proxy.wait_access(1);
     assert_eq!(access[0]["route"], "fallback");
     assert_eq!(access[0]["protocol"], "-");

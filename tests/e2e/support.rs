@@ -57,7 +57,7 @@ impl Proxy {
     pub fn start_in(dir: tempfile::TempDir, yaml: &str) -> Proxy {
         let mut yaml = yaml.to_string();
         if !yaml.contains("\nlog:") {
-            yaml.push_str("\nlog: { level: debug, format: json }\n");
+            yaml.push_str("\nlog: { level: \"info,refractium=debug\", format: json }\n");
         }
         let file = dir.path().join("refractium.yaml");
         std::fs::write(&file, yaml).expect("write config");

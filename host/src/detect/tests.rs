@@ -25,7 +25,13 @@ impl Detect for Prefix {
     fn name(&self) -> &str {
         self.name
     }
-    fn detect(&self, data: &[u8], _peer: &Peer) -> Verdict {
+    fn detect<'a>(&'a self, data: &'a [u8], _peer: &'a Peer) -> crate::plugin::detector::BoxFuture<'a, Verdict> {
+        Box::pin(async move { self.verdict(data) })
+    }
+}
+
+impl Prefix {
+    fn verdict(&self, data: &[u8]) -> Verdict {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let n = data.len().min(self.prefix.len());
         if data[..n] != self.prefix[..n] {

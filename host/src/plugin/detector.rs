@@ -51,8 +51,11 @@ pub trait Detect: Send + Sync {
     /// The plugin's name.
     fn name(&self) -> &str;
     /// Look at every byte the client sent so far.
-    fn detect(&self, data: &[u8], peer: &Peer) -> Verdict;
+    fn detect<'a>(&'a self, data: &'a [u8], peer: &'a Peer) -> BoxFuture<'a, Verdict>;
 }
+
+/// The future a [`Detect::detect`] call returns.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Facts about the client handed to detectors, built once per connection.
 #[derive(Debug, Clone)]
@@ -115,7 +118,7 @@ fn now_ms() -> u64 {
 impl DetectorPlugin {
     /// Wrap a pre-instantiated component, creating one instance to run `init`
     /// (which must accept the config) and learn the plugin's name.
-    pub(super) fn new(
+    pub(super) async fn new(
         name: &str,
         source: Source,
         hash: String,
@@ -138,19 +141,19 @@ impl DetectorPlugin {
             failures: AtomicU32::new(0),
             disabled_until: AtomicU64::new(0),
         };
-        let (instance, info) = plugin.instantiate()?;
+        let (instance, info) = plugin.instantiate().await?;
         plugin.info = info;
         plugin.put_back(instance);
         Ok(plugin)
     }
 
-    fn instantiate(&self) -> anyhow::Result<(Instance, Info)> {
+    async fn instantiate(&self) -> anyhow::Result<(Instance, Info)> {
         let engine = super::engine::engine();
         let mut store = Store::new(engine, HostState::new(self.name.clone(), self.memory, self.log.clone()));
         store.limiter(|state| &mut state.cap);
         store.set_epoch_deadline(deadline_ticks(self.budget.max(Duration::from_millis(100))));
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| anyhow::anyhow!(cause(&e, &store, self)))?;
-        let info = match bindings.refractium_plugin_detector().call_init(&mut store, &self.config_json) {
+        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!(cause(&e, &store, self)))?;
+        let info = match bindings.refractium_plugin_detector().call_init(&mut store, &self.config_json).await {
             Ok(Ok(info)) => Info { name: info.name, version: info.version },
             Ok(Err(refusal)) => anyhow::bail!("init refused its config: {refusal}"),
             Err(err) => anyhow::bail!("init {}", cause(&err, &store, self)),
@@ -158,11 +161,12 @@ impl DetectorPlugin {
         Ok((Instance { store, bindings }, info))
     }
 
-    fn take(&self) -> anyhow::Result<Instance> {
-        if let Some(instance) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
-            return Ok(instance);
+    async fn take(&self) -> anyhow::Result<Instance> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match idle {
+            Some(instance) => Ok(instance),
+            None => self.instantiate().await.map(|(instance, _)| instance),
         }
-        self.instantiate().map(|(instance, _)| instance)
     }
 
     fn put_back(&self, instance: Instance) {
@@ -200,11 +204,17 @@ impl Detect for DetectorPlugin {
         &self.name
     }
 
-    fn detect(&self, data: &[u8], peer: &Peer) -> Verdict {
+    fn detect<'a>(&'a self, data: &'a [u8], peer: &'a Peer) -> BoxFuture<'a, Verdict> {
+        Box::pin(self.call(data, peer))
+    }
+}
+
+impl DetectorPlugin {
+    async fn call(&self, data: &[u8], peer: &Peer) -> Verdict {
         if self.is_disabled() {
             return Verdict::NoMatch;
         }
-        let mut instance = match self.take() {
+        let mut instance = match self.take().await {
             Ok(instance) => instance,
             Err(err) => {
                 self.failed(&format!("could not instantiate: {err:#}"));
@@ -213,7 +223,7 @@ impl Detect for DetectorPlugin {
         };
         instance.store.set_epoch_deadline(deadline_ticks(self.budget));
         let guest: &wit_detector::Guest = instance.bindings.refractium_plugin_detector();
-        match guest.call_detect(&mut instance.store, data, &peer.0) {
+        match guest.call_detect(&mut instance.store, data, &peer.0).await {
             Ok(verdict) => {
                 self.failures.store(0, Ordering::Relaxed);
                 self.put_back(instance);

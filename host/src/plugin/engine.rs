@@ -55,6 +55,7 @@ fn config(pooling: bool) -> Config {
         .epoch_interruption(true)
         .parallel_compilation(true)
         .max_wasm_stack(512 << 10)
+        .async_stack_size(1 << 20)
         .memory_reservation(MAX_MEMORY)
         .memory_guard_size(2 << 20)
         .memory_reservation_for_growth(0);
@@ -66,6 +67,7 @@ fn config(pooling: bool) -> Config {
             .total_tables(INSTANCE_SLOTS * 4)
             .max_memory_size(MAX_MEMORY as usize)
             .table_elements(20_000)
+            .total_stacks(INSTANCE_SLOTS)
             .max_unused_warm_slots(64);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }

@@ -65,7 +65,7 @@ fn linker() -> anyhow::Result<&'static Linker<HostState>> {
         return Ok(linker);
     }
     let mut linker = Linker::new(engine::engine());
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
     Bindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
         .map_err(anyhow::Error::from)
         .context("linking the host interface")?;
@@ -74,9 +74,9 @@ fn linker() -> anyhow::Result<&'static Linker<HostState>> {
 
 impl PluginSet {
     /// Load the built-ins and the plugins directory named by `config`.
-    pub fn load(config: &Config) -> anyhow::Result<PluginSet> {
+    pub async fn load(config: &Config) -> anyhow::Result<PluginSet> {
         let cache_dir = config.plugins.cache_dir.clone().or_else(cache::default_dir);
-        let load = |name: &str, source: Source, bytes: &[u8]| -> anyhow::Result<Arc<DetectorPlugin>> {
+        let load = async |name: &str, source: Source, bytes: &[u8]| -> anyhow::Result<Arc<DetectorPlugin>> {
             let hash = cache::hash(bytes);
             let component = cache::compile(bytes, &hash, cache_dir.as_deref())?;
             let pre = linker()?.instantiate_pre(&component).map_err(anyhow::Error::from).context("linking")?;
@@ -88,7 +88,7 @@ impl PluginSet {
                 None => "null".to_string(),
             };
             let limits = &config.plugins.limits;
-            let plugin = DetectorPlugin::new(name, source, hash, pre, config_json, limits.memory, limits.call_timeout)?;
+            let plugin = DetectorPlugin::new(name, source, hash, pre, config_json, limits.memory, limits.call_timeout).await?;
             Ok(Arc::new(plugin))
         };
 
@@ -100,9 +100,10 @@ impl PluginSet {
         let mut loaded_files = Vec::new();
         for path in files {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let result = std::fs::read(&path)
-                .with_context(|| "cannot read the file".to_string())
-                .and_then(|bytes| load(&name, Source::File(path.clone()), &bytes));
+            let result = match std::fs::read(&path) {
+                Ok(bytes) => load(&name, Source::File(path.clone()), &bytes).await,
+                Err(err) => Err(anyhow::Error::from(err).context("cannot read the file")),
+            };
             match result {
                 Ok(plugin) => loaded_files.push((name, plugin)),
                 Err(err) => {
@@ -118,7 +119,7 @@ impl PluginSet {
                 set.detectors.push(plugin);
                 continue;
             }
-            match load(name, Source::Builtin, bytes) {
+            match load(name, Source::Builtin, bytes).await {
                 Ok(plugin) => set.detectors.push(plugin),
                 Err(err) => anyhow::bail!("built-in plugin `{name}` failed to load: {err:#}"),
             }
