@@ -25,11 +25,8 @@ const BUILTINS: &[(&str, &str)] = &[
 ];
 
 /// Plugins built only for the test suite: (name, package).
-const TEST_PLUGINS: &[(&str, &str)] = &[
-    ("spin", "refractium-test-spin"),
-    ("trap", "refractium-test-trap"),
-    ("hog", "refractium-test-hog"),
-];
+const TEST_PLUGINS: &[(&str, &str)] =
+    &[("spin", "refractium-test-spin"), ("trap", "refractium-test-trap"), ("hog", "refractium-test-hog")];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -107,10 +104,8 @@ fn ensure_target() {
         .ok()
         .filter(|o| o.status.success())
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(sysroot) = &sysroot {
-        if sysroot.join("lib/rustlib").join(TARGET).exists() {
-            return;
-        }
+    if sysroot.as_ref().is_some_and(|s| s.join("lib/rustlib").join(TARGET).exists()) {
+        return;
     }
     if env::var_os("REFRACTIUM_SKIP_TARGET_INSTALL").is_some() {
         return;

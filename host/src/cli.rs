@@ -17,7 +17,11 @@ use std::sync::Arc;
 pub const DEFAULT_CONFIG: &str = "config/refractium.yaml";
 
 #[derive(Parser)]
-#[command(name = "refractium", version, about = "One port, many services: a protocol-detecting proxy with WebAssembly plugins")]
+#[command(
+    name = "refractium",
+    version,
+    about = "One port, many services: a protocol-detecting proxy with WebAssembly plugins"
+)]
 struct Cli {
     /// Config file.
     #[arg(short, long, global = true, value_name = "FILE")]

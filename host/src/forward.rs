@@ -133,10 +133,10 @@ async fn pump(
         match step {
             Step::Eof => {
                 // Half-close: tell the other side nothing more is coming.
-                if let Err(e) = SockRef::from(to).shutdown(Shutdown::Write) {
-                    if e.kind() != ErrorKind::NotConnected {
-                        return Err((to_side, e));
-                    }
+                if let Err(e) = SockRef::from(to).shutdown(Shutdown::Write)
+                    && e.kind() != ErrorKind::NotConnected
+                {
+                    return Err((to_side, e));
                 }
                 return Ok(());
             }

@@ -70,12 +70,12 @@ pub struct Admitted {
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.limits.total.fetch_sub(1, Ordering::Relaxed);
-        if let Ok(mut map) = self.limits.per_ip.lock() {
-            if let Some(n) = map.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&self.ip);
-                }
+        if let Ok(mut map) = self.limits.per_ip.lock()
+            && let Some(n) = map.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
             }
         }
     }
@@ -109,10 +109,7 @@ impl Limits {
 
     /// Log a refusal at most once a second.
     fn warn_refused(&self, limit: &str, client: SocketAddr) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         if self.last_warning.swap(now, Ordering::Relaxed) != now {
             tracing::warn!(client = %client, limit, "connection refused: limit reached (logged at most once a second)");
         }

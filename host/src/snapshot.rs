@@ -85,7 +85,10 @@ impl Snapshot {
         for (i, r) in config.routes.iter().enumerate() {
             if !r.hooks.is_empty() {
                 problems.push(
-                    config.problem_at(&format!("routes[{i}].hooks"), "hook plugins are not supported by this version yet"),
+                    config.problem_at(
+                        &format!("routes[{i}].hooks"),
+                        "hook plugins are not supported by this version yet",
+                    ),
                 );
             }
         }

@@ -68,11 +68,7 @@ impl ClientHello {
     /// The highest TLS version offered, as the wire value: the best of
     /// supported_versions when present, else `legacy_version`.
     pub fn max_version(&self) -> u16 {
-        self.supported_versions
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(self.legacy_version)
+        self.supported_versions.iter().copied().max().unwrap_or(self.legacy_version)
     }
 }
 
@@ -232,10 +228,7 @@ impl<'a> Reader<'a> {
 /// Parse a ClientHello body (RFC 8446 §4.1.2, RFC 5246 §7.4.1.2).
 fn parse_body(body: &[u8]) -> Option<ClientHello> {
     let mut r = Reader(body);
-    let mut hello = ClientHello {
-        legacy_version: r.u16()?,
-        ..ClientHello::default()
-    };
+    let mut hello = ClientHello { legacy_version: r.u16()?, ..ClientHello::default() };
     if hello.legacy_version >> 8 != 3 {
         return None;
     }
@@ -307,11 +300,7 @@ fn normalize_host(name: &[u8]) -> Option<String> {
     if name.is_empty() || name.len() > 253 || !name.iter().all(u8::is_ascii_graphic) {
         return None;
     }
-    Some(
-        name.iter()
-            .map(|b| char::from(b.to_ascii_lowercase()))
-            .collect(),
-    )
+    Some(name.iter().map(|b| char::from(b.to_ascii_lowercase())).collect())
 }
 
 /// The ALPN extension (RFC 7301 §3.1).

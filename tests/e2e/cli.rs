@@ -19,7 +19,8 @@ fn check_names_file_line_and_key_and_binds_nothing() {
         "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: nowhere\nroutes:\n  - name: web\n    to: missing_pool\nbackends:\n  web: { servers: [127.0.0.1:1] }\n",
     );
     for sub in ["check", "run"] {
-        let (ok, _out, err) = run_cmd(Command::new(bin()).args([sub, "-c"]).arg(&file).env("REFRACTIUM_CACHE_DIR", cache_dir()), 60);
+        let (ok, _out, err) =
+            run_cmd(Command::new(bin()).args([sub, "-c"]).arg(&file).env("REFRACTIUM_CACHE_DIR", cache_dir()), 60);
         assert!(!ok, "{sub} must fail");
         let f = file.display().to_string();
         assert!(err.contains(&format!("{f}:4:")) && err.contains("listeners[0].default"), "{sub}: {err}");
@@ -30,7 +31,8 @@ fn check_names_file_line_and_key_and_binds_nothing() {
 #[test]
 fn check_reports_an_unknown_key_and_an_unknown_detector() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = write(dir.path(), "typo.yaml", "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detectorz: [tls]\n");
+    let file =
+        write(dir.path(), "typo.yaml", "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detectorz: [tls]\n");
     let (ok, _, err) = run_cmd(Command::new(bin()).args(["check", "-c"]).arg(&file), 60);
     assert!(!ok);
     assert!(err.contains(":4:") && err.contains("detectorz"), "{err}");
@@ -40,7 +42,8 @@ fn check_reports_an_unknown_key_and_an_unknown_detector() {
         "nodet.yaml",
         "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detectors: [tls, gopher]\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: { servers: [127.0.0.1:1] }\n",
     );
-    let (ok, _, err) = run_cmd(Command::new(bin()).args(["check", "-c"]).arg(&file).env("REFRACTIUM_CACHE_DIR", cache_dir()), 60);
+    let (ok, _, err) =
+        run_cmd(Command::new(bin()).args(["check", "-c"]).arg(&file).env("REFRACTIUM_CACHE_DIR", cache_dir()), 60);
     assert!(!ok);
     assert!(err.contains(":4:") && err.contains("listeners[0].detectors[1]") && err.contains("gopher"), "{err}");
 }
@@ -49,8 +52,10 @@ fn check_reports_an_unknown_key_and_an_unknown_detector() {
 fn check_accepts_the_shipped_configs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for file in ["config/refractium.yaml", "config/examples/sslh-like.yaml", "config/examples/sni-routing.yaml"] {
-        let (ok, out, err) =
-            run_cmd(Command::new(bin()).args(["check", "-c"]).arg(root.join(file)).env("REFRACTIUM_CACHE_DIR", cache_dir()), 120);
+        let (ok, out, err) = run_cmd(
+            Command::new(bin()).args(["check", "-c"]).arg(root.join(file)).env("REFRACTIUM_CACHE_DIR", cache_dir()),
+            120,
+        );
         assert!(ok, "{file}: {err}");
         assert!(out.contains("is valid") && out.contains("tls"), "{file}: {out}");
     }
@@ -71,7 +76,11 @@ fn detect_prints_json_per_file_and_per_flight() {
     std::fs::write(&part2, b).expect("write");
 
     let (ok, out, err) = run_cmd(
-        Command::new(bin()).current_dir(dir.path()).arg("detect").args([&whole, &http, &junk]).env("REFRACTIUM_CACHE_DIR", cache_dir()),
+        Command::new(bin())
+            .current_dir(dir.path())
+            .arg("detect")
+            .args([&whole, &http, &junk])
+            .env("REFRACTIUM_CACHE_DIR", cache_dir()),
         120,
     );
     assert!(ok, "{err}");
@@ -86,12 +95,18 @@ fn detect_prints_json_per_file_and_per_flight() {
     assert_eq!(lines[2]["file"], junk.display().to_string());
 
     // The first 100 bytes alone are not enough; the flight of both is.
-    let (ok, out, _) =
-        run_cmd(Command::new(bin()).current_dir(dir.path()).arg("detect").arg(&part1).env("REFRACTIUM_CACHE_DIR", cache_dir()), 120);
+    let (ok, out, _) = run_cmd(
+        Command::new(bin()).current_dir(dir.path()).arg("detect").arg(&part1).env("REFRACTIUM_CACHE_DIR", cache_dir()),
+        120,
+    );
     assert!(ok);
     assert!(out.contains("\"protocol\":null"), "{out}");
     let (ok, out, _) = run_cmd(
-        Command::new(bin()).current_dir(dir.path()).args(["detect", "--flight"]).args([&part1, &part2]).env("REFRACTIUM_CACHE_DIR", cache_dir()),
+        Command::new(bin())
+            .current_dir(dir.path())
+            .args(["detect", "--flight"])
+            .args([&part1, &part2])
+            .env("REFRACTIUM_CACHE_DIR", cache_dir()),
         120,
     );
     assert!(ok);
@@ -110,13 +125,15 @@ fn plugins_lists_the_builtins_and_a_broken_file_is_skipped_by_name() {
         "c.yaml",
         "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: { servers: [127.0.0.1:1] }\nplugins: { dir: plugins.d }\n",
     );
-    let (ok, out, err) = run_cmd(Command::new(bin()).args(["plugins", "-c"]).arg(&cfg).env("REFRACTIUM_CACHE_DIR", cache_dir()), 120);
+    let (ok, out, err) =
+        run_cmd(Command::new(bin()).args(["plugins", "-c"]).arg(&cfg).env("REFRACTIUM_CACHE_DIR", cache_dir()), 120);
     assert!(ok, "{err}");
     for name in ["tls", "http2", "http", "ssh"] {
         assert!(out.lines().any(|l| l.starts_with(name) && l.contains("builtin")), "{name}: {out}");
     }
     assert!(out.contains("skipped") && out.contains("broken.wasm"), "{out}");
     // `check` says so and fails; `run` still starts with the others.
-    let (ok, _, _) = run_cmd(Command::new(bin()).args(["check", "-c"]).arg(&cfg).env("REFRACTIUM_CACHE_DIR", cache_dir()), 120);
+    let (ok, _, _) =
+        run_cmd(Command::new(bin()).args(["check", "-c"]).arg(&cfg).env("REFRACTIUM_CACHE_DIR", cache_dir()), 120);
     assert!(!ok);
 }

@@ -105,7 +105,8 @@ fn curl_http_routes_by_host_header() {
     }
     let e = edge();
     let url = format!("http://{}/hello", e.proxy.addr("edge"));
-    let (ok, body, err) = run_cmd(Command::new("curl").args(["-sS", "-m", "10", "-H", "Host: www.example.com", &url]), 15);
+    let (ok, body, err) =
+        run_cmd(Command::new("curl").args(["-sS", "-m", "10", "-H", "Host: www.example.com", &url]), 15);
     assert!(ok, "curl failed: {err}");
     assert_eq!(body, "site");
     let (ok, body, err) = run_cmd(Command::new("curl").args(["-sS", "-m", "10", &url]), 15);
@@ -114,7 +115,9 @@ fn curl_http_routes_by_host_header() {
     assert!(contains(&e.site.wait_seen(1)[0], b"GET /hello HTTP/1.1\r\n"));
     let access = e.proxy.wait_access(2);
     assert!(access.iter().any(|a| a["protocol"] == "http" && a["route"] == "site"), "{access:?}");
-    assert!(access.iter().all(|a| a["bytes_up"].as_u64().unwrap_or(0) > 0 && a["bytes_down"].as_u64().unwrap_or(0) > 0));
+    assert!(
+        access.iter().all(|a| a["bytes_up"].as_u64().unwrap_or(0) > 0 && a["bytes_down"].as_u64().unwrap_or(0) > 0)
+    );
 }
 
 #[test]

@@ -65,7 +65,8 @@ fn looping_trapping_and_hungry_plugins_cannot_stop_routing() {
         let reply = exchange(&proxy, trigger);
         assert_eq!(reply, "fallback\n", "{plugin}: the connection still goes to the default route");
         assert!(started.elapsed() < Duration::from_secs(5), "{plugin}: took {:?}", started.elapsed());
-        let line = proxy.wait_log(10, |v| v["plugin"] == plugin && v["message"].as_str().is_some_and(|m| m.contains("failed")));
+        let line = proxy
+            .wait_log(10, |v| v["plugin"] == plugin && v["message"].as_str().is_some_and(|m| m.contains("failed")));
         assert!(line["cause"].as_str().is_some_and(|c| c.contains(cause)), "{plugin}: {line}");
         // HTTP, behind the broken detectors, still works every time.
         let reply = exchange(&proxy, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -81,7 +82,8 @@ fn a_plugin_that_keeps_failing_is_disabled_and_reported() {
     for _ in 0..10 {
         assert_eq!(exchange(&proxy, b"trap trap"), "fallback\n");
     }
-    let line = proxy.wait_log(10, |v| v["plugin"] == "trap" && v["message"].as_str().is_some_and(|m| m.contains("disabled")));
+    let line =
+        proxy.wait_log(10, |v| v["plugin"] == "trap" && v["message"].as_str().is_some_and(|m| m.contains("disabled")));
     assert_eq!(line["level"], "ERROR");
     // Disabled: the trigger no longer reaches the plugin, so no new failure.
     let failures = proxy.logs_where(|v| v["plugin"] == "trap" && v["cause"].is_string()).len();

@@ -31,7 +31,8 @@ pub fn test_plugins_dir() -> PathBuf {
 /// Is `tool` on the PATH? Tests that need a real client skip (saying why)
 /// when it is missing; `.ci/run` installs them all.
 pub fn have(tool: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
+    let found =
+        Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
     if !found {
         eprintln!("SKIP: `{tool}` is not installed (.ci/run installs it)");
     }

@@ -82,16 +82,20 @@ pub struct Locator {
 /// A collection being walked.
 enum Frame {
     Map {
+        /// Key path of the mapping itself.
         path: String,
         /// The next node is a key (else the value of `key`).
         want_key: bool,
         /// Path of the key whose value comes next; `None` for a key we
         /// cannot name (a complex key).
         key: Option<String>,
+        /// Keys written so far, with their positions, to spot duplicates.
         seen: HashMap<String, Pos>,
     },
     Seq {
+        /// Key path of the sequence itself.
         path: String,
+        /// Index of the next element.
         next: usize,
     },
     /// A complex mapping key: skipped, nested collections counted.
@@ -155,7 +159,9 @@ impl Locator {
 
 /// The state of one walk over the events.
 struct Walk {
+    /// The index being built.
     loc: Locator,
+    /// The collections open around the current event, outermost first.
     stack: Vec<Frame>,
     /// Sequence elements whose position is their first scalar, not yet seen.
     pending: Vec<String>,

@@ -13,138 +13,207 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use super::{Balance, LogFormat, ProxyProtocol, Transport};
 
 /// The top level of a config file.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a config mapping (listeners, routes, backends, ...)")]
 pub struct RawConfig {
+    /// `listeners`: see [`Config::listeners`](super::Config::listeners).
     pub listeners: Option<Vec<RawListener>>,
+    /// `routes`: see [`Config::routes`](super::Config::routes).
     pub routes: Option<Vec<RawRoute>>,
+    /// `backends`: see [`Config::backends`](super::Config::backends).
     pub backends: Option<BTreeMap<String, Option<RawBackend>>>,
+    /// `plugins`: see [`Config::plugins`](super::Config::plugins).
     pub plugins: Option<RawPlugins>,
+    /// `limits`: see [`Config::limits`](super::Config::limits).
     pub limits: Option<RawLimits>,
+    /// `udp`: see [`Config::udp`](super::Config::udp).
     pub udp: Option<RawUdp>,
+    /// `admin`: see [`Config::admin`](super::Config::admin).
     pub admin: Option<RawAdmin>,
+    /// `reload`: see [`Config::reload`](super::Config::reload).
     pub reload: Option<RawReload>,
+    /// `log`: see [`Config::log`](super::Config::log).
     pub log: Option<RawLog>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A `listeners[]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a listener (name, bind, transport, detectors, detect, on_timeout, default)")]
 pub struct RawListener {
+    /// `listeners[].name`: see [`Listener::name`](super::Listener::name).
     pub name: Option<String>,
+    /// `listeners[].bind`: see [`Listener::bind`](super::Listener::bind).
     pub bind: Option<Texts>,
+    /// `listeners[].transport`: see [`Listener::transport`](super::Listener::transport).
     pub transport: Option<Transport>,
+    /// `listeners[].detectors`: see [`Listener::detectors`](super::Listener::detectors).
     pub detectors: Option<Vec<String>>,
+    /// `listeners[].detect`: see [`Listener::detect`](super::Listener::detect).
     pub detect: Option<RawDetect>,
+    /// `listeners[].on_timeout`: see [`Listener::on_timeout`](super::Listener::on_timeout).
     pub on_timeout: Option<String>,
+    /// `listeners[].default`: see [`Listener::default`](super::Listener::default).
     pub default: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// `listeners[].detect` as written.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "detect settings (max_bytes, timeout)")]
 pub struct RawDetect {
+    /// `listeners[].detect.max_bytes`: see [`Detect::max_bytes`](super::Detect::max_bytes).
     pub max_bytes: Option<Text>,
+    /// `listeners[].detect.timeout`: see [`Detect::timeout`](super::Detect::timeout).
     pub timeout: Option<Text>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A `routes[]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a route (name, match, to, hooks)")]
 pub struct RawRoute {
+    /// `routes[].name`: see [`Route::name`](super::Route::name).
     pub name: Option<String>,
+    /// `routes[].match`: see [`Route::r#match`](super::Route::r#match).
     pub r#match: Option<RawMatch>,
+    /// `routes[].to`: see [`Route::to`](super::Route::to).
     pub to: Option<String>,
+    /// `routes[].hooks`: see [`Route::hooks`](super::Route::hooks).
     pub hooks: Option<Vec<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `routes[].match` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "match conditions (protocol, sni, alpn, client, attributes)")]
 pub struct RawMatch {
+    /// `routes[].match.protocol`: see [`Match::protocol`](super::Match::protocol).
     pub protocol: Option<String>,
+    /// `routes[].match.sni`: see [`Match::sni`](super::Match::sni).
     pub sni: Option<String>,
+    /// `routes[].match.alpn`: see [`Match::alpn`](super::Match::alpn).
     pub alpn: Option<Texts>,
+    /// `routes[].match.client`: see [`Match::client`](super::Match::client).
     pub client: Option<Texts>,
+    /// `routes[].match.attributes`: see [`Match::attributes`](super::Match::attributes).
     pub attributes: Option<BTreeMap<String, Text>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// A `backends.*` entry as written.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "a backend (servers, balance, health, proxy_protocol, connect_timeout, retries)"
 )]
 pub struct RawBackend {
+    /// `backends.*.servers`: see [`Backend::servers`](super::Backend::servers).
     pub servers: Option<Texts>,
+    /// `backends.*.balance`: see [`Backend::balance`](super::Backend::balance).
     pub balance: Option<Balance>,
+    /// `backends.*.health`: see [`Backend::health`](super::Backend::health).
     pub health: Option<RawHealth>,
+    /// `backends.*.proxy_protocol`: see [`Backend::proxy_protocol`](super::Backend::proxy_protocol).
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// `backends.*.connect_timeout`: see [`Backend::connect_timeout`](super::Backend::connect_timeout).
     pub connect_timeout: Option<Text>,
+    /// `backends.*.retries`: see [`Backend::retries`](super::Backend::retries).
     pub retries: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `backends.*.health` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "health checks (interval, timeout, rise, fall)")]
 pub struct RawHealth {
+    /// `backends.*.health.interval`: see [`Health::interval`](super::Health::interval).
     pub interval: Option<Text>,
+    /// `backends.*.health.timeout`: see [`Health::timeout`](super::Health::timeout).
     pub timeout: Option<Text>,
+    /// `backends.*.health.rise`: see [`Health::rise`](super::Health::rise).
     pub rise: Option<u32>,
+    /// `backends.*.health.fall`: see [`Health::fall`](super::Health::fall).
     pub fall: Option<u32>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The `plugins` section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "plugin settings (dir, config, limits, cache_dir)")]
 pub struct RawPlugins {
+    /// `plugins.dir`: see [`Plugins::dir`](super::Plugins::dir).
     pub dir: Option<String>,
+    /// `plugins.config`: see [`Plugins::config`](super::Plugins::config).
     pub config: Option<BTreeMap<String, serde_json::Value>>,
+    /// `plugins.limits`: see [`Plugins::limits`](super::Plugins::limits).
     pub limits: Option<RawPluginLimits>,
+    /// `plugins.cache_dir`: see [`Plugins::cache_dir`](super::Plugins::cache_dir).
     pub cache_dir: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `plugins.limits` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "plugin limits (memory, call_timeout)")]
 pub struct RawPluginLimits {
+    /// `plugins.limits.memory`: see [`PluginLimits::memory`](super::PluginLimits::memory).
     pub memory: Option<Text>,
+    /// `plugins.limits.call_timeout`: see [`PluginLimits::call_timeout`](super::PluginLimits::call_timeout).
     pub call_timeout: Option<Text>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The `limits` section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
     expecting = "limits (max_connections, max_connections_per_ip, idle_timeout, drain_timeout)"
 )]
 pub struct RawLimits {
+    /// `limits.max_connections`: see [`Limits::max_connections`](super::Limits::max_connections).
     pub max_connections: Option<usize>,
+    /// `limits.max_connections_per_ip`: see [`Limits::max_connections_per_ip`](super::Limits::max_connections_per_ip).
     pub max_connections_per_ip: Option<usize>,
+    /// `limits.idle_timeout`: see [`Limits::idle_timeout`](super::Limits::idle_timeout).
     pub idle_timeout: Option<Text>,
+    /// `limits.drain_timeout`: see [`Limits::drain_timeout`](super::Limits::drain_timeout).
     pub drain_timeout: Option<Text>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The `udp` section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "udp settings (session_timeout, max_sessions)")]
 pub struct RawUdp {
+    /// `udp.session_timeout`: see [`Udp::session_timeout`](super::Udp::session_timeout).
     pub session_timeout: Option<Text>,
+    /// `udp.max_sessions`: see [`Udp::max_sessions`](super::Udp::max_sessions).
     pub max_sessions: Option<usize>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The `admin` section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "admin settings (bind)")]
 pub struct RawAdmin {
+    /// `admin.bind`: see [`Admin::bind`](super::Admin::bind).
     pub bind: Option<Text>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The `reload` section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "reload settings (watch)")]
 pub struct RawReload {
+    /// `reload.watch`: see [`Reload::watch`](super::Reload::watch).
     pub watch: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// The `log` section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "log settings (level, format)")]
 pub struct RawLog {
+    /// `log.level`: see [`Log::level`](super::Log::level).
     pub level: Option<String>,
+    /// `log.format`: see [`Log::format`](super::Log::format).
     pub format: Option<LogFormat>,
 }
 
 /// A scalar kept as its text: `3s`, `4096`, `16MiB`, `127.0.0.1:80`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Text(pub String);
+pub struct Text(
+    /// The scalar's text, as written.
+    pub String,
+);
 
 /// One scalar or a list of them (`bind: a` or `bind: [a, b]`).
 #[derive(Debug, Clone, PartialEq, Eq)]

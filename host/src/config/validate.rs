@@ -17,8 +17,11 @@ use super::{Backend, Config, Detect, Health, Listener, Match, Route};
 
 /// Collects problems, each located by its key path.
 pub(crate) struct Checker<'a> {
+    /// The config file, named in problems and base of relative paths.
     pub file: &'a Path,
+    /// Positions of the file's keys.
     loc: &'a Locator,
+    /// Every problem found so far, in the order found.
     pub problems: Vec<Problem>,
 }
 

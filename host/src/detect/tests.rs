@@ -77,7 +77,8 @@ async fn one_byte_at_a_time_matches_and_keeps_every_byte() {
 
 #[tokio::test(start_paused = true)]
 async fn odd_splits_match() {
-    let d = run(vec![Prefix::new("http", b"GET /index")], vec![b"GE", b"T /in", b"dex HTTP/1.1\r\n"], false, 4096).await;
+    let d =
+        run(vec![Prefix::new("http", b"GET /index")], vec![b"GE", b"T /in", b"dex HTTP/1.1\r\n"], false, 4096).await;
     assert!(matches!(d.outcome, Outcome::Matched { .. }));
     assert_eq!(d.bytes, b"GET /index HTTP/1.1\r\n");
 }
@@ -106,7 +107,9 @@ async fn garbage_is_unknown_at_once_and_kept() {
 
 #[tokio::test(start_paused = true)]
 async fn buffer_full_without_verdict() {
-    let d = run(vec![Prefix::new("long", b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")], vec![b"AAAAAAAAAAAAAAAA"], false, 16).await;
+    let d =
+        run(vec![Prefix::new("long", b"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")], vec![b"AAAAAAAAAAAAAAAA"], false, 16)
+            .await;
     assert_eq!(d.outcome, Outcome::Full);
     assert_eq!(d.bytes.len(), 16);
 }

@@ -44,11 +44,13 @@ pub fn compile(bytes: &[u8], hash: &str, dir: Option<&Path>) -> anyhow::Result<C
     let component = match file.as_deref().and_then(load) {
         Some(component) => component,
         None => {
-            let component = Component::new(engine::engine(), bytes).map_err(anyhow::Error::from).context("compiling the component")?;
-            if let Some(file) = &file {
-                if let Err(err) = store(&component, file) {
-                    tracing::debug!(file = %file.display(), error = %err, "cannot write compiled plugin to the cache");
-                }
+            let component = Component::new(engine::engine(), bytes)
+                .map_err(anyhow::Error::from)
+                .context("compiling the component")?;
+            if let Some(file) = &file
+                && let Err(err) = store(&component, file)
+            {
+                tracing::debug!(file = %file.display(), error = %err, "cannot write compiled plugin to the cache");
             }
             component
         }

@@ -152,7 +152,8 @@ impl DetectorPlugin {
         let mut store = Store::new(engine, HostState::new(self.name.clone(), self.memory, self.log.clone()));
         store.limiter(|state| &mut state.cap);
         store.set_epoch_deadline(deadline_ticks(self.budget.max(Duration::from_millis(100))));
-        let bindings = self.pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!(cause(&e, &store, self)))?;
+        let bindings =
+            self.pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!(cause(&e, &store, self)))?;
         let info = match bindings.refractium_plugin_detector().call_init(&mut store, &self.config_json).await {
             Ok(Ok(info)) => Info { name: info.name, version: info.version },
             Ok(Err(refusal)) => anyhow::bail!("init refused its config: {refusal}"),
@@ -170,10 +171,10 @@ impl DetectorPlugin {
     }
 
     fn put_back(&self, instance: Instance) {
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() < MAX_IDLE {
-                idle.push(instance);
-            }
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(instance);
         }
     }
 

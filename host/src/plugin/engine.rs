@@ -32,14 +32,12 @@ pub fn engine() -> &'static Engine {
             }
         };
         let ticker = engine.clone();
-        let spawned = std::thread::Builder::new()
-            .name("refractium-epoch".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(TICK);
-                    ticker.increment_epoch();
-                }
-            });
+        let spawned = std::thread::Builder::new().name("refractium-epoch".into()).spawn(move || {
+            loop {
+                std::thread::sleep(TICK);
+                ticker.increment_epoch();
+            }
+        });
         if let Err(err) = spawned {
             panic!("cannot start the plugin deadline ticker thread: {err}");
         }

@@ -88,7 +88,8 @@ impl PluginSet {
                 None => "null".to_string(),
             };
             let limits = &config.plugins.limits;
-            let plugin = DetectorPlugin::new(name, source, hash, pre, config_json, limits.memory, limits.call_timeout).await?;
+            let plugin =
+                DetectorPlugin::new(name, source, hash, pre, config_json, limits.memory, limits.call_timeout).await?;
             Ok(Arc::new(plugin))
         };
 

@@ -173,6 +173,6 @@ mod tests {
         let budget = LogBudget::default();
         let allowed = (0..LOG_LINES_PER_SEC * 3).filter(|_| budget.take().is_some()).count() as u64;
         // The window may roll over once during the loop.
-        assert!(allowed >= LOG_LINES_PER_SEC && allowed <= LOG_LINES_PER_SEC * 2, "{allowed}");
+        assert!((LOG_LINES_PER_SEC..=LOG_LINES_PER_SEC * 2).contains(&allowed), "{allowed}");
     }
 }

@@ -37,9 +37,7 @@ impl Hello {
     }
 
     fn ext(mut self, kind: u16, body: Vec<u8>) -> Self {
-        self.extensions
-            .get_or_insert_with(Vec::new)
-            .push((kind, body));
+        self.extensions.get_or_insert_with(Vec::new).push((kind, body));
         self
     }
 
@@ -58,12 +56,7 @@ impl Hello {
 
     /// An X25519MLKEM768 + X25519 key share: makes the hello about 1.3 KB.
     fn big_key_share(self) -> Self {
-        let shares = [
-            vec![0x11, 0xec],
-            vec16(&[0x42; 1216]),
-            vec![0, 0x1d],
-            vec16(&[0x24; 32]),
-        ];
+        let shares = [vec![0x11, 0xec], vec16(&[0x42; 1216]), vec![0, 0x1d], vec16(&[0x24; 32])];
         self.ext(0x33, vec16(&shares.concat()))
     }
 
@@ -78,10 +71,8 @@ impl Hello {
         body.extend(vec16(&u16s(&self.suites)));
         body.extend([1, 0]);
         if let Some(extensions) = &self.extensions {
-            let all: Vec<u8> = extensions
-                .iter()
-                .flat_map(|(kind, ext)| [&kind.to_be_bytes()[..], &vec16(ext)].concat())
-                .collect();
+            let all: Vec<u8> =
+                extensions.iter().flat_map(|(kind, ext)| [&kind.to_be_bytes()[..], &vec16(ext)].concat()).collect();
             body.extend(vec16(&all));
         }
         body
@@ -99,9 +90,7 @@ impl Hello {
 }
 
 fn handshake(body: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(body.len())
-        .expect("body fits u32")
-        .to_be_bytes();
+    let len = u32::try_from(body.len()).expect("body fits u32").to_be_bytes();
     [&[1u8][..], &len[1..], body].concat()
 }
 
@@ -111,12 +100,7 @@ fn records(message: &[u8], sizes: &[usize]) -> Vec<u8> {
     let mut rest = message;
     let mut i = 0;
     while !rest.is_empty() {
-        let size = sizes
-            .get(i)
-            .or(sizes.last())
-            .copied()
-            .unwrap_or(1)
-            .min(rest.len());
+        let size = sizes.get(i).or(sizes.last()).copied().unwrap_or(1).min(rest.len());
         let (fragment, tail) = rest.split_at(size);
         out.extend([22, 3, 1]);
         out.extend(vec16(fragment));
@@ -127,10 +111,7 @@ fn records(message: &[u8], sizes: &[usize]) -> Vec<u8> {
 }
 
 fn typical() -> Hello {
-    Hello::new()
-        .sni(b"WWW.Example.COM")
-        .alpn(&["h2", "http/1.1"])
-        .versions(&[0x3a3a, 0x0304, 0x0303])
+    Hello::new().sni(b"WWW.Example.COM").alpn(&["h2", "http/1.1"]).versions(&[0x3a3a, 0x0304, 0x0303])
 }
 
 fn complete(data: &[u8]) -> ClientHello {
@@ -145,11 +126,9 @@ fn complete(data: &[u8]) -> ClientHello {
 fn assert_prefixes(data: &[u8]) -> ClientHello {
     for len in 0..data.len() {
         match parse_client_hello(&data[..len]) {
-            HelloParse::NeedMore(n) => assert!(
-                n > len && n <= data.len().max(9),
-                "prefix {len}/{}: NeedMore({n})",
-                data.len()
-            ),
+            HelloParse::NeedMore(n) => {
+                assert!(n > len && n <= data.len().max(9), "prefix {len}/{}: NeedMore({n})", data.len())
+            }
             other => panic!("prefix {len}/{}: {other:?}", data.len()),
         }
     }
@@ -175,10 +154,7 @@ fn byte_by_byte_and_exact_need() {
     assert_eq!(assert_prefixes(&data), complete(&data));
     // Once the handshake header is in, the need is exact.
     for len in 9..data.len() {
-        assert_eq!(
-            parse_client_hello(&data[..len]),
-            HelloParse::NeedMore(data.len())
-        );
+        assert_eq!(parse_client_hello(&data[..len]), HelloParse::NeedMore(data.len()));
     }
     // Before, the record length already bounds it.
     assert_eq!(parse_client_hello(&data[..5]), HelloParse::NeedMore(9));
@@ -189,10 +165,7 @@ fn large_hello_with_post_quantum_key_share() {
     let hello = typical().big_key_share().padding(600);
     let data = hello.record();
     assert!(data.len() > 1900, "{}", data.len());
-    assert_eq!(
-        assert_prefixes(&data).sni.as_deref(),
-        Some("www.example.com")
-    );
+    assert_eq!(assert_prefixes(&data).sni.as_deref(), Some("www.example.com"));
     // The same hello in records of 1400 bytes, as some stacks send it.
     let split = records(&hello.message(), &[1400]);
     assert_eq!(assert_prefixes(&split), complete(&data));
@@ -227,10 +200,7 @@ fn ech_and_sslv3() {
     let mut data = old.record();
     data[2] = 0;
     let hello = complete(&data);
-    assert_eq!(
-        (hello.legacy_version, hello.sni.clone(), hello.max_version()),
-        (0x0300, None, 0x0300)
-    );
+    assert_eq!((hello.legacy_version, hello.sni.clone(), hello.max_version()), (0x0300, None, 0x0300));
 }
 
 #[test]
@@ -242,12 +212,7 @@ fn server_names() {
     assert_eq!(sni(b"a b"), None);
     // Only host_name (type 0) entries count.
     let other = vec16(&[&[1u8][..], &vec16(b"other"), &[0], &vec16(b"real")].concat());
-    assert_eq!(
-        complete(&Hello::new().ext(0, other).record())
-            .sni
-            .as_deref(),
-        Some("real")
-    );
+    assert_eq!(complete(&Hello::new().ext(0, other).record()).sni.as_deref(), Some("real"));
 }
 
 #[test]
@@ -304,11 +269,7 @@ fn lying_lengths_are_not_tls() {
     // An ALPN name running past its list.
     lies.push(Hello::new().ext(0x10, vec![0, 3, 5, b'h', b'2']).message());
     for (i, message) in lies.iter().enumerate() {
-        assert_eq!(
-            parse_client_hello(&records(message, &[9999])),
-            HelloParse::NotTls,
-            "lie {i}"
-        );
+        assert_eq!(parse_client_hello(&records(message, &[9999])), HelloParse::NotTls, "lie {i}");
     }
     // A handshake length beyond what the records carry is only a need.
     let mut data = typical().record();
@@ -319,10 +280,7 @@ fn lying_lengths_are_not_tls() {
 #[test]
 fn truncated_hello_needs_more() {
     let data = typical().record();
-    assert_eq!(
-        parse_client_hello(&data[..data.len() - 1]),
-        HelloParse::NeedMore(data.len())
-    );
+    assert_eq!(parse_client_hello(&data[..data.len() - 1]), HelloParse::NeedMore(data.len()));
     assert_eq!(parse_client_hello(&[]), HelloParse::NeedMore(9));
 }
 

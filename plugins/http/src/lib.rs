@@ -80,11 +80,7 @@ struct RequestLine<'a> {
 /// it is incomplete or invalid.
 fn request_line(data: &[u8]) -> Result<RequestLine<'_>, Verdict> {
     let Some(sp) = data.iter().position(|&b| b == b' ') else {
-        return Err(if METHODS.iter().any(|m| m.starts_with(data)) {
-            Verdict::NeedMore(0)
-        } else {
-            Verdict::NoMatch
-        });
+        return Err(if METHODS.iter().any(|m| m.starts_with(data)) { Verdict::NeedMore(0) } else { Verdict::NoMatch });
     };
     let (method, rest) = data.split_at(sp);
     if !METHODS.contains(&method) {
@@ -93,9 +89,7 @@ fn request_line(data: &[u8]) -> Result<RequestLine<'_>, Verdict> {
     let rest = rest.get(1..).unwrap_or_default();
     // The target: visible bytes (obs-text tolerated) up to the next space.
     let target_len = rest.iter().position(|&b| b <= b' ' || b == 0x7f);
-    let target = rest
-        .get(..target_len.unwrap_or(rest.len()))
-        .unwrap_or_default();
+    let target = rest.get(..target_len.unwrap_or(rest.len())).unwrap_or_default();
     let after = match target_len {
         Some(n) if n > 0 && rest.get(n) == Some(&b' ') => rest.get(n + 1..).unwrap_or_default(),
         Some(_) => return Err(Verdict::NoMatch),
@@ -121,12 +115,7 @@ fn request_line(data: &[u8]) -> Result<RequestLine<'_>, Verdict> {
         Some(_) => return Err(Verdict::NoMatch),
     };
     let len = data.len() - tail.len() + end;
-    Ok(RequestLine {
-        method,
-        target,
-        minor,
-        len,
-    })
+    Ok(RequestLine { method, target, minor, len })
 }
 
 /// The header fields after the request line (each line with its LF), once
@@ -148,14 +137,11 @@ fn header_block(data: &[u8]) -> Option<&[u8]> {
 fn host(headers: &[u8], line: &RequestLine<'_>) -> Option<String> {
     let from_header = headers.split(|&b| b == b'\n').find_map(|field| {
         let (name, value) = field.split_at(field.iter().position(|&b| b == b':')?);
-        name.eq_ignore_ascii_case(b"host")
-            .then(|| value.get(1..).unwrap_or_default())
+        name.eq_ignore_ascii_case(b"host").then(|| value.get(1..).unwrap_or_default())
     });
     let target = line.target;
     let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
-    let scheme = [&b"http://"[..], b"https://"]
-        .into_iter()
-        .find(|s| lower.starts_with(s));
+    let scheme = [&b"http://"[..], b"https://"].into_iter().find(|s| lower.starts_with(s));
     let authority = match (scheme, from_header) {
         (Some(scheme), _) => {
             let rest = target.get(scheme.len()..)?;
@@ -179,21 +165,14 @@ fn normalize_host(authority: &[u8]) -> Option<String> {
     let host = if authority.starts_with(b"[") {
         authority.get(..=authority.iter().position(|&b| b == b']')?)?
     } else {
-        let end = authority
-            .iter()
-            .position(|&b| b == b':')
-            .unwrap_or(authority.len());
+        let end = authority.iter().position(|&b| b == b':').unwrap_or(authority.len());
         authority.get(..end)?
     };
     let host = host.strip_suffix(b".").unwrap_or(host);
     if host.is_empty() || !host.iter().all(u8::is_ascii_graphic) {
         return None;
     }
-    Some(
-        host.iter()
-            .map(|b| char::from(b.to_ascii_lowercase()))
-            .collect(),
-    )
+    Some(host.iter().map(|b| char::from(b.to_ascii_lowercase())).collect())
 }
 
 refractium_plugin_sdk::export_detector!(Http);
@@ -217,9 +196,7 @@ mod tests {
 
     #[test]
     fn get_with_host() {
-        let d = matched(
-            b"GET /index.html HTTP/1.1\r\nHost: WWW.Example.com:8080\r\nAccept: */*\r\n\r\n",
-        );
+        let d = matched(b"GET /index.html HTTP/1.1\r\nHost: WWW.Example.com:8080\r\nAccept: */*\r\n\r\n");
         assert_eq!(d.protocol, "http");
         assert_eq!(d.attribute("method"), Some("GET"));
         assert_eq!(d.attribute("version"), Some("1.1"));
@@ -230,20 +207,11 @@ mod tests {
     #[test]
     fn host_forms() {
         let host = |req: &[u8]| matched(req).attribute("host").map(str::to_string);
-        assert_eq!(
-            host(b"GET / HTTP/1.1\r\nhost:[2001:DB8::1]:80\r\n\r\n").as_deref(),
-            Some("[2001:db8::1]")
-        );
-        assert_eq!(
-            host(b"HEAD / HTTP/1.0\n HoSt :x\nHOST:  a.example \n\n").as_deref(),
-            Some("a.example")
-        );
+        assert_eq!(host(b"GET / HTTP/1.1\r\nhost:[2001:DB8::1]:80\r\n\r\n").as_deref(), Some("[2001:db8::1]"));
+        assert_eq!(host(b"HEAD / HTTP/1.0\n HoSt :x\nHOST:  a.example \n\n").as_deref(), Some("a.example"));
         assert_eq!(host(b"GET / HTTP/1.0\r\n\r\n"), None);
         assert_eq!(host(b"GET / HTTP/1.1\r\nHost: \r\n\r\n"), None);
-        assert_eq!(
-            host(b"CONNECT db.example:5432 HTTP/1.1\r\n\r\n").as_deref(),
-            Some("db.example")
-        );
+        assert_eq!(host(b"CONNECT db.example:5432 HTTP/1.1\r\n\r\n").as_deref(), Some("db.example"));
         assert_eq!(
             host(b"GET HTTP://u@Proxy.example:3128/x HTTP/1.1\r\nHost: other\r\n\r\n").as_deref(),
             Some("proxy.example")
@@ -254,10 +222,7 @@ mod tests {
     fn every_method() {
         for m in METHODS {
             let req = [m, &b" * HTTP/1.1\r\n\r\n"[..]].concat();
-            assert_eq!(
-                matched(&req).attribute("method").map(str::as_bytes),
-                Some(*m)
-            );
+            assert_eq!(matched(&req).attribute("method").map(str::as_bytes), Some(*m));
         }
     }
 
@@ -280,10 +245,7 @@ mod tests {
         assert_eq!(detect(&req), Verdict::NeedMore(0));
         req.push(b'a');
         let d = matched(&req);
-        assert_eq!(
-            (d.attribute("method"), d.attribute("host")),
-            (Some("GET"), None)
-        );
+        assert_eq!((d.attribute("method"), d.attribute("host")), (Some("GET"), None));
         // A request line that never ends is not HTTP.
         let mut req = b"GET /".to_vec();
         req.resize(HEADER_LIMIT, b'a');
@@ -315,15 +277,7 @@ mod tests {
 
     #[test]
     fn method_prefixes_need_more() {
-        for case in [
-            &b""[..],
-            b"G",
-            b"DEL",
-            b"PROPF",
-            b"OPTIONS",
-            b"GET ",
-            b"GET / HTT",
-        ] {
+        for case in [&b""[..], b"G", b"DEL", b"PROPF", b"OPTIONS", b"GET ", b"GET / HTT"] {
             assert_eq!(detect(case), Verdict::NeedMore(0), "{case:?}");
         }
     }

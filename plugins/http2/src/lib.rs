@@ -45,11 +45,7 @@ mod tests {
     #[test]
     fn preface_byte_by_byte() {
         for len in 0..PREFACE.len() {
-            assert_eq!(
-                detect(&PREFACE[..len]),
-                Verdict::NeedMore(24),
-                "prefix {len}"
-            );
+            assert_eq!(detect(&PREFACE[..len]), Verdict::NeedMore(24), "prefix {len}");
         }
         assert_eq!(detect(PREFACE), Verdict::Matched(Detection::new("http2")));
     }

@@ -26,11 +26,7 @@ impl Detector for Ssh {
     fn detect(&self, data: &[u8], _peer: &Peer) -> Verdict {
         let Some(&(prefix, version)) = PREFIXES.iter().find(|(p, _)| data.starts_with(p)) else {
             // Still a prefix of one of them: the shortest length that can tell.
-            let need = PREFIXES
-                .iter()
-                .filter(|(p, _)| p.starts_with(data))
-                .map(|(p, _)| p.len())
-                .min();
+            let need = PREFIXES.iter().filter(|(p, _)| p.starts_with(data)).map(|(p, _)| p.len()).min();
             return need.map_or(Verdict::NoMatch, Verdict::NeedMore);
         };
         let rest = data.get(prefix.len()..).unwrap_or_default();
@@ -48,10 +44,7 @@ impl Detector for Ssh {
 
 /// The softwareversion token: up to the first space or CR; printable ASCII.
 fn software(line: &[u8]) -> Option<String> {
-    let end = line
-        .iter()
-        .position(|&b| b == b' ' || b == b'\r')
-        .unwrap_or(line.len());
+    let end = line.iter().position(|&b| b == b' ' || b == b'\r').unwrap_or(line.len());
     let token = line.get(..end)?;
     if token.is_empty() || !token.iter().all(u8::is_ascii_graphic) {
         return None;
@@ -80,9 +73,7 @@ mod tests {
         for len in 8..line.len() - 1 {
             assert_eq!(detect(&line[..len]), Verdict::NeedMore(0), "prefix {len}");
         }
-        let expected = Detection::new("ssh")
-            .attr("version", "2.0")
-            .attr("software", "OpenSSH_9.6p1");
+        let expected = Detection::new("ssh").attr("version", "2.0").attr("software", "OpenSSH_9.6p1");
         assert_eq!(detect(line), Verdict::Matched(expected.clone()));
         // The client's first packet may follow in the same read.
         let mut more = line.to_vec();
@@ -95,10 +86,7 @@ mod tests {
         assert_eq!(detect(b"SSH-1.9"), Verdict::NeedMore(9));
         let d = detect(b"SSH-1.99-PuTTY_Release_0.81\n");
         let d = d.detection().expect("matched");
-        assert_eq!(
-            (d.attribute("version"), d.attribute("software")),
-            (Some("1.99"), Some("PuTTY_Release_0.81"))
-        );
+        assert_eq!((d.attribute("version"), d.attribute("software")), (Some("1.99"), Some("PuTTY_Release_0.81")));
     }
 
     #[test]
@@ -114,14 +102,7 @@ mod tests {
 
     #[test]
     fn other_bytes_do_not_match() {
-        let cases: &[&[u8]] = &[
-            b"SSH-1.5-old\r\n",
-            b"SSH-2.1-x",
-            b"ssh-2.0-x",
-            b"GET / HTTP/1.1",
-            b"\x16\x03",
-            b"S\n",
-        ];
+        let cases: &[&[u8]] = &[b"SSH-1.5-old\r\n", b"SSH-2.1-x", b"ssh-2.0-x", b"GET / HTTP/1.1", b"\x16\x03", b"S\n"];
         for case in cases {
             assert_eq!(detect(case), Verdict::NoMatch, "{case:?}");
         }

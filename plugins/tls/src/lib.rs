@@ -67,10 +67,8 @@ mod tests {
         let mut body = version.to_be_bytes().to_vec();
         body.extend([0; 32]);
         body.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
-        let exts: Vec<u8> = extensions
-            .iter()
-            .flat_map(|(kind, ext)| [&kind.to_be_bytes()[..], &vec16(ext)].concat())
-            .collect();
+        let exts: Vec<u8> =
+            extensions.iter().flat_map(|(kind, ext)| [&kind.to_be_bytes()[..], &vec16(ext)].concat()).collect();
         body.extend(vec16(&exts));
         let len = u32::try_from(body.len()).expect("fits u32").to_be_bytes();
         let message = [&[1u8][..], &len[1..], &body].concat();
@@ -82,10 +80,8 @@ mod tests {
     }
 
     fn alpn(names: &[&str]) -> (u16, Vec<u8>) {
-        let list: Vec<u8> = names
-            .iter()
-            .flat_map(|n| [&[u8::try_from(n.len()).expect("short")][..], n.as_bytes()].concat())
-            .collect();
+        let list: Vec<u8> =
+            names.iter().flat_map(|n| [&[u8::try_from(n.len()).expect("short")][..], n.as_bytes()].concat()).collect();
         (0x10, vec16(&list))
     }
 
@@ -98,34 +94,21 @@ mod tests {
     fn tls13_hello_with_sni_and_alpn() {
         let data = hello(
             0x0303,
-            &[
-                sni("Api.Example.com"),
-                alpn(&["h2", "http/1.1"]),
-                (0x2b, vec![4, 0x03, 0x04, 0x03, 0x03]),
-            ],
+            &[sni("Api.Example.com"), alpn(&["h2", "http/1.1"]), (0x2b, vec![4, 0x03, 0x04, 0x03, 0x03])],
         );
-        let expected = Detection::new("tls")
-            .sni("api.example.com")
-            .alpn(["h2", "http/1.1"])
-            .attr("version", "1.3");
+        let expected = Detection::new("tls").sni("api.example.com").alpn(["h2", "http/1.1"]).attr("version", "1.3");
         assert_eq!(detect(&data), Verdict::Matched(expected));
     }
 
     #[test]
     fn tls12_hello_and_ech() {
         let data = hello(0x0303, &[sni("outer.example"), (0xfe0d, vec![0; 64])]);
-        let expected = Detection::new("tls")
-            .sni("outer.example")
-            .attr("version", "1.2")
-            .attr("ech", "true");
+        let expected = Detection::new("tls").sni("outer.example").attr("version", "1.2").attr("ech", "true");
         assert_eq!(detect(&data), Verdict::Matched(expected));
         let data = hello(0x0301, &[]);
         let verdict = detect(&data);
         let detection = verdict.detection().expect("matched");
-        assert_eq!(
-            (detection.sni.as_deref(), detection.attribute("version")),
-            (None, Some("1.0"))
-        );
+        assert_eq!((detection.sni.as_deref(), detection.attribute("version")), (None, Some("1.0")));
     }
 
     #[test]
@@ -143,12 +126,9 @@ mod tests {
 
     #[test]
     fn other_protocols_do_not_match() {
-        for data in [
-            &b"GET / HTTP/1.1\r\n"[..],
-            b"SSH-2.0-x\r\n",
-            b"\x16\x03\x01\x00\x05\x02\0\0\x01\0",
-            b"\x15\x03\x03",
-        ] {
+        for data in
+            [&b"GET / HTTP/1.1\r\n"[..], b"SSH-2.0-x\r\n", b"\x16\x03\x01\x00\x05\x02\0\0\x01\0", b"\x15\x03\x03"]
+        {
             assert_eq!(detect(data), Verdict::NoMatch, "{data:?}");
         }
     }
