@@ -25,8 +25,12 @@ const BUILTINS: &[(&str, &str)] = &[
 ];
 
 /// Plugins built only for the test suite: (name, package).
-const TEST_PLUGINS: &[(&str, &str)] =
-    &[("spin", "refractium-test-spin"), ("trap", "refractium-test-trap"), ("hog", "refractium-test-hog")];
+const TEST_PLUGINS: &[(&str, &str)] = &[
+    ("spin", "refractium-test-spin"),
+    ("trap", "refractium-test-trap"),
+    ("hog", "refractium-test-hog"),
+    ("chatty", "refractium-test-chatty"),
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));

@@ -7,6 +7,7 @@
 
 mod backend;
 mod cells;
+mod detectors;
 mod hello;
 mod load;
 mod procs;
@@ -38,6 +39,8 @@ enum Cmd {
         #[arg(long)]
         print_port: bool,
     },
+    /// Micro benchmark of the built-in detectors: native Rust vs through Wasm.
+    Detectors,
     /// Start the backend and the proxies, run the workloads, print the table.
     Run {
         /// The refractium binary (default: target/release/refractium if present).
@@ -69,6 +72,7 @@ fn main() -> Result<()> {
             raise_nofile()?;
             backend::serve(bind, print_port)
         }
+        Cmd::Detectors => detectors::run(),
         Cmd::Run { refractium, quick, only, out, rounds, secs } => {
             let limit = raise_nofile()?;
             run::run(run::Opts { refractium, quick, only, out, rounds, secs, nofile: limit })

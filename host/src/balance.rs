@@ -1,8 +1,9 @@
 //! Backend pools: pick a server by the pool's policy and connect to it,
 //! trying the next server on failure (at most `retries` more times).
 //!
-//! Health checks are passive for now: a server whose connect fails is tried
-//! last by the next connections until a connect to it succeeds again.
+//! A server whose connect fails is marked down (passive check) and tried last
+//! until a connect to it succeeds again; [`crate::health`] adds active checks
+//! for pools that ask for them.
 
 use crate::config::{Backend, Balance};
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +19,18 @@ pub struct Server {
     active: AtomicUsize,
     /// False after a failed connect, true again after a successful one.
     up: AtomicBool,
+}
+
+impl Server {
+    /// Whether checks consider the server up.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Mark the server up or down.
+    pub fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+    }
 }
 
 /// A backend pool of one snapshot.

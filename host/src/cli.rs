@@ -92,6 +92,9 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
             tracing::warn!(path = %skipped.path.display(), reason = %skipped.reason, "plugin file skipped");
         }
         let bound = listener::bind_all(&snapshot)?;
+        if let Some(admin) = &snapshot.config.admin {
+            tracing::warn!(bind = %admin.bind, "admin.bind is accepted but this version does not serve the admin API yet");
+        }
         tracing::info!(config = %file, detectors = snapshot.plugins.detectors.len(), "refractium started");
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
         listener::serve(state, bound, shutdown_signal()).await

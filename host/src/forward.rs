@@ -8,8 +8,13 @@
 //! side is passed on as a half-close (`shutdown(SHUT_WR)`) to the other; the
 //! relay ends when both directions have ended, when either side fails, or
 //! after `idle_timeout` without a byte moving either way.
+//!
+//! On Linux a direction moves bytes with `splice(2)` through a pooled pipe
+//! ([`splice`]) and never copies them; the copying path above is the
+//! fallback when no pipe can be had.
 
 pub mod proxy_protocol;
+mod splice;
 
 use socket2::SockRef;
 use std::cell::RefCell;
@@ -109,6 +114,68 @@ async fn pump(
     last: &AtomicU64,
     start: Instant,
 ) -> Result<(), (Side, io::Error)> {
+    let mut pipe: Option<splice::Pipe> = None;
+    loop {
+        // Bytes in the pipe go out first.
+        if let Some(p) = pipe.as_mut().filter(|p| p.pending > 0) {
+            match p.drain(to) {
+                Ok(_) => {}
+                Err(e) if splice::would_block(&e) => to.writable().await.map_err(|e| (to_side, e))?,
+                Err(e) => return Err((to_side, e)),
+            }
+            continue;
+        }
+        let p = match pipe.as_mut() {
+            Some(p) => p,
+            None => match splice::Pipe::take() {
+                Ok(p) => pipe.insert(p),
+                Err(err) => {
+                    tracing::debug!(error = %err, "no pipe for splice; copying instead");
+                    return copy_pump(from, to, from_side, to_side, moved, last, start).await;
+                }
+            },
+        };
+        match p.fill(from) {
+            Ok(0) => {
+                if let Some(p) = pipe.take() {
+                    p.give_back();
+                }
+                return half_close(to, to_side);
+            }
+            Ok(n) => {
+                moved.fetch_add(n as u64, Ordering::Relaxed);
+                last.store(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+            }
+            Err(e) if splice::would_block(&e) => {
+                // Nothing to read: give the empty pipe back before waiting.
+                if let Some(p) = pipe.take() {
+                    p.give_back();
+                }
+                from.readable().await.map_err(|e| (from_side, e))?;
+            }
+            Err(e) => return Err((from_side, e)),
+        }
+    }
+}
+
+/// Tell the other side nothing more is coming.
+fn half_close(to: &TcpStream, to_side: Side) -> Result<(), (Side, io::Error)> {
+    match SockRef::from(to).shutdown(Shutdown::Write) {
+        Err(e) if e.kind() != ErrorKind::NotConnected => Err((to_side, e)),
+        _ => Ok(()),
+    }
+}
+
+/// The copying fallback of [`pump`].
+async fn copy_pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    from_side: Side,
+    to_side: Side,
+    moved: &AtomicU64,
+    last: &AtomicU64,
+    start: Instant,
+) -> Result<(), (Side, io::Error)> {
     loop {
         from.readable().await.map_err(|e| (from_side, e))?;
         let step = SCRATCH_BUF.with(|cell| {
@@ -131,15 +198,7 @@ async fn pump(
             Ok(Step::Moved(n, rest))
         })?;
         match step {
-            Step::Eof => {
-                // Half-close: tell the other side nothing more is coming.
-                if let Err(e) = SockRef::from(to).shutdown(Shutdown::Write)
-                    && e.kind() != ErrorKind::NotConnected
-                {
-                    return Err((to_side, e));
-                }
-                return Ok(());
-            }
+            Step::Eof => return half_close(to, to_side),
             Step::Spurious => continue,
             Step::Moved(n, rest) => {
                 moved.fetch_add(n as u64, Ordering::Relaxed);

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod forward;
+pub mod health;
 pub mod listener;
 pub mod logging;
 pub mod plugin;

@@ -125,6 +125,16 @@ pub async fn serve(
     let tracker = TaskTracker::new();
     let stop = CancellationToken::new();
     let limits = Arc::new(Limits::default());
+    {
+        let snapshot = state.load();
+        let checked: Vec<_> = snapshot
+            .config
+            .backends
+            .iter()
+            .filter_map(|(name, b)| Some((snapshot.pools.get(name)?.clone(), b.health.clone()?)))
+            .collect();
+        crate::health::spawn(&checked, &stop);
+    }
     let mut accept_loops = Vec::new();
     for b in bound {
         let listener = TcpListener::from_std(b.listener)?;

@@ -11,7 +11,7 @@ fn broken_proxy() -> (Proxy, Backend, Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
     let plugins = dir.path().join("plugins.d");
     std::fs::create_dir(&plugins).expect("mkdir");
-    for name in ["spin", "trap", "hog"] {
+    for name in ["spin", "trap", "hog", "chatty"] {
         let built = test_plugins_dir().join(format!("refractium_test_{name}.wasm"));
         std::fs::copy(&built, plugins.join(format!("{name}.wasm"))).expect("copy test plugin");
     }
@@ -22,7 +22,7 @@ fn broken_proxy() -> (Proxy, Backend, Backend) {
 listeners:
   - name: edge
     bind: 127.0.0.1:0
-    detectors: [spin, trap, hog, http]
+    detectors: [spin, trap, hog, chatty, http]
     detect: {{ timeout: 5s }}
     default: fallback
 routes:
@@ -90,4 +90,18 @@ fn a_plugin_that_keeps_failing_is_disabled_and_reported() {
     assert_eq!(exchange(&proxy, b"trap again"), "fallback\n");
     assert_eq!(proxy.logs_where(|v| v["plugin"] == "trap" && v["cause"].is_string()).len(), failures);
     assert_eq!(fallback.seen().len(), 11);
+}
+
+#[test]
+fn a_chatty_plugin_is_truncated_and_rate_limited() {
+    let (proxy, _web, fallback) = broken_proxy();
+    assert_eq!(exchange(&proxy, b"chat chat"), "fallback\n");
+    assert_eq!(exchange(&proxy, b"chat again"), "fallback\n");
+    // 20,000 calls to `log` with 4 KiB each reach the log as at most 50 a
+    // second, each cut to 1 KiB.
+    let lines =
+        proxy.logs_where(|v| v["plugin"] == "chatty" && v["message"].as_str().is_some_and(|m| m.starts_with("chatty")));
+    assert!(!lines.is_empty() && lines.len() <= 100, "{} lines", lines.len());
+    assert!(lines.iter().all(|l| l["message"].as_str().is_some_and(|m| m.len() <= 1024) && l["truncated"] == true));
+    assert_eq!(fallback.seen().len(), 2);
 }

@@ -132,3 +132,41 @@ fn sigterm_drains_open_connections_and_stops_accepting() {
     let status = proxy.terminate(10).expect("exits once the last connection ends");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn active_health_checks_mark_servers_down_and_up() {
+    let echo = Backend::start(Reply::Echo);
+    // Reserve a port, free it: the server there is down until we listen again.
+    let later = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let later_addr = later.local_addr().expect("addr");
+    drop(later);
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detectors: []
+    default: echo
+routes:
+  - name: echo
+    to: echo
+backends:
+  echo:
+    servers: [{later_addr}, {echo}]
+    health: {{ interval: 100ms, timeout: 500ms, rise: 1, fall: 2 }}
+"#,
+        echo = echo.addr
+    );
+    let proxy = Proxy::start(&yaml);
+    proxy.wait_log(10, |v| v["message"] == "health check: server is down" && v["server"] == later_addr.to_string());
+    // Down servers are tried last: the echo server answers every time.
+    for _ in 0..4 {
+        let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
+        c.write_all(b"ping").expect("write");
+        c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut buf = [0u8; 4];
+        c.read_exact(&mut buf).expect("echo");
+    }
+    let _back = TcpListener::bind(later_addr).expect("listen again on the freed port");
+    proxy.wait_log(10, |v| v["message"] == "health check: server is up" && v["server"] == later_addr.to_string());
+}
