@@ -30,6 +30,7 @@ const TEST_PLUGINS: &[(&str, &str)] = &[
     ("trap", "refractium-test-trap"),
     ("hog", "refractium-test-hog"),
     ("chatty", "refractium-test-chatty"),
+    ("snoop", "refractium-test-snoop"),
 ];
 
 fn main() {

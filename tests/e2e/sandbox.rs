@@ -105,3 +105,34 @@ fn a_chatty_plugin_is_truncated_and_rate_limited() {
     assert!(lines.iter().all(|l| l["message"].as_str().is_some_and(|m| m.len() <= 1024) && l["truncated"] == true));
     assert_eq!(fallback.seen().len(), 2);
 }
+
+#[test]
+fn a_plugin_gets_no_files_no_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir(&plugins).expect("mkdir");
+    std::fs::copy(test_plugins_dir().join("refractium_test_snoop.wasm"), plugins.join("snoop.wasm")).expect("copy");
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: { servers: [127.0.0.1:1] }\nplugins: { dir: plugins.d }\n",
+    )
+    .expect("write");
+    let input = dir.path().join("snoop.bin");
+    std::fs::write(&input, b"snoop around").expect("write");
+    let (ok, out, err) = run_cmd(
+        std::process::Command::new(bin())
+            .args(["detect", "-c"])
+            .arg(&cfg)
+            .arg(&input)
+            .env("REFRACTIUM_CACHE_DIR", cache_dir())
+            .env("SECRET_TOKEN", "hunter2"),
+        120,
+    );
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["protocol"], "snoop", "{out}");
+    assert!(v["attributes"]["file"].as_str().is_some_and(|f| f.starts_with("denied")), "{out}");
+    assert_eq!(v["attributes"]["env"], "0", "{out}");
+    assert_eq!(v["attributes"]["args"], "0", "{out}");
+}
