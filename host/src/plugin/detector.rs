@@ -149,6 +149,7 @@ impl DetectorPlugin {
 
     async fn instantiate(&self) -> anyhow::Result<(Instance, Info)> {
         let engine = super::engine::engine();
+        let _running = super::engine::CallGuard::enter();
         let mut store = Store::new(engine, HostState::new(self.name.clone(), self.memory, self.log.clone()));
         store.limiter(|state| &mut state.cap);
         store.set_epoch_deadline(deadline_ticks(self.budget.max(Duration::from_millis(100))));
@@ -222,6 +223,7 @@ impl DetectorPlugin {
                 return Verdict::NoMatch;
             }
         };
+        let _running = super::engine::CallGuard::enter();
         instance.store.set_epoch_deadline(deadline_ticks(self.budget));
         let guest: &wit_detector::Guest = instance.bindings.refractium_plugin_detector();
         match guest.call_detect(&mut instance.store, data, &peer.0).await {

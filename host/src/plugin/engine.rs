@@ -1,6 +1,8 @@
 //! The process-wide wasmtime engine and its epoch ticker.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::Thread;
 use std::time::Duration;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -16,7 +18,67 @@ pub const MAX_MEMORY: u64 = 64 << 20;
 /// thread is busy at a time; idle pools stay small.
 const INSTANCE_SLOTS: u32 = 1000;
 
+/// Ticks without any plugin call after which the ticker parks itself, so an
+/// idle proxy (or one whose clients all sit in detection) uses no CPU.
+const IDLE_TICKS: u32 = 100;
+
 static ENGINE: OnceLock<Engine> = OnceLock::new();
+static TICKER: OnceLock<Thread> = OnceLock::new();
+/// Plugin calls in progress.
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+/// Calls started since the ticker last looked.
+static STARTED: AtomicBool = AtomicBool::new(false);
+/// The ticker is parked (or about to park).
+static PARKED: AtomicBool = AtomicBool::new(false);
+
+/// Marks a plugin call in progress; the epoch ticker runs while any is.
+pub struct CallGuard(());
+
+impl CallGuard {
+    /// Call before setting a store's epoch deadline.
+    pub fn enter() -> CallGuard {
+        ACTIVE.fetch_add(1, Ordering::SeqCst);
+        STARTED.store(true, Ordering::Relaxed);
+        if PARKED.load(Ordering::SeqCst)
+            && let Some(ticker) = TICKER.get()
+        {
+            ticker.unpark();
+        }
+        CallGuard(())
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Advance the epoch every tick while plugin calls happen; park when none
+/// has for [`IDLE_TICKS`] ticks. A call's deadline counts ticks from when it
+/// was set, so time spent parked (with no call running) costs no budget.
+fn tick(engine: Engine) {
+    let mut idle = 0;
+    loop {
+        std::thread::sleep(TICK);
+        engine.increment_epoch();
+        if STARTED.swap(false, Ordering::Relaxed) || ACTIVE.load(Ordering::SeqCst) > 0 {
+            idle = 0;
+            continue;
+        }
+        idle += 1;
+        if idle < IDLE_TICKS {
+            continue;
+        }
+        PARKED.store(true, Ordering::SeqCst);
+        // A call that started before it could see PARKED is seen here.
+        while ACTIVE.load(Ordering::SeqCst) == 0 && !STARTED.load(Ordering::Relaxed) {
+            std::thread::park();
+        }
+        PARKED.store(false, Ordering::SeqCst);
+        idle = 0;
+    }
+}
 
 /// The engine, created (with its ticker thread) on first use.
 pub fn engine() -> &'static Engine {
@@ -32,14 +94,11 @@ pub fn engine() -> &'static Engine {
             }
         };
         let ticker = engine.clone();
-        let spawned = std::thread::Builder::new().name("refractium-epoch".into()).spawn(move || {
-            loop {
-                std::thread::sleep(TICK);
-                ticker.increment_epoch();
+        match std::thread::Builder::new().name("refractium-epoch".into()).spawn(move || tick(ticker)) {
+            Ok(handle) => {
+                let _ = TICKER.set(handle.thread().clone());
             }
-        });
-        if let Err(err) = spawned {
-            panic!("cannot start the plugin deadline ticker thread: {err}");
+            Err(err) => panic!("cannot start the plugin deadline ticker thread: {err}"),
         }
         engine
     })
