@@ -85,17 +85,19 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(path)?;
     crate::logging::init(&config.log.level, config.log.format);
     let file = config.file.display().to_string();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let workers = config.runtime.resolved_workers();
+    // This thread is worker 0; `listener::serve` starts the others.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let snapshot = Snapshot::build(config).await?;
         for skipped in &snapshot.plugins.skipped {
             tracing::warn!(path = %skipped.path.display(), reason = %skipped.reason, "plugin file skipped");
         }
-        let bound = listener::bind_all(&snapshot)?;
+        let bound = listener::bind_all(&snapshot, workers)?;
         if let Some(admin) = &snapshot.config.admin {
             tracing::warn!(bind = %admin.bind, "admin.bind is accepted but this version does not serve the admin API yet");
         }
-        tracing::info!(config = %file, detectors = snapshot.plugins.detectors.len(), "refractium started");
+        tracing::info!(config = %file, workers, detectors = snapshot.plugins.detectors.len(), "refractium started");
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
         listener::serve(state, bound, shutdown_signal()).await
     })

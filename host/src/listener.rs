@@ -23,9 +23,12 @@ use tokio_util::task::TaskTracker;
 pub const BACKLOG: i32 = 4096;
 
 /// Bind a TCP listening socket (SO_REUSEADDR, non-blocking, deep backlog).
-pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -41,16 +44,26 @@ pub struct Bound {
     pub listener: std::net::TcpListener,
 }
 
-/// Bind every address of every TCP listener in the snapshot's config.
-pub fn bind_all(snapshot: &Snapshot) -> anyhow::Result<Vec<Bound>> {
-    let mut bound = Vec::new();
+/// Bind every address of every TCP listener in the snapshot's config, once
+/// per worker: `result[w]` holds worker `w`'s sockets. With more than one
+/// worker the sockets of one address share it with `SO_REUSEPORT` and the
+/// kernel spreads new connections over them; port 0 is resolved by the first
+/// bind and reused by the others.
+pub fn bind_all(snapshot: &Snapshot, workers: usize) -> anyhow::Result<Vec<Vec<Bound>>> {
+    let workers = workers.max(1);
+    let mut per_worker: Vec<Vec<Bound>> = (0..workers).map(|_| Vec::new()).collect();
     for l in &snapshot.config.listeners {
         for &addr in &l.bind {
-            let listener = bind(addr).map_err(|e| anyhow::anyhow!("listener `{}`: cannot bind {addr}: {e}", l.name))?;
-            bound.push(Bound { name: l.name.clone(), listener });
+            let cannot = |e: std::io::Error| anyhow::anyhow!("listener `{}`: cannot bind {addr}: {e}", l.name);
+            let first = bind(addr, workers > 1).map_err(cannot)?;
+            let actual = first.local_addr().map_err(cannot)?;
+            for (w, sockets) in per_worker.iter_mut().enumerate() {
+                let listener = if w == 0 { first.try_clone() } else { bind(actual, true) }.map_err(cannot)?;
+                sockets.push(Bound { name: l.name.clone(), listener });
+            }
         }
     }
-    Ok(bound)
+    Ok(per_worker)
 }
 
 /// Open-connection counters for the accept limits.
@@ -116,65 +129,114 @@ impl Limits {
     }
 }
 
+/// What the workers share.
+#[derive(Clone)]
+struct Shared {
+    state: Arc<ArcSwap<Snapshot>>,
+    limits: Arc<Limits>,
+    /// Every connection task of every worker.
+    tracker: TaskTracker,
+    /// Cancelled to stop accepting.
+    stop: CancellationToken,
+    /// Cancelled when draining is over: workers then stop their event loops.
+    done: CancellationToken,
+}
+
 /// Accept on every bound socket until `shutdown` resolves, then drain.
+///
+/// `bound[0]` is served by the calling runtime; every other set gets a
+/// thread of its own running a single-threaded runtime, so a connection
+/// lives its whole life on the thread that accepted it.
 pub async fn serve(
     state: Arc<ArcSwap<Snapshot>>,
-    bound: Vec<Bound>,
+    bound: Vec<Vec<Bound>>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let tracker = TaskTracker::new();
-    let stop = CancellationToken::new();
-    let limits = Arc::new(Limits::default());
+    let shared = Shared {
+        state,
+        limits: Arc::new(Limits::default()),
+        tracker: TaskTracker::new(),
+        stop: CancellationToken::new(),
+        done: CancellationToken::new(),
+    };
+    let mut sets = bound.into_iter();
+    let mine = sets.next().unwrap_or_default();
+    let mut threads = Vec::new();
+    for (i, set) in sets.enumerate() {
+        let shared = shared.clone();
+        let thread = std::thread::Builder::new().name(format!("refractium-worker-{}", i + 1)).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot start a worker; its sockets stay unserved");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let loops = start_accepting(set, &shared, false);
+                for l in loops {
+                    let _ = l.await;
+                }
+                // Keep running this worker's connections until draining ends.
+                shared.done.cancelled().await;
+            });
+        })?;
+        threads.push(thread);
+    }
     {
-        let snapshot = state.load();
+        let snapshot = shared.state.load();
         let checked: Vec<_> = snapshot
             .config
             .backends
             .iter()
             .filter_map(|(name, b)| Some((snapshot.pools.get(name)?.clone(), b.health.clone()?)))
             .collect();
-        crate::health::spawn(&checked, &stop);
+        crate::health::spawn(&checked, &shared.stop);
     }
-    let mut accept_loops = Vec::new();
-    for b in bound {
-        let listener = TcpListener::from_std(b.listener)?;
-        let addr = listener.local_addr()?;
-        tracing::info!(listener = %b.name, %addr, "listening");
-        accept_loops.push(tokio::spawn(accept_loop(
-            b.name,
-            listener,
-            state.clone(),
-            limits.clone(),
-            tracker.clone(),
-            stop.clone(),
-        )));
-    }
+    let loops = start_accepting(mine, &shared, true);
     shutdown.await;
-    stop.cancel();
-    for l in accept_loops {
+    shared.stop.cancel();
+    for l in loops {
         let _ = l.await;
     }
-    tracker.close();
-    let drain = state.load().config.limits.drain_timeout;
-    let open = limits.open();
+    shared.tracker.close();
+    let drain = shared.state.load().config.limits.drain_timeout;
+    let open = shared.limits.open();
     if open > 0 {
         tracing::info!(open, drain = %humantime::format_duration(drain), "stopped accepting; waiting for open connections");
     }
-    if tokio::time::timeout(drain, tracker.wait()).await.is_err() {
-        tracing::warn!(open = limits.open(), "drain timeout reached; closing the remaining connections");
+    if tokio::time::timeout(drain, shared.tracker.wait()).await.is_err() {
+        tracing::warn!(open = shared.limits.open(), "drain timeout reached; closing the remaining connections");
+    }
+    shared.done.cancel();
+    for thread in threads {
+        let _ = thread.join();
     }
     tracing::info!("shut down");
     Ok(())
 }
 
-async fn accept_loop(
-    name: String,
-    listener: TcpListener,
-    state: Arc<ArcSwap<Snapshot>>,
-    limits: Arc<Limits>,
-    tracker: TaskTracker,
-    stop: CancellationToken,
-) {
+/// Spawn an accept loop per socket on the current runtime.
+fn start_accepting(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut loops = Vec::new();
+    for b in set {
+        let listener = match TcpListener::from_std(b.listener) {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::error!(listener = %b.name, error = %err, "cannot register a listening socket");
+                continue;
+            }
+        };
+        if announce && let Ok(addr) = listener.local_addr() {
+            tracing::info!(listener = %b.name, %addr, "listening");
+        }
+        loops.push(tokio::spawn(accept_loop(b.name, listener, shared.clone())));
+    }
+    loops
+}
+
+async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
+    let Shared { state, limits, tracker, stop, .. } = shared;
     let name: Arc<str> = name.into();
     loop {
         let accepted = tokio::select! {

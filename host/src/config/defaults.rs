@@ -36,6 +36,7 @@
 //! | `reload.watch` | `true` | |
 //! | `log.level` | `info` | a level or a `tracing` filter |
 //! | `log.format` | `text` | `text`, `json` |
+//! | `runtime.workers` | `0`: one per CPU core | 0 to 1024 |
 
 use std::time::Duration;
 
@@ -100,6 +101,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const UDP_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// `udp.max_sessions`.
 pub const UDP_MAX_SESSIONS: usize = 10_000;
+/// `runtime.workers` (0 = one per CPU core).
+pub const WORKERS: usize = 0;
+/// Largest allowed `runtime.workers`.
+pub const WORKERS_MAX: usize = 1024;
 
 /// `reload.watch`.
 pub const RELOAD_WATCH: bool = true;

@@ -34,6 +34,16 @@ pub struct RawConfig {
     pub reload: Option<RawReload>,
     /// `log`: see [`Config::log`](super::Config::log).
     pub log: Option<RawLog>,
+    /// `runtime`: see [`Config::runtime`](super::Config::runtime).
+    pub runtime: Option<RawRuntime>,
+}
+
+/// The `runtime` section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "runtime settings (workers)")]
+pub struct RawRuntime {
+    /// `runtime.workers`: see [`Runtime::workers`](super::Runtime::workers).
+    pub workers: Option<usize>,
 }
 
 /// A `listeners[]` entry as written.

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use super::defaults as d;
-use super::raw::{RawAdmin, RawLimits, RawLog, RawPlugins, RawReload, RawUdp};
+use super::raw::{RawAdmin, RawLimits, RawLog, RawPlugins, RawReload, RawRuntime, RawUdp};
 use super::validate::Checker;
-use super::{Admin, Limits, Log, PluginLimits, Plugins, Reload, Udp};
+use super::{Admin, Limits, Log, PluginLimits, Plugins, Reload, Runtime, Udp};
 
 /// Levels `log.level` accepts alone; anything with `=` or `,` is taken as a
 /// `tracing` filter and checked by the logger.
@@ -66,6 +66,15 @@ impl Checker<'_> {
             idle_timeout: self.duration("limits.idle_timeout".into(), idle, d::IDLE_TIMEOUT, true),
             drain_timeout: self.duration("limits.drain_timeout".into(), drain, d::DRAIN_TIMEOUT, false),
         }
+    }
+
+    pub fn runtime(&mut self, raw: Option<RawRuntime>) -> Runtime {
+        let workers = raw.and_then(|r| r.workers).unwrap_or(d::WORKERS);
+        if workers > d::WORKERS_MAX {
+            self.report("runtime.workers", format!("{workers} workers is too many (at most {})", d::WORKERS_MAX));
+            return Runtime { workers: d::WORKERS };
+        }
+        Runtime { workers }
     }
 
     pub fn udp(&mut self, raw: Option<RawUdp>) -> Udp {

@@ -38,6 +38,8 @@ pub struct Config {
     pub reload: Reload,
     /// Logging.
     pub log: Log,
+    /// Worker threads.
+    pub runtime: Runtime,
     /// The source text, indexed, so later stages can locate their problems.
     pub(super) source: Source,
 }
@@ -205,6 +207,24 @@ pub struct Limits {
     pub drain_timeout: Duration,
 }
 
+/// How the proxy uses the machine's cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runtime {
+    /// Worker threads, each with its own event loop and its own accepting
+    /// socket per listener address (`SO_REUSEPORT`); 0 = one per CPU core.
+    pub workers: usize,
+}
+
+impl Runtime {
+    /// The number of workers to start: `workers`, or one per CPU core.
+    pub fn resolved_workers(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        }
+    }
+}
+
 /// UDP session handling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Udp {
@@ -320,5 +340,6 @@ defaults! {
     };
     Udp => Udp { session_timeout: d::UDP_SESSION_TIMEOUT, max_sessions: d::UDP_MAX_SESSIONS };
     Reload => Reload { watch: d::RELOAD_WATCH };
+    Runtime => Runtime { workers: d::WORKERS };
     Log => Log { level: d::LOG_LEVEL.to_owned(), format: d::LOG_FORMAT };
 }

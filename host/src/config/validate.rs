@@ -150,6 +150,7 @@ pub(crate) fn build(raw: RawConfig, file: &Path, loc: &Locator) -> (Config, Vec<
         plugins: c.plugins(raw.plugins),
         limits: c.limits(raw.limits),
         udp: c.udp(raw.udp),
+        runtime: c.runtime(raw.runtime),
         admin: c.admin(raw.admin),
         reload: c.reload(raw.reload),
         log: c.log(raw.log),

@@ -6,7 +6,8 @@
 //! - **Memory**: [`MemoryCap`] refuses any linear memory or table growth past
 //!   `plugins.limits.memory`; the guest's allocator then fails and traps.
 //! - **Time**: every call gets an epoch deadline of `plugins.limits.call_timeout`
-//!   ([`deadline_ticks`]); a guest still running then is interrupted (a trap).
+//!   ([`deadline_ticks`]); a guest still running then is interrupted (a trap),
+//!   at most one tick (2 ms) after its budget ran out.
 //! - **Log**: each message is cut to [`LOG_MAX_BYTES`], and each plugin may log
 //!   [`LOG_LINES_PER_SEC`] lines a second; the rest are counted and reported.
 
@@ -158,8 +159,9 @@ mod tests {
 
     #[test]
     fn deadline_rounds_up_and_adds_a_tick() {
-        assert_eq!(deadline_ticks(Duration::from_millis(10)), 11);
-        assert_eq!(deadline_ticks(Duration::from_micros(1500)), 3);
+        // With 2 ms ticks: 10 ms is 5 ticks, plus the one under way.
+        assert_eq!(deadline_ticks(Duration::from_millis(10)), 6);
+        assert_eq!(deadline_ticks(Duration::from_micros(2500)), 3);
     }
 
     #[test]

@@ -29,7 +29,9 @@ impl Detector for Snoop {
                 Ok(dir) => dir.display().to_string(),
                 Err(_) => "none".to_string(),
             };
-            Verdict::Matched(Detection::new("snoop").attr("file", file).attr("env", env).attr("args", args).attr("cwd", cwd))
+            Verdict::Matched(
+                Detection::new("snoop").attr("file", file).attr("env", env).attr("args", args).attr("cwd", cwd),
+            )
         } else if TRIGGER.starts_with(data) {
             Verdict::NeedMore(TRIGGER.len())
         } else {
