@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 pub fn spawn(pools: &[(Arc<Pool>, Health)], stop: &CancellationToken) {
     for (pool, health) in pools {
         for index in 0..pool.servers.len() {
-            let (pool, health, stop) = (pool.clone(), health.clone(), stop.clone());
+            let (pool, health, stop) = (pool.clone(), *health, stop.clone());
             tokio::spawn(async move {
                 tokio::select! {
                     () = stop.cancelled() => {}

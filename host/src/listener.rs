@@ -189,7 +189,7 @@ pub async fn serve(
             .config
             .backends
             .iter()
-            .filter_map(|(name, b)| Some((snapshot.pools.get(name)?.clone(), b.health.clone()?)))
+            .filter_map(|(name, b)| Some((snapshot.pools.get(name)?.clone(), b.health?)))
             .collect();
         crate::health::spawn(&checked, &shared.stop);
     }
