@@ -102,6 +102,7 @@ backends:
     connect_timeout: 3s
 
 limits: {{ max_connections: 100000, max_connections_per_ip: 100000, idle_timeout: 10m }}
+runtime: {{ workers: 1 }}
 log: {{ level: warn }}
 "
     )

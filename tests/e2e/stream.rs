@@ -170,3 +170,71 @@ backends:
     let _back = TcpListener::bind(later_addr).expect("listen again on the freed port");
     proxy.wait_log(10, |v| v["message"] == "health check: server is up" && v["server"] == later_addr.to_string());
 }
+
+#[test]
+fn idle_connections_are_closed_after_idle_timeout() {
+    let (proxy, echo) = echo_proxy("limits: { idle_timeout: 300ms }");
+    let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
+    c.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+    echo.wait_seen(1);
+    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut back = Vec::new();
+    // The echo comes back, then the proxy closes the silent connection.
+    let _ = c.read_to_end(&mut back);
+    assert_eq!(back, b"GET / HTTP/1.1\r\n\r\n");
+    let access = proxy.wait_access(1);
+    assert_eq!(access[0]["close"], "idle timeout");
+}
+
+#[test]
+fn each_listener_has_its_own_detectors_and_routes() {
+    let ssh = Backend::start(Reply::Record("ssh"));
+    let web = Backend::start(Reply::Record("web"));
+    let other = Backend::start(Reply::Record("other"));
+    let yaml = format!(
+        r#"
+listeners:
+  - name: only-ssh
+    bind: 127.0.0.1:0
+    detectors: [ssh]
+    default: other
+  - name: only-http
+    bind: [127.0.0.1:0, 127.0.0.1:0]
+    detectors: [http]
+    default: other
+routes:
+  - name: ssh
+    match: {{ protocol: ssh }}
+    to: ssh
+  - name: http
+    match: {{ protocol: http }}
+    to: web
+  - name: other
+    to: other
+backends:
+  ssh: {{ servers: [{ssh}] }}
+  web: {{ servers: [{web}] }}
+  other: {{ servers: [{other}] }}
+"#,
+        ssh = ssh.addr,
+        web = web.addr,
+        other = other.addr
+    );
+    let proxy = Proxy::start(&yaml);
+    let send = |listener: &str, data: &[u8]| {
+        let mut c = TcpStream::connect(proxy.addr(listener)).expect("connect");
+        c.write_all(data).expect("write");
+        c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut reply = String::new();
+        let _ = c.read_to_string(&mut reply);
+        reply
+    };
+    assert_eq!(send("only-ssh", b"SSH-2.0-x\r\n"), "ssh\n");
+    // The HTTP listener does not run the ssh detector, and vice versa.
+    assert_eq!(send("only-http", b"SSH-2.0-x\r\n"), "other\n");
+    assert_eq!(send("only-ssh", b"GET / HTTP/1.1\r\n\r\n"), "other\n");
+    assert_eq!(send("only-http", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), "web\n");
+    // Both addresses of the second listener serve.
+    let both = proxy.logs_where(|v| v["message"] == "listening" && v["listener"] == "only-http");
+    assert_eq!(both.len(), 2);
+}

@@ -85,7 +85,7 @@ impl Proxy {
                 r.lock().expect("raw").push(line);
             }
         });
-        let proxy = Proxy { child, logs, raw, dir };
+        let mut proxy = Proxy { child, logs, raw, dir };
         let listeners = yaml_listener_binds(&std::fs::read_to_string(&file).expect("read back"));
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
@@ -93,7 +93,16 @@ impl Proxy {
             if listening >= listeners {
                 break;
             }
-            assert!(Instant::now() < deadline, "proxy did not start; its output:\n{}", proxy.output());
+            let exited = proxy.child.try_wait().ok().flatten();
+            if exited.is_some() {
+                // Let the reader thread collect the last lines.
+                thread::sleep(Duration::from_millis(200));
+            }
+            assert!(
+                exited.is_none() && Instant::now() < deadline,
+                "proxy did not start ({exited:?}); its output:\n{}",
+                proxy.output()
+            );
             thread::sleep(Duration::from_millis(20));
         }
         proxy

@@ -173,7 +173,8 @@ impl Checker<'_> {
             let name = l.name.unwrap_or_default();
             let transport = l.transport.unwrap_or(d::TRANSPORT);
             let bind = self.addrs(&format!("{key}.bind"), l.bind.as_ref(), "listen on, like 127.0.0.1:8443");
-            for (j, addr) in bind.iter().enumerate() {
+            // Port 0 asks the system for a free port each time: never a clash.
+            for (j, addr) in bind.iter().enumerate().filter(|(_, a)| a.port() != 0) {
                 if let Some(first) = bound.get(&(*addr, transport)) {
                     let message = format!("`{addr}` ({transport}) is already bound by listener `{first}`");
                     self.report(element(&format!("{key}.bind"), l.bind.as_ref(), j), message);
