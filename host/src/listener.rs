@@ -238,6 +238,7 @@ fn start_accepting(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<toki
 async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
     let Shared { state, limits, tracker, stop, .. } = shared;
     let name: Arc<str> = name.into();
+    let bound_to = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -265,7 +266,13 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
         };
         let name = name.clone();
         tracker.spawn(async move {
-            proxy::handle(snapshot, &name, stream, client).await;
+            // A listener bound to one address knows the local address of
+            // every connection; a wildcard one asks the socket.
+            let local = match bound_to {
+                Some(addr) if !addr.ip().is_unspecified() => addr,
+                _ => stream.local_addr().unwrap_or(client),
+            };
+            proxy::handle(snapshot, &name, stream, client, local).await;
             drop(admitted);
         });
     }

@@ -25,10 +25,16 @@ struct Entry {
 }
 
 /// Serve one accepted connection to its end.
-pub async fn handle(snapshot: Arc<Snapshot>, listener: &str, mut stream: TcpStream, client: SocketAddr) {
+pub async fn handle(
+    snapshot: Arc<Snapshot>,
+    listener: &str,
+    mut stream: TcpStream,
+    client: SocketAddr,
+    local: SocketAddr,
+) {
     let start = Instant::now();
     let mut entry = Entry::default();
-    serve(&snapshot, listener, &mut stream, client, &mut entry).await;
+    serve(&snapshot, listener, &mut stream, client, local, &mut entry).await;
     let d = entry.detection.as_ref();
     tracing::info!(
         target: "refractium::access",
@@ -46,13 +52,19 @@ pub async fn handle(snapshot: Arc<Snapshot>, listener: &str, mut stream: TcpStre
     );
 }
 
-async fn serve(snapshot: &Snapshot, listener: &str, stream: &mut TcpStream, client: SocketAddr, entry: &mut Entry) {
+async fn serve(
+    snapshot: &Snapshot,
+    listener: &str,
+    stream: &mut TcpStream,
+    client: SocketAddr,
+    local: SocketAddr,
+    entry: &mut Entry,
+) {
     let Some(plan) = snapshot.listeners.get(listener) else {
         entry.close = "listener not in the snapshot".into();
         return;
     };
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(client);
 
     // 1. Detect.
     let peer = Peer::new(client.to_string(), local.to_string(), listener.to_string(), false);
