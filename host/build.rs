@@ -16,12 +16,27 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 
-/// Built-in detectors: (name, package). Order is the documented default order.
-const BUILTINS: &[(&str, &str)] = &[
-    ("tls", "refractium-detector-tls"),
-    ("http2", "refractium-detector-http2"),
-    ("http", "refractium-detector-http"),
-    ("ssh", "refractium-detector-ssh"),
+/// Built-in detectors: (name, package, serves TCP, serves UDP), in the
+/// documented default order: cheap, strict detectors first, so that a loose
+/// one (a length prefix, an inline command) only sees bytes no strict one
+/// claimed.
+const BUILTINS: &[(&str, &str, bool, bool)] = &[
+    ("tls", "refractium-detector-tls", true, false),
+    ("http2", "refractium-detector-http2", true, false),
+    ("http", "refractium-detector-http", true, false),
+    ("ssh", "refractium-detector-ssh", true, false),
+    ("quic", "refractium-detector-quic", false, true),
+    ("wireguard", "refractium-detector-wireguard", false, true),
+    ("postgres", "refractium-detector-postgres", true, false),
+    ("mqtt", "refractium-detector-mqtt", true, false),
+    ("rdp", "refractium-detector-rdp", true, false),
+    ("xmpp", "refractium-detector-xmpp", true, false),
+    ("socks5", "refractium-detector-socks5", true, false),
+    ("socks4", "refractium-detector-socks4", true, false),
+    ("redis", "refractium-detector-redis", true, false),
+    ("dns", "refractium-detector-dns", true, true),
+    ("openvpn", "refractium-detector-openvpn", true, true),
+    ("pattern", "refractium-detector-pattern", true, true),
 ];
 
 /// Plugins built only for the test suite: (name, package).
@@ -50,7 +65,8 @@ fn main() {
     cmd.current_dir(&workspace)
         .args(["build", "--target", TARGET, "--profile", PROFILE, "--target-dir"])
         .arg(&target_dir);
-    for (_, package) in BUILTINS.iter().chain(TEST_PLUGINS) {
+    let packages = BUILTINS.iter().map(|b| b.1).chain(TEST_PLUGINS.iter().map(|t| t.1));
+    for package in packages {
         cmd.args(["-p", package]);
     }
     // The outer build's flags and wrappers (clippy-driver, coverage, the
@@ -79,12 +95,14 @@ fn main() {
 
     let out_wasm = target_dir.join(TARGET).join(PROFILE);
     let mut src = String::from(
-        "/// Built-in plugins embedded in the binary: (name, package, wasm bytes), in the default detector order.\n\
-         pub const BUILTINS: &[(&str, &str, &[u8])] = &[\n",
+        "/// Built-in plugins embedded in the binary: (name, package, wasm bytes, serves TCP, serves UDP),\n\
+         /// in the default detector order.\n\
+         pub const BUILTINS: &[(&str, &str, &[u8], bool, bool)] = &[\n",
     );
-    for (name, package) in BUILTINS {
+    for (name, package, tcp, udp) in BUILTINS {
         let file = wasm_file(&out_wasm, package);
-        src.push_str(&format!("    ({name:?}, {package:?}, include_bytes!({:?})),\n", file.display().to_string()));
+        let path = file.display().to_string();
+        src.push_str(&format!("    ({name:?}, {package:?}, include_bytes!({path:?}), {tcp}, {udp}),\n"));
     }
     src.push_str("];\n");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

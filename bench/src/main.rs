@@ -15,6 +15,7 @@ mod proxies;
 mod report;
 mod rows;
 mod run;
+mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +42,15 @@ enum Cmd {
     },
     /// Micro benchmark of the built-in detectors: native Rust vs through Wasm.
     Detectors,
+    /// UDP: 16 sessions bouncing 1,200-byte datagrams, direct vs through refractium.
+    Udp {
+        /// The refractium binary.
+        #[arg(long, default_value = "target/release/refractium")]
+        refractium: PathBuf,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+    },
     /// Start the backend and the proxies, run the workloads, print the table.
     Run {
         /// The refractium binary (default: target/release/refractium if present).
@@ -73,6 +83,7 @@ fn main() -> Result<()> {
             backend::serve(bind, print_port)
         }
         Cmd::Detectors => detectors::run(),
+        Cmd::Udp { refractium, secs } => udp::run(&refractium, secs),
         Cmd::Run { refractium, quick, only, out, rounds, secs } => {
             let limit = raise_nofile()?;
             run::run(run::Opts { refractium, quick, only, out, rounds, secs, nofile: limit })

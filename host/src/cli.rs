@@ -13,6 +13,21 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// Print a line to stdout; a closed stdout (`refractium plugins | head`)
+/// ends the command quietly instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(err) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("refractium: cannot write to stdout: {err}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 /// The default config file, relative to the working directory.
 pub const DEFAULT_CONFIG: &str = "config/refractium.yaml";
 
@@ -129,13 +144,13 @@ fn check(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(path)?;
     let snapshot = local_runtime()?.block_on(Snapshot::build(config))?;
     let c = &snapshot.config;
-    println!("config {} is valid", c.file.display());
+    say!("config {} is valid", c.file.display());
     for l in &c.listeners {
         let plan = &snapshot.listeners[&l.name];
         let binds: Vec<String> = l.bind.iter().map(ToString::to_string).collect();
         let detectors: Vec<&str> = plan.detectors.iter().map(|d| d.name()).collect();
-        println!(
-            "listener {} on {} ({:?}): detectors [{}], default {}, on_timeout {}",
+        say!(
+            "listener {} on {} ({}): detectors [{}], default {}, on_timeout {}",
             l.name,
             binds.join(", "),
             l.transport,
@@ -146,20 +161,42 @@ fn check(path: Option<&Path>) -> anyhow::Result<()> {
     }
     for r in &c.routes {
         let how = match &r.r#match {
-            Some(m) => format!("{m:?}"),
-            None => "by name only".into(),
+            Some(m) => describe(m),
+            None => "reached by name only".into(),
         };
-        println!("route {} -> {}: {how}", r.name, r.to);
+        say!("route {} -> {}: {how}", r.name, r.to);
     }
     for (name, b) in &c.backends {
         let servers: Vec<String> = b.servers.iter().map(ToString::to_string).collect();
-        println!("backend {name}: {} ({:?})", servers.join(", "), b.balance);
+        say!("backend {name}: {} ({})", servers.join(", "), b.balance);
     }
     print_plugins(&snapshot.plugins);
     if !snapshot.plugins.skipped.is_empty() {
         anyhow::bail!("{} plugin file(s) failed to load", snapshot.plugins.skipped.len());
     }
     Ok(())
+}
+
+/// A route's match conditions, as `check` prints them.
+fn describe(m: &config::Match) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = &m.protocol {
+        parts.push(format!("protocol {p}"));
+    }
+    if let Some(sni) = &m.sni {
+        parts.push(format!("sni {sni}"));
+    }
+    if !m.alpn.is_empty() {
+        parts.push(format!("alpn any of [{}]", m.alpn.join(", ")));
+    }
+    if !m.client.is_empty() {
+        let nets: Vec<String> = m.client.iter().map(ToString::to_string).collect();
+        parts.push(format!("client in [{}]", nets.join(", ")));
+    }
+    for (k, v) in &m.attributes {
+        parts.push(format!("{k} {v}"));
+    }
+    if parts.is_empty() { "matches every detected connection".into() } else { parts.join(" and ") }
 }
 
 fn plugins(path: Option<&Path>) -> anyhow::Result<()> {
@@ -170,12 +207,26 @@ fn plugins(path: Option<&Path>) -> anyhow::Result<()> {
 }
 
 fn print_plugins(plugins: &PluginSet) {
-    println!("{:<12} {:<10} {:<9} {:<14} source", "name", "version", "kind", "hash");
+    say!("{:<12} {:<10} {:<9} {:<8} {:<14} source", "name", "version", "kind", "serves", "hash");
     for d in &plugins.detectors {
-        println!("{:<12} {:<10} {:<9} {:<14} {}", d.name(), d.info.version, "detector", &d.hash[..12], d.source);
+        let serves = match (d.serves_tcp, d.serves_udp) {
+            (true, true) => "tcp,udp",
+            (true, false) => "tcp",
+            (false, true) => "udp",
+            (false, false) => "-",
+        };
+        say!(
+            "{:<12} {:<10} {:<9} {:<8} {:<14} {}",
+            d.name(),
+            d.info.version,
+            "detector",
+            serves,
+            &d.hash[..12],
+            d.source
+        );
     }
     for s in &plugins.skipped {
-        println!("skipped {}: {}", s.path.display(), s.reason);
+        say!("skipped {}: {}", s.path.display(), s.reason);
     }
 }
 
@@ -194,8 +245,9 @@ fn detect_files(path: Option<&Path>, transport: TransportArg, flight: bool, file
     let config = config_or_default(path)?;
     let runtime = local_runtime()?;
     let plugins = runtime.block_on(PluginSet::load(&config))?;
-    let detectors: Vec<Arc<dyn Detect>> = plugins.detectors.iter().map(|d| d.clone() as Arc<dyn Detect>).collect();
     let udp = matches!(transport, TransportArg::Udp);
+    let detectors: Vec<Arc<dyn Detect>> =
+        plugins.detectors_for(udp).into_iter().map(|d| d as Arc<dyn Detect>).collect();
     let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "detect".into(), udp);
     let mut inputs = Vec::new();
     for file in files {
@@ -219,11 +271,11 @@ fn detect_files(path: Option<&Path>, transport: TransportArg, flight: bool, file
     if flight {
         let detection = run(inputs.iter().map(Vec::as_slice).collect())?;
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
-        println!("{}", json_line(serde_json::json!(names), detection.as_ref()));
+        say!("{}", json_line(serde_json::json!(names), detection.as_ref()));
     } else {
         for (file, bytes) in files.iter().zip(&inputs) {
             let detection = run(vec![bytes.as_slice()])?;
-            println!("{}", json_line(serde_json::json!(file.display().to_string()), detection.as_ref()));
+            say!("{}", json_line(serde_json::json!(file.display().to_string()), detection.as_ref()));
         }
     }
     Ok(())

@@ -56,8 +56,7 @@ pub async fn detect<S: AsyncRead + Unpin>(
     let deadline = Instant::now() + timeout;
     let mut buf = vec![0u8; max_bytes.max(1)];
     let mut len = 0;
-    // Per detector: None once it said no-match, else the length it waits for.
-    let mut waiting: Vec<Option<usize>> = vec![Some(1); detectors.len()];
+    let mut progress = Progress::new(detectors.len());
     loop {
         let read = match tokio::time::timeout_at(deadline, stream.read(&mut buf[len..])).await {
             Ok(read) => read?,
@@ -67,27 +66,48 @@ pub async fn detect<S: AsyncRead + Unpin>(
             return Ok(done(Outcome::ClientClosed, buf, len));
         }
         len += read;
-        let data = &buf[..len];
-        for (detector, wait) in detectors.iter().zip(waiting.iter_mut()) {
+        if let Some(outcome) = progress.step(detectors, &buf[..len], peer).await {
+            return Ok(done(outcome, buf, len));
+        }
+        if len == buf.len() {
+            return Ok(done(Outcome::Full, buf, len));
+        }
+    }
+}
+
+/// Where each detector stands for one client: the detection loop shared by
+/// TCP streams and UDP datagrams.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Per detector: `None` once it said no-match, else the length it waits for.
+    waiting: Vec<Option<usize>>,
+}
+
+impl Progress {
+    /// Every detector still in the running.
+    pub fn new(detectors: usize) -> Self {
+        Progress { waiting: vec![Some(1); detectors] }
+    }
+
+    /// Ask the detectors still in the running about `data` (every byte so
+    /// far). `Some` when detection is over: matched, or every detector said
+    /// no-match; `None` while some detector waits for more bytes.
+    pub async fn step(&mut self, detectors: &[Arc<dyn Detect>], data: &[u8], peer: &Peer) -> Option<Outcome> {
+        let len = data.len();
+        for (detector, wait) in detectors.iter().zip(self.waiting.iter_mut()) {
             let Some(wanted) = *wait else { continue };
             if len < wanted {
                 continue;
             }
             match detector.detect(data, peer).await {
                 Verdict::Matched(detection) => {
-                    let outcome = Outcome::Matched { detection, detector: detector.name().to_string() };
-                    return Ok(done(outcome, buf, len));
+                    return Some(Outcome::Matched { detection, detector: detector.name().to_string() });
                 }
                 Verdict::NeedMore(n) => *wait = Some((n as usize).max(len + 1)),
                 Verdict::NoMatch => *wait = None,
             }
         }
-        if waiting.iter().all(Option::is_none) {
-            return Ok(done(Outcome::Unknown, buf, len));
-        }
-        if len == buf.len() {
-            return Ok(done(Outcome::Full, buf, len));
-        }
+        if self.waiting.iter().all(Option::is_none) { Some(Outcome::Unknown) } else { None }
     }
 }
 

@@ -25,3 +25,4 @@ pub mod plugin;
 pub mod proxy;
 pub mod route;
 pub mod snapshot;
+pub mod udp;

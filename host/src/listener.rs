@@ -38,10 +38,32 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::Tcp
     Ok(socket.into())
 }
 
-/// A listening socket and the listener (config name) it belongs to.
+/// A bound socket and the listener (config name) it belongs to.
 pub struct Bound {
     pub name: String,
-    pub listener: std::net::TcpListener,
+    pub socket: Socket2,
+}
+
+/// A bound TCP listening socket or UDP socket.
+pub enum Socket2 {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+/// Bind a UDP socket (SO_REUSEADDR, non-blocking; `SO_REUSEPORT` when shared
+/// by several workers, which the kernel then hashes clients over).
+pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// Bind every address of every TCP listener in the snapshot's config, once
@@ -55,11 +77,23 @@ pub fn bind_all(snapshot: &Snapshot, workers: usize) -> anyhow::Result<Vec<Vec<B
     for l in &snapshot.config.listeners {
         for &addr in &l.bind {
             let cannot = |e: std::io::Error| anyhow::anyhow!("listener `{}`: cannot bind {addr}: {e}", l.name);
-            let first = bind(addr, workers > 1).map_err(cannot)?;
-            let actual = first.local_addr().map_err(cannot)?;
-            for (w, sockets) in per_worker.iter_mut().enumerate() {
-                let listener = if w == 0 { first.try_clone() } else { bind(actual, true) }.map_err(cannot)?;
-                sockets.push(Bound { name: l.name.clone(), listener });
+            let udp = l.transport == crate::config::Transport::Udp;
+            let open = |addr: SocketAddr, reuse: bool| -> std::io::Result<Socket2> {
+                if udp { bind_udp(addr, reuse).map(Socket2::Udp) } else { bind(addr, reuse).map(Socket2::Tcp) }
+            };
+            let first = open(addr, workers > 1).map_err(cannot)?;
+            let actual = match &first {
+                Socket2::Tcp(s) => s.local_addr(),
+                Socket2::Udp(s) => s.local_addr(),
+            }
+            .map_err(cannot)?;
+            let mut first = Some(first);
+            for sockets in per_worker.iter_mut() {
+                let socket = match first.take() {
+                    Some(socket) => socket,
+                    None => open(actual, true).map_err(cannot)?,
+                };
+                sockets.push(Bound { name: l.name.clone(), socket });
             }
         }
     }
@@ -140,6 +174,7 @@ struct Shared {
     stop: CancellationToken,
     /// Cancelled when draining is over: workers then stop their event loops.
     done: CancellationToken,
+    udp_limits: Arc<crate::udp::UdpLimits>,
 }
 
 /// Accept on every bound socket until `shutdown` resolves, then drain.
@@ -158,6 +193,7 @@ pub async fn serve(
         tracker: TaskTracker::new(),
         stop: CancellationToken::new(),
         done: CancellationToken::new(),
+        udp_limits: Arc::default(),
     };
     let mut sets = bound.into_iter();
     let mine = sets.next().unwrap_or_default();
@@ -189,7 +225,15 @@ pub async fn serve(
             .config
             .backends
             .iter()
-            .filter_map(|(name, b)| Some((snapshot.pools.get(name)?.clone(), b.health?)))
+            .filter_map(|(name, b)| Some((name, snapshot.pools.get(name)?.clone(), b.health?)))
+            .filter(|(name, _, _)| {
+                let udp = snapshot.udp_pools.contains(*name);
+                if udp {
+                    tracing::warn!(pool = %name, "health checks are TCP connects; not run for a pool UDP listeners use");
+                }
+                !udp
+            })
+            .map(|(_, pool, health)| (pool, health))
             .collect();
         crate::health::spawn(&checked, &shared.stop);
     }
@@ -216,21 +260,49 @@ pub async fn serve(
     Ok(())
 }
 
-/// Spawn an accept loop per socket on the current runtime.
+enum Socket2Async {
+    Tcp(TcpListener),
+    Udp(tokio::net::UdpSocket),
+}
+
+/// Spawn an accept loop (TCP) or a session loop (UDP) per socket on the
+/// current runtime.
 fn start_accepting(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<tokio::task::JoinHandle<()>> {
     let mut loops = Vec::new();
     for b in set {
-        let listener = match TcpListener::from_std(b.listener) {
-            Ok(listener) => listener,
+        let name = b.name;
+        let registered = match b.socket {
+            Socket2::Tcp(s) => TcpListener::from_std(s).map(Socket2Async::Tcp),
+            Socket2::Udp(s) => tokio::net::UdpSocket::from_std(s).map(Socket2Async::Udp),
+        };
+        let socket = match registered {
+            Ok(socket) => socket,
             Err(err) => {
-                tracing::error!(listener = %b.name, error = %err, "cannot register a listening socket");
+                tracing::error!(listener = %name, error = %err, "cannot register a socket");
                 continue;
             }
         };
-        if announce && let Ok(addr) = listener.local_addr() {
-            tracing::info!(listener = %b.name, %addr, "listening");
+        match socket {
+            Socket2Async::Tcp(listener) => {
+                if announce && let Ok(addr) = listener.local_addr() {
+                    tracing::info!(listener = %name, %addr, transport = "tcp", "listening");
+                }
+                loops.push(tokio::spawn(accept_loop(name, listener, shared.clone())));
+            }
+            Socket2Async::Udp(socket) => {
+                if announce && let Ok(addr) = socket.local_addr() {
+                    tracing::info!(listener = %name, %addr, transport = "udp", "listening");
+                }
+                loops.push(tokio::spawn(crate::udp::serve(
+                    name.into(),
+                    socket,
+                    shared.state.clone(),
+                    shared.udp_limits.clone(),
+                    shared.tracker.clone(),
+                    shared.stop.clone(),
+                )));
+            }
         }
-        loops.push(tokio::spawn(accept_loop(b.name, listener, shared.clone())));
     }
     loops
 }

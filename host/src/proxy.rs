@@ -6,7 +6,8 @@ use crate::detect::{self, Outcome};
 use crate::forward::{self, Counters, proxy_protocol};
 use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
-use crate::snapshot::Snapshot;
+use crate::route::Route;
+use crate::snapshot::{ListenerPlan, Snapshot};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -77,36 +78,13 @@ async fn serve(
     };
 
     // 2. Route.
-    let route = match detected.outcome {
-        Outcome::Matched { detection, .. } => {
-            let route = snapshot.routes.select(&detection, client.ip());
-            entry.detection = Some(detection);
-            match route {
-                Some(route) => route,
-                None => {
-                    entry.close = "no route matches".into();
-                    return;
-                }
-            }
-        }
-        outcome => {
-            let (name, why) = match outcome {
-                Outcome::TimedOut if detected.bytes.is_empty() => (plan.on_timeout.as_deref(), "silent client"),
-                Outcome::ClientClosed if detected.bytes.is_empty() => {
-                    entry.close = "client closed before sending".into();
-                    return;
-                }
-                Outcome::TimedOut => (plan.default.as_deref(), "detection timed out"),
-                Outcome::Full => (plan.default.as_deref(), "detection buffer full"),
-                _ => (plan.default.as_deref(), "unrecognised bytes"),
-            };
-            match name.and_then(|n| snapshot.routes.by_name(n)) {
-                Some(route) => route,
-                None => {
-                    entry.close = format!("{why}, and the listener has no route for it");
-                    return;
-                }
-            }
+    let (route, detection) = choose_route(snapshot, plan, detected.outcome, detected.bytes.is_empty(), client);
+    entry.detection = detection;
+    let route = match route {
+        Ok(route) => route,
+        Err(why) => {
+            entry.close = why;
+            return;
         }
     };
     entry.route = Some(route.name.clone());
@@ -146,4 +124,33 @@ async fn serve(
     entry.up = counters.up.load(Ordering::Relaxed);
     entry.down = counters.down.load(Ordering::Relaxed);
     entry.close = end.to_string();
+}
+
+/// The route for a detection outcome: the first route whose match holds for
+/// a detected protocol; the listener's `on_timeout` route for a client that
+/// sent nothing; its `default` route for unrecognised bytes. `Err` says why
+/// the connection is closed instead. The detection (if any) comes back for
+/// the access log.
+pub fn choose_route<'a>(
+    snapshot: &'a Snapshot,
+    plan: &ListenerPlan,
+    outcome: Outcome,
+    nothing_sent: bool,
+    client: SocketAddr,
+) -> (Result<&'a Route, String>, Option<Detection>) {
+    let (name, why) = match outcome {
+        Outcome::Matched { detection, .. } => {
+            let route = snapshot.routes.select(&detection, client.ip()).ok_or_else(|| "no route matches".to_string());
+            return (route, Some(detection));
+        }
+        Outcome::TimedOut if nothing_sent => (plan.on_timeout.as_deref(), "silent client"),
+        Outcome::ClientClosed if nothing_sent => return (Err("client closed before sending".into()), None),
+        Outcome::TimedOut => (plan.default.as_deref(), "detection timed out"),
+        Outcome::Full => (plan.default.as_deref(), "detection buffer full"),
+        Outcome::Unknown | Outcome::ClientClosed => (plan.default.as_deref(), "unrecognised bytes"),
+    };
+    let route = name
+        .and_then(|n| snapshot.routes.by_name(n))
+        .ok_or_else(|| format!("{why}, and the listener has no route for it"));
+    (route, None)
 }

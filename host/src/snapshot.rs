@@ -32,6 +32,9 @@ pub struct Snapshot {
     pub listeners: HashMap<String, ListenerPlan>,
     pub routes: RouteTable,
     pub pools: HashMap<String, Arc<Pool>>,
+    /// Pools a UDP listener may send to: never health-checked with TCP
+    /// connects.
+    pub udp_pools: std::collections::HashSet<String>,
 }
 
 impl Snapshot {
@@ -47,28 +50,41 @@ impl Snapshot {
         let mut problems = Vec::new();
         let mut listeners = HashMap::new();
         for (i, l) in config.listeners.iter().enumerate() {
-            if l.transport == Transport::Udp {
-                problems.push(config.problem_at(
-                    &format!("listeners[{i}].transport"),
-                    "udp listeners are not supported by this version yet",
-                ));
-            }
             let detectors: Vec<Arc<dyn Detect>> = match &l.detectors {
                 Some(names) => names
                     .iter()
                     .enumerate()
                     .filter_map(|(j, name)| match plugins.detector(name) {
-                        Some(d) => Some(d.clone() as Arc<dyn Detect>),
-                        None => {
+                        Some(d)
+                            if (l.transport == Transport::Udp && !d.serves_udp)
+                                || (l.transport == Transport::Tcp && !d.serves_tcp) =>
+                        {
                             problems.push(config.problem_at(
                                 &format!("listeners[{i}].detectors[{j}]"),
-                                format!("no detector plugin named `{name}` (loaded: {})", names_of(&plugins)),
+                                format!("detector `{name}` does not serve {} listeners", l.transport),
                             ));
+                            None
+                        }
+                        Some(d) => Some(d.clone() as Arc<dyn Detect>),
+                        None => {
+                            let skipped =
+                                plugins.skipped.iter().find(|s| s.path.file_stem().is_some_and(|f| f == name.as_str()));
+                            let message = match skipped {
+                                Some(s) => {
+                                    format!("detector `{name}` failed to load from {}: {}", s.path.display(), s.reason)
+                                }
+                                None => format!("no detector plugin named `{name}` (loaded: {})", names_of(&plugins)),
+                            };
+                            problems.push(config.problem_at(&format!("listeners[{i}].detectors[{j}]"), message));
                             None
                         }
                     })
                     .collect(),
-                None => plugins.detectors.iter().map(|d| d.clone() as Arc<dyn Detect>).collect(),
+                None => plugins
+                    .detectors_for(l.transport == Transport::Udp)
+                    .into_iter()
+                    .map(|d| d as Arc<dyn Detect>)
+                    .collect(),
             };
             listeners.insert(
                 l.name.clone(),
@@ -97,11 +113,36 @@ impl Snapshot {
         }
         let routes = RouteTable::new(&config.routes)?;
         let pools = config.backends.iter().map(|(name, b)| (name.clone(), Arc::new(Pool::new(name, b)))).collect();
-        Ok(Snapshot { config: Arc::new(config), plugins, listeners, routes, pools })
+        let udp_pools = udp_pools(&config, &listeners);
+        Ok(Snapshot { config: Arc::new(config), plugins, listeners, routes, pools, udp_pools })
     }
 }
 
 fn names_of(plugins: &PluginSet) -> String {
     let names: Vec<&str> = plugins.detectors.iter().map(|d| d.name()).collect();
     names.join(", ")
+}
+
+/// Pools reachable from a UDP listener: through its `default` or `on_timeout`
+/// route, or through a route matching a protocol one of its detectors may
+/// report (a detector's name; any unknown protocol when it runs `pattern`).
+fn udp_pools(config: &Config, plans: &HashMap<String, ListenerPlan>) -> std::collections::HashSet<String> {
+    let mut pools = std::collections::HashSet::new();
+    let known: Vec<&str> = plans.values().flat_map(|p| p.detectors.iter().map(|d| d.name())).collect();
+    for l in config.listeners.iter().filter(|l| l.transport == Transport::Udp) {
+        let Some(plan) = plans.get(&l.name) else { continue };
+        let names: Vec<&str> = plan.detectors.iter().map(|d| d.name()).collect();
+        for r in &config.routes {
+            let by_name = [&l.default, &l.on_timeout].iter().any(|n| n.as_deref() == Some(r.name.as_str()));
+            let by_protocol = r
+                .r#match
+                .as_ref()
+                .and_then(|m| m.protocol.as_deref())
+                .is_some_and(|p| names.contains(&p) || (names.contains(&"pattern") && !known.contains(&p)));
+            if by_name || by_protocol {
+                pools.insert(r.to.clone());
+            }
+        }
+    }
+    pools
 }

@@ -1,6 +1,8 @@
 //! TLS ClientHello reader: [`parse_client_hello`] turns the first bytes a
 //! client sent into a [`ClientHello`] (SNI, ALPN, supported versions, ECH),
 //! says how many bytes it still needs, or says the bytes are not TLS.
+//! [`parse_client_hello_handshake`] reads the same hello without the record
+//! layer, as QUIC carries it in CRYPTO frames.
 //!
 //! It reassembles a handshake message spread over several records, reads a
 //! hello larger than one TCP segment, and accepts any prefix of a hello
@@ -82,6 +84,25 @@ pub fn parse_client_hello(data: &[u8]) -> HelloParse {
         },
         Err(Stop::NeedMore(n)) => HelloParse::NeedMore(n),
         Err(Stop::NotTls) => HelloParse::NotTls,
+    }
+}
+
+/// Read `msg` as a bare TLS handshake message carrying a ClientHello: the
+/// 4-byte handshake header and the body, without the record layer, as QUIC
+/// carries it in CRYPTO frames (RFC 9001 §4). Bytes after the message are
+/// ignored. [`HelloParse::NeedMore`] gives the total length of the message
+/// (from its first byte), exact once the 4-byte header is in.
+pub fn parse_client_hello_handshake(msg: &[u8]) -> HelloParse {
+    if check_message_prefix(msg).is_err() {
+        return HelloParse::NotTls;
+    }
+    let want = wanted(msg);
+    match msg.get(4..want) {
+        Some(body) => match parse_body(body) {
+            Some(hello) => HelloParse::Complete(hello),
+            None => HelloParse::NotTls,
+        },
+        _ => HelloParse::NeedMore(want.max(msg.len() + 1)),
     }
 }
 

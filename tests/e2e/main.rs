@@ -2,7 +2,9 @@
 //! loopback, real clients (curl, openssl s_client, ssh) where they exist.
 
 mod cli;
+mod corpus;
 mod routing;
 mod sandbox;
 mod stream;
 mod support;
+mod udp;

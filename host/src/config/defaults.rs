@@ -32,6 +32,7 @@
 //! | `limits.drain_timeout` | `30s` | any (0 = do not wait) |
 //! | `udp.session_timeout` | `60s` | more than 0 |
 //! | `udp.max_sessions` | `10000` | at least 1 |
+//! | `udp.max_sessions_per_ip` | `100` | at least 1 |
 //! | `admin` | none: no admin listener | |
 //! | `reload.watch` | `true` | |
 //! | `log.level` | `info` | a level or a `tracing` filter |
@@ -101,6 +102,8 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const UDP_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// `udp.max_sessions`.
 pub const UDP_MAX_SESSIONS: usize = 10_000;
+/// `udp.max_sessions_per_ip`.
+pub const UDP_MAX_SESSIONS_PER_IP: usize = 100;
 /// `runtime.workers` (0 = one per CPU core).
 pub const WORKERS: usize = 0;
 /// Largest allowed `runtime.workers`.

@@ -184,12 +184,14 @@ pub struct RawLimits {
 
 /// The `udp` section as written.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "udp settings (session_timeout, max_sessions)")]
+#[serde(deny_unknown_fields, expecting = "udp settings (session_timeout, max_sessions, max_sessions_per_ip)")]
 pub struct RawUdp {
     /// `udp.session_timeout`: see [`Udp::session_timeout`](super::Udp::session_timeout).
     pub session_timeout: Option<Text>,
     /// `udp.max_sessions`: see [`Udp::max_sessions`](super::Udp::max_sessions).
     pub max_sessions: Option<usize>,
+    /// `udp.max_sessions_per_ip`: see [`Udp::max_sessions_per_ip`](super::Udp::max_sessions_per_ip).
+    pub max_sessions_per_ip: Option<usize>,
 }
 
 /// The `admin` section as written.

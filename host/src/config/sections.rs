@@ -83,6 +83,11 @@ impl Checker<'_> {
         Udp {
             session_timeout: self.duration("udp.session_timeout".into(), timeout, d::UDP_SESSION_TIMEOUT, true),
             max_sessions: self.at_least_one("udp.max_sessions".into(), raw.max_sessions, d::UDP_MAX_SESSIONS),
+            max_sessions_per_ip: self.at_least_one(
+                "udp.max_sessions_per_ip".into(),
+                raw.max_sessions_per_ip,
+                d::UDP_MAX_SESSIONS_PER_IP,
+            ),
         }
     }
 

@@ -147,7 +147,7 @@ log: { level: 'info,refractium=debug', format: json }
     assert_eq!(c.plugins.limits, PluginLimits { memory: 2 << 20, call_timeout: Duration::from_secs(1) });
     assert_eq!(c.limits.drain_timeout, Duration::ZERO);
     assert_eq!(c.limits.idle_timeout, Duration::from_secs(3600));
-    assert_eq!(c.udp, Udp { session_timeout: Duration::from_secs(10), max_sessions: 7 });
+    assert_eq!(c.udp, Udp { session_timeout: Duration::from_secs(10), max_sessions: 7, max_sessions_per_ip: 100 });
     assert_eq!(c.admin.unwrap().bind, addr("127.0.0.1:9901"));
     assert!(!c.reload.watch);
     assert_eq!(c.log.format, LogFormat::Json);

@@ -232,6 +232,8 @@ pub struct Udp {
     pub session_timeout: Duration,
     /// The most sessions open at once (at least 1).
     pub max_sessions: usize,
+    /// The most sessions open at once from one client IP (at least 1).
+    pub max_sessions_per_ip: usize,
 }
 
 /// The admin listener: `/metrics`, `/status`, `POST /reload`.
@@ -338,7 +340,11 @@ defaults! {
         idle_timeout: d::IDLE_TIMEOUT,
         drain_timeout: d::DRAIN_TIMEOUT,
     };
-    Udp => Udp { session_timeout: d::UDP_SESSION_TIMEOUT, max_sessions: d::UDP_MAX_SESSIONS };
+    Udp => Udp {
+        session_timeout: d::UDP_SESSION_TIMEOUT,
+        max_sessions: d::UDP_MAX_SESSIONS,
+        max_sessions_per_ip: d::UDP_MAX_SESSIONS_PER_IP,
+    };
     Reload => Reload { watch: d::RELOAD_WATCH };
     Runtime => Runtime { workers: d::WORKERS };
     Log => Log { level: d::LOG_LEVEL.to_owned(), format: d::LOG_FORMAT };

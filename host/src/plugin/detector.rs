@@ -95,6 +95,10 @@ pub struct DetectorPlugin {
     pub source: Source,
     /// SHA-256 of its bytes.
     pub hash: String,
+    /// Whether it serves TCP listeners (built-ins say; plugin files serve both).
+    pub serves_tcp: bool,
+    /// Whether it serves UDP listeners.
+    pub serves_udp: bool,
     pre: DetectorPluginPre<HostState>,
     config_json: String,
     memory: u64,
@@ -132,6 +136,8 @@ impl DetectorPlugin {
             info: Info { name: name.to_string(), version: String::new() },
             source,
             hash,
+            serves_tcp: true,
+            serves_udp: true,
             pre,
             config_json,
             memory,

@@ -56,7 +56,7 @@ pub struct PluginSet {
 
 /// Names of the built-in detectors in their default order.
 pub fn builtin_names() -> Vec<&'static str> {
-    builtin::BUILTINS.iter().map(|(name, _, _)| *name).collect()
+    builtin::BUILTINS.iter().map(|b| b.0).collect()
 }
 
 fn linker() -> anyhow::Result<&'static Linker<HostState>> {
@@ -113,20 +113,34 @@ impl PluginSet {
                 }
             }
         }
-        for (name, _package, bytes) in builtin::BUILTINS {
+        for &(name, _package, bytes, tcp, udp) in builtin::BUILTINS {
             if let Some(pos) = loaded_files.iter().position(|(n, _)| n == name) {
-                let (_, plugin) = loaded_files.remove(pos);
+                let (_, mut plugin) = loaded_files.remove(pos);
+                // A replacement serves what the built-in served.
+                if let Some(p) = Arc::get_mut(&mut plugin) {
+                    (p.serves_tcp, p.serves_udp) = (tcp, udp);
+                }
                 tracing::info!(plugin = name, path = %plugin.source, "plugin file replaces the built-in");
                 set.detectors.push(plugin);
                 continue;
             }
             match load(name, Source::Builtin, bytes).await {
-                Ok(plugin) => set.detectors.push(plugin),
+                Ok(mut plugin) => {
+                    if let Some(p) = Arc::get_mut(&mut plugin) {
+                        (p.serves_tcp, p.serves_udp) = (tcp, udp);
+                    }
+                    set.detectors.push(plugin)
+                }
                 Err(err) => anyhow::bail!("built-in plugin `{name}` failed to load: {err:#}"),
             }
         }
         set.detectors.extend(loaded_files.into_iter().map(|(_, plugin)| plugin));
         Ok(set)
+    }
+
+    /// Detectors serving `udp` (else TCP) listeners, in the default order.
+    pub fn detectors_for(&self, udp: bool) -> Vec<Arc<DetectorPlugin>> {
+        self.detectors.iter().filter(|d| if udp { d.serves_udp } else { d.serves_tcp }).cloned().collect()
     }
 
     /// The detector called `name`.

@@ -318,3 +318,64 @@ fn real_openssl_client_hello() {
     assert!(!hello.ech);
     assert_eq!(hello.legacy_version, 0x0303);
 }
+
+#[test]
+fn bare_handshake_message() {
+    for hello in [typical(), typical().big_key_share().padding(600)] {
+        let message = hello.message();
+        let expected = complete(&hello.record());
+        assert_eq!(parse_client_hello_handshake(&message), HelloParse::Complete(expected.clone()));
+        // Every prefix needs more: 4 bytes before the header is in, the exact
+        // message length after.
+        for len in 0..message.len() {
+            let want = if len < 4 { 4 } else { message.len() };
+            assert_eq!(parse_client_hello_handshake(&message[..len]), HelloParse::NeedMore(want), "prefix {len}");
+        }
+        // Bytes after the message (more CRYPTO data, padding) are ignored.
+        let mut longer = message.clone();
+        longer.extend([0; 100]);
+        assert_eq!(parse_client_hello_handshake(&longer), HelloParse::Complete(expected));
+    }
+}
+
+#[test]
+fn bare_handshake_garbage_is_not_tls() {
+    let cases: &[&[u8]] = &[
+        b"\x16\x03\x01\x00\x40",     // a record header: not a bare message
+        b"\x02\x00\x00\x46\x03\x03", // ServerHello
+        b"\x01\x01\x00\x01",         // hello longer than 64 KiB
+        b"\x01\x00\x00\x10",         // hello too short
+        b"\x01\x00\x00\x50\x02",     // legacy version 2.x
+        b"GET / HTTP/1.1\r\n",
+    ];
+    for case in cases {
+        assert_eq!(parse_client_hello_handshake(case), HelloParse::NotTls, "{case:?}");
+    }
+    // A complete message whose body lies about its lengths.
+    let mut body = typical().body();
+    body.push(0);
+    assert_eq!(parse_client_hello_handshake(&handshake(&body)), HelloParse::NotTls);
+    // The record layer's reader and the bare reader agree on a real hello.
+    let data = include_bytes!("../testdata/openssl_client_hello.bin");
+    let record_len = usize::from(u16::from_be_bytes([data[3], data[4]]));
+    let bare = parse_client_hello_handshake(&data[5..5 + record_len]);
+    assert_eq!(bare, parse_client_hello(data));
+}
+
+#[test]
+fn bare_handshake_mutations_never_panic() {
+    let data = typical().big_key_share().message();
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..20_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut mutated = data.clone();
+        let at = usize::try_from(seed % mutated.len() as u64).expect("index");
+        mutated[at] = (seed >> 32) as u8;
+        let cut = usize::try_from((seed >> 16) % (mutated.len() as u64 + 1)).expect("cut");
+        if let HelloParse::NeedMore(n) = parse_client_hello_handshake(&mutated[..cut.max(at)]) {
+            assert!(n > cut.max(at));
+        }
+    }
+}

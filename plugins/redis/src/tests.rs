@@ -1,0 +1,181 @@
+//! Tests on commands captured from redis-cli 7.0.15 (`PING`, `SET`, `-3`
+//! which sends `HELLO 3` first, `--user/--pass` which sends `AUTH` first),
+//! inline commands as typed into telnet, and hand-made edge cases.
+
+use super::*;
+use proptest::prelude::*;
+use refractium_plugin_sdk::Transport;
+
+const PING: &[u8] = include_bytes!("../testdata/redis_ping.bin");
+const SET: &[u8] = include_bytes!("../testdata/redis_set.bin");
+const HELLO3: &[u8] = include_bytes!("../testdata/redis_hello3.bin");
+const AUTH: &[u8] = include_bytes!("../testdata/redis_auth.bin");
+const TLS_HELLO: &[u8] = include_bytes!("../../../plugin-sdk/src/testdata/openssl_client_hello.bin");
+
+fn detect(data: &[u8]) -> Verdict {
+    Redis::new("null").expect("redis detector").detect(data, &Peer::test(Transport::Tcp))
+}
+
+fn command(data: &[u8]) -> String {
+    match detect(data) {
+        Verdict::Matched(d) => {
+            assert_eq!((d.protocol.as_str(), d.attributes.len()), ("redis", 1));
+            d.attribute("command").expect("command").to_string()
+        }
+        other => panic!("{:?}: expected a match, got {other:?}", String::from_utf8_lossy(data)),
+    }
+}
+
+/// Where the first element of a RESP command ends.
+fn first_element_end(capture: &[u8]) -> usize {
+    let name = capture.iter().skip(8).position(|&b| b == b'\r').expect("CR") + 8;
+    name + 2
+}
+
+#[test]
+fn redis_cli_commands() {
+    assert_eq!(command(PING), "PING");
+    assert_eq!(command(SET), "SET");
+    assert_eq!(command(HELLO3), "HELLO");
+    assert_eq!(command(AUTH), "AUTH");
+}
+
+#[test]
+fn every_prefix_waits() {
+    for capture in [PING, SET, HELLO3, AUTH] {
+        let end = first_element_end(capture);
+        for len in 0..end {
+            match detect(&capture[..len]) {
+                Verdict::NeedMore(n) => assert!(n == 0 || (n > len && n <= end), "prefix {len}: {n}"),
+                other => panic!("prefix {len}: {other:?}"),
+            }
+        }
+        for len in end..=capture.len() {
+            assert!(detect(&capture[..len]).is_match(), "prefix {len}");
+        }
+    }
+    // Once the name's length is read, the exact end is known.
+    assert_eq!(detect(b"*1\r\n$4\r\nPI"), Verdict::NeedMore(14));
+}
+
+#[test]
+fn resp_rules() {
+    assert_eq!(command(b"*2\r\n$6\r\nclient\r\n$7\r\nsetname\r\n"), "CLIENT");
+    assert_eq!(command(b"*1024\r\n$3\r\nDEL\r\n"), "DEL");
+    assert_eq!(command(b"*3\r\n$20\r\nGEORADIUSBYMEMBER_RO\r\n"), "GEORADIUSBYMEMBER_RO");
+    let refused: &[&[u8]] = &[
+        b"*0\r\n",
+        b"*1025\r\n",
+        b"*01\r\n",
+        b"*-1\r\n",
+        b"*1\n",
+        b"*1\r\r",
+        b"*\r\n",
+        b"*1\r\n+PING\r\n",
+        b"*1\r\n$04\r\nPING\r\n",
+        b"*1\r\n$5\r\nPING\r\n",
+        b"*1\r\n$4\r\nPONG\r\n",
+        b"*1\r\n$4\r\nPINGX\r\n",
+        b"*1\r\n$4\r\nPING\rX",
+        b"*1\r\n$21\r\n",
+        b"*1\r\n$4\r\nPI\x00",
+    ];
+    for case in refused {
+        assert_eq!(detect(case), Verdict::NoMatch, "{:?}", String::from_utf8_lossy(case));
+    }
+}
+
+#[test]
+fn inline_commands() {
+    assert_eq!(command(b"PING\r\n"), "PING");
+    assert_eq!(command(b"ping\n"), "PING");
+    assert_eq!(command(b"HELLO 3\r\n"), "HELLO");
+    assert_eq!(command(b"auth  default s3cret\r\n"), "AUTH");
+    assert_eq!(command(b"SET greeting \"hello world\"\r\nGET greeting\r\n"), "SET");
+    assert_eq!(command(b"GET user:1\r\n"), "GET");
+    assert_eq!(command(b"KEYS *\r\n"), "KEYS");
+    for prefix in [&b"P"[..], b"PIN", b"PING", b"PING\r", b"HELLO 3", b"GET key", b"GET "] {
+        assert_eq!(detect(prefix), Verdict::NeedMore(0), "{prefix:?}");
+    }
+    let mut long = b"SET k ".to_vec();
+    long.resize(INLINE_MAX - 2, b'v');
+    assert_eq!(detect(&long), Verdict::NeedMore(0));
+    long.extend(b"\r\n");
+    assert_eq!(command(&long), "SET");
+    long.truncate(INLINE_MAX - 2);
+    long.extend(b"vv");
+    assert_eq!(detect(&long), Verdict::NoMatch);
+}
+
+#[test]
+fn inline_refusals() {
+    let refused: &[&[u8]] = &[
+        b"PINGS\r\n",
+        b"PIN\r\n",
+        b"PING\rX",
+        b"PING\x00\r\n",
+        b"SET k \x01\r\n",
+        b"GET key HTTP/1.1\r\n",
+        b"GET /index.html\r\n",
+        b"GET\t/x\r\n",
+        b"COPY /a HTTP/1.1\r\n",
+        b"MOVE /a HTTP/1.1\r\n",
+        b"NICK guest\r\n",
+        b"EHLO example.com\r\n",
+        b" PING\r\n",
+        b"\r\n",
+    ];
+    for case in refused {
+        assert_eq!(detect(case), Verdict::NoMatch, "{:?}", String::from_utf8_lossy(case));
+    }
+}
+
+#[test]
+fn other_protocols_do_not_match() {
+    let cases: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        b"GET /",
+        b"DELETE /x HTTP/1.1\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\n\r\n",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        b"SSH-2.0-OpenSSH_9.2\r\n",
+        TLS_HELLO,
+        b"\x05\x02\x00\x01",
+        b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00",
+    ];
+    for case in cases {
+        assert_eq!(detect(case), Verdict::NoMatch, "{:?}", String::from_utf8_lossy(case));
+    }
+}
+
+fn check(data: &[u8]) -> Result<(), TestCaseError> {
+    if let Verdict::NeedMore(n) = detect(data) {
+        prop_assert!(n == 0 || n > data.len(), "NeedMore({n}) for {} bytes", data.len());
+        prop_assert!(n <= 64);
+        prop_assert!(data.len() < INLINE_MAX);
+    }
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes(data in proptest::collection::vec(any::<u8>(), 0..300), star in any::<bool>()) {
+        let mut data = data;
+        if star && !data.is_empty() {
+            data[0] = b'*';
+        }
+        check(&data)?;
+    }
+
+    #[test]
+    fn mutated_captures(index in 0usize..6, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+                        cut in any::<usize>()) {
+        let mut data = [PING, SET, HELLO3, AUTH, b"HELLO 3\r\n", b"SET k v\r\n"][index].to_vec();
+        for (at, byte) in flips {
+            let at = at % data.len();
+            data[at] ^= byte;
+        }
+        check(&data[..cut % (data.len() + 1)])?;
+        check(&data)?;
+    }
+}

@@ -1,0 +1,327 @@
+//! UDP listeners: sessions per client, detection on the first datagrams,
+//! bounded state. Real clients where they exist (dig).
+
+use crate::support::*;
+use std::collections::HashSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Datagrams a backend received, with their sources.
+type Seen = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
+
+/// A UDP backend that records (source, datagram) and answers each datagram
+/// with `reply(datagram)`.
+struct UdpBackend {
+    addr: SocketAddr,
+    seen: Seen,
+}
+
+impl UdpBackend {
+    fn start(reply: fn(&[u8]) -> Vec<u8>) -> UdpBackend {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = socket.local_addr().expect("addr");
+        let seen: Seen = Arc::default();
+        let s = seen.clone();
+        thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                s.lock().expect("seen").push((from, buf[..n].to_vec()));
+                let _ = socket.send_to(&reply(&buf[..n]), from);
+            }
+        });
+        UdpBackend { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<(SocketAddr, Vec<u8>)> {
+        self.seen.lock().expect("seen").clone()
+    }
+
+    fn wait_seen(&self, n: usize) -> Vec<(SocketAddr, Vec<u8>)> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self.seen();
+            if seen.len() >= n {
+                return seen;
+            }
+            assert!(Instant::now() < deadline, "UDP backend saw {} datagrams, expected {n}", seen.len());
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn echo(d: &[u8]) -> Vec<u8> {
+    d.to_vec()
+}
+
+/// A DNS answer to a query: the same id and question, one A record 192.0.2.1.
+fn dns_answer(q: &[u8]) -> Vec<u8> {
+    let Some(header) = q.get(..12) else { return Vec::new() };
+    // End of the question: the name, then type and class.
+    let mut i = 12;
+    while let Some(&len) = q.get(i) {
+        i += 1 + len as usize;
+        if len == 0 {
+            break;
+        }
+    }
+    let question = q.get(12..i + 4).unwrap_or_default();
+    let mut a = header.to_vec();
+    a[2] = 0x81; // QR, RD
+    a[3] = 0x80; // RA
+    a[6..8].copy_from_slice(&1u16.to_be_bytes()); // ANCOUNT
+    a[8..12].copy_from_slice(&[0, 0, 0, 0]); // no authority, no additional
+    a.extend_from_slice(question);
+    a.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 1]);
+    a
+}
+
+fn client() -> UdpSocket {
+    let c = UdpSocket::bind("127.0.0.1:0").expect("bind client");
+    c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    c
+}
+
+/// A WireGuard handshake initiation captured from wireguard-go.
+fn wireguard_initiation() -> Vec<u8> {
+    include_bytes!("../../plugins/wireguard/testdata/wireguard_go_initiation.bin").to_vec()
+}
+
+fn udp_proxy(extra: &str, dns: SocketAddr, wg: SocketAddr, other: SocketAddr) -> Proxy {
+    Proxy::start(&format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    transport: udp
+    detectors: [wireguard, dns]
+    detect: {{ timeout: 1s }}
+    default: other
+routes:
+  - name: dns
+    match: {{ protocol: dns }}
+    to: dns
+  - name: wireguard
+    match: {{ protocol: wireguard }}
+    to: wg
+  - name: other
+    to: other
+backends:
+  dns: {{ servers: [{dns}] }}
+  wg: {{ servers: [{wg}] }}
+  other: {{ servers: [{other}] }}
+{extra}
+"#
+    ))
+}
+
+#[test]
+fn dig_resolves_through_the_proxy_and_wireguard_shares_the_port() {
+    let dns = UdpBackend::start(dns_answer);
+    let wg = UdpBackend::start(echo);
+    let other = UdpBackend::start(echo);
+    let proxy = udp_proxy("udp: { session_timeout: 500ms }", dns.addr, wg.addr, other.addr);
+    let addr = proxy.addr("edge");
+    if have("dig") {
+        let (ok, out, err) = run_cmd(
+            Command::new("dig").args([
+                "+short",
+                "+timeout=3",
+                "+tries=1",
+                "-p",
+                &addr.port().to_string(),
+                "@127.0.0.1",
+                "example.com",
+            ]),
+            15,
+        );
+        assert!(ok, "dig failed: {out} {err}");
+        assert_eq!(out.trim(), "192.0.2.1");
+    }
+    // A WireGuard initiation on the same port goes to the WireGuard server,
+    // and the reply comes back from the proxy's address.
+    let c = client();
+    c.send_to(&wireguard_initiation(), addr).expect("send");
+    let mut buf = [0u8; 2048];
+    let (n, from) = c.recv_from(&mut buf).expect("reply");
+    assert_eq!(from, addr);
+    assert_eq!(&buf[..n], &wireguard_initiation()[..]);
+    assert_eq!(wg.wait_seen(1)[0].1, wireguard_initiation());
+    assert!(other.seen().is_empty());
+    let dig = have("dig");
+    let access = proxy.wait_access(if dig { 2 } else { 1 });
+    assert!(access.iter().any(|a| a["protocol"] == "wireguard" && a["transport"] == "udp"), "{access:?}");
+    if dig {
+        assert!(access.iter().any(|a| a["protocol"] == "dns" && a["route"] == "dns"), "{access:?}");
+    }
+}
+
+#[test]
+fn a_session_keeps_order_boundaries_and_large_datagrams() {
+    let dns = UdpBackend::start(dns_answer);
+    let wg = UdpBackend::start(echo);
+    let other = UdpBackend::start(echo);
+    let proxy = udp_proxy("", dns.addr, wg.addr, other.addr);
+    let addr = proxy.addr("edge");
+    let c = client();
+    // Unrecognised first datagram: default route; later ones follow it.
+    let sizes = [10usize, 60_000, 1, 1200, 65_000];
+    for (i, &size) in sizes.iter().enumerate() {
+        let d: Vec<u8> = (0..size).map(|j| (i * 31 + j) as u8 | 0x80).collect();
+        c.send_to(&d, addr).expect("send");
+        let mut buf = vec![0u8; 65536];
+        let (n, _) = c.recv_from(&mut buf).expect("echo");
+        assert_eq!(&buf[..n], &d[..], "datagram {i} of {size} bytes comes back whole");
+    }
+    let seen = other.wait_seen(sizes.len());
+    let lens: Vec<usize> = seen.iter().map(|(_, d)| d.len()).collect();
+    assert_eq!(lens, sizes, "boundaries and order kept");
+    let sources: HashSet<SocketAddr> = seen.iter().map(|(s, _)| *s).collect();
+    assert_eq!(sources.len(), 1, "one upstream socket per session");
+    // Empty datagrams are dropped, not forwarded.
+    c.send_to(&[], addr).expect("send empty");
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(other.seen().len(), sizes.len());
+}
+
+#[test]
+fn idle_sessions_expire() {
+    let dns = UdpBackend::start(dns_answer);
+    let wg = UdpBackend::start(echo);
+    let other = UdpBackend::start(echo);
+    let proxy = udp_proxy("udp: { session_timeout: 300ms }", dns.addr, wg.addr, other.addr);
+    let c = client();
+    c.send_to(b"\x80hello", proxy.addr("edge")).expect("send");
+    let mut buf = [0u8; 64];
+    c.recv_from(&mut buf).expect("echo");
+    let access = proxy.wait_access(1);
+    assert_eq!(access[0]["close"], "idle timeout");
+    assert_eq!(access[0]["datagrams_up"], 1);
+    assert_eq!(access[0]["datagrams_down"], 1);
+    // A new datagram starts a new session (a new upstream socket).
+    c.send_to(b"\x80again", proxy.addr("edge")).expect("send");
+    c.recv_from(&mut buf).expect("echo");
+    let sources: HashSet<SocketAddr> = other.wait_seen(2).iter().map(|(s, _)| *s).collect();
+    assert_eq!(sources.len(), 2);
+}
+
+#[test]
+fn a_flood_of_new_sources_stays_within_max_sessions() {
+    let dns = UdpBackend::start(dns_answer);
+    let wg = UdpBackend::start(echo);
+    let other = UdpBackend::start(echo);
+    let proxy = udp_proxy(
+        "udp: { max_sessions: 20, max_sessions_per_ip: 1000, session_timeout: 30s }",
+        dns.addr,
+        wg.addr,
+        other.addr,
+    );
+    let addr = proxy.addr("edge");
+    let established = client();
+    established.send_to(b"\x80first", addr).expect("send");
+    let mut buf = [0u8; 64];
+    established.recv_from(&mut buf).expect("echo");
+    // 300 sources (source ports) send one datagram each.
+    let flood: Vec<UdpSocket> = (0..300).map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind")).collect();
+    for s in &flood {
+        let _ = s.send_to(b"\x80flood", addr);
+    }
+    thread::sleep(Duration::from_millis(300));
+    // The established session keeps working.
+    for i in 0..5 {
+        let msg = format!("\x7fstill {i}");
+        established.send_to(msg.as_bytes(), addr).expect("send");
+        let (n, _) = established.recv_from(&mut buf).expect("echo during flood");
+        assert_eq!(&buf[..n], msg.as_bytes());
+    }
+    let sources: HashSet<SocketAddr> = other.seen().iter().map(|(s, _)| *s).collect();
+    assert!(sources.len() <= 20, "{} upstream sessions", sources.len());
+    proxy.wait_log(5, |v| v["limit"] == "udp.max_sessions");
+}
+
+/// Is the Python QUIC library there? (`.ci/run` installs it with pip.)
+fn have_aioquic() -> bool {
+    let ok = Command::new("python3").args(["-c", "import aioquic"]).output().is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIP: python3 module `aioquic` is not installed (.ci/run installs it with pip)");
+    }
+    ok
+}
+
+/// Start a real QUIC handshake (aioquic) to `addr` with `sni`; the backends
+/// here are not QUIC servers, so it times out after sending its first flight.
+fn quic_client(addr: SocketAddr, sni: &str, alpns: usize) {
+    let script = format!(
+        r#"
+import asyncio
+from aioquic.asyncio import connect
+from aioquic.quic.configuration import QuicConfiguration
+async def main():
+    cfg = QuicConfiguration(is_client=True, alpn_protocols=["h3"] + ["x-%03d" % i for i in range({alpns})], server_name="{sni}")
+    cfg.verify_mode = False
+    try:
+        async with connect("127.0.0.1", {port}, configuration=cfg, wait_connected=True):
+            pass
+    except Exception:
+        pass
+try:
+    asyncio.run(asyncio.wait_for(main(), 1.5))
+except Exception:
+    pass
+"#,
+        port = addr.port()
+    );
+    let _ = run_cmd(Command::new("python3").args(["-c", &script]), 20);
+}
+
+#[test]
+fn quic_clients_reach_backends_by_sni_even_when_the_hello_spans_datagrams() {
+    if !have_aioquic() {
+        return;
+    }
+    let a = UdpBackend::start(|_| Vec::new());
+    let b = UdpBackend::start(|_| Vec::new());
+    let other = UdpBackend::start(|_| Vec::new());
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+  - name: quic
+    bind: 127.0.0.1:0
+    transport: udp
+    detectors: [quic]
+    detect: {{ timeout: 2s }}
+    default: other
+routes:
+  - name: a
+    match: {{ protocol: quic, sni: a.example.com }}
+    to: a
+  - name: b
+    match: {{ protocol: quic, sni: "*.b.example.com", alpn: [h3] }}
+    to: b
+  - name: other
+    to: other
+backends:
+  a: {{ servers: [{a}] }}
+  b: {{ servers: [{b}] }}
+  other: {{ servers: [{other}] }}
+udp: {{ session_timeout: 500ms }}
+"#,
+        a = a.addr,
+        b = b.addr,
+        other = other.addr
+    ));
+    let addr = proxy.addr("quic");
+    quic_client(addr, "a.example.com", 0);
+    // 60 extra ALPN names push the ClientHello over two Initial datagrams.
+    quic_client(addr, "www.b.example.com", 60);
+    let first_a = a.wait_seen(1);
+    assert!(first_a[0].1.len() >= 1200, "the Initial reaches the backend whole");
+    let seen_b = b.wait_seen(2);
+    assert!(seen_b[0].1.len() >= 1200 && seen_b[1].1.len() >= 1200, "both held datagrams forwarded, in order");
+    assert!(other.seen().is_empty(), "nothing fell through to the default route");
+    let access = proxy.wait_access(2);
+    assert!(access.iter().any(|l| l["sni"] == "a.example.com" && l["route"] == "a"), "{access:?}");
+    assert!(access.iter().any(|l| l["sni"] == "www.b.example.com" && l["route"] == "b"), "{access:?}");
+}
