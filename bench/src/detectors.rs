@@ -1,8 +1,8 @@
 //! Micro benchmark of each built-in detector: the same decision logic called
 //! natively (the plugin crate linked into this binary) and through the Wasm
-//! sandbox (the embedded component, as the proxy calls it), on a matching
-//! first flight and on a non-matching one. Reports ns per call and the
-//! overhead the sandbox adds.
+//! sandbox (the embedded component, as the proxy calls it), on a real first
+//! flight from `tests/corpus` that it matches and on one it does not. Reports
+//! ns per call and what the sandbox adds.
 
 use anyhow::{Context, Result};
 use refractium::config::Config;
@@ -11,37 +11,18 @@ use refractium::plugin::detector::{Detect, Peer};
 use refractium_plugin_sdk::{Detector, Peer as SdkPeer, Transport};
 use std::time::{Duration, Instant};
 
-const TLS_HELLO: &[u8] = include_bytes!("../../plugin-sdk/src/testdata/openssl_client_hello.bin");
-const HTTP: &[u8] =
-    b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n";
-const H2: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00";
-const SSH: &[u8] = b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n";
-
-/// Calls per measurement; each measurement also stops after `BUDGET`.
-const CALLS: u32 = 200_000;
-const BUDGET: Duration = Duration::from_secs(2);
-
-fn native(name: &str, data: &[u8]) -> Result<u128> {
-    let peer = SdkPeer::test(Transport::Tcp);
-    macro_rules! time {
-        ($t:ty) => {{
-            let d = <$t>::new("null").map_err(anyhow::Error::msg)?;
-            time_loop(|| {
-                std::hint::black_box(d.detect(std::hint::black_box(data), &peer));
-            })
-        }};
-    }
-    Ok(match name {
-        "tls" => time!(refractium_detector_tls::Tls),
-        "http" => time!(refractium_detector_http::Http),
-        "http2" => time!(refractium_detector_http2::Http2),
-        "ssh" => time!(refractium_detector_ssh::Ssh),
-        other => anyhow::bail!("no native build of `{other}` in this benchmark"),
-    })
+macro_rules! corpus {
+    ($path:literal) => {
+        include_bytes!(concat!("../../tests/corpus/", $path)).as_slice()
+    };
 }
 
+/// Calls per measurement; each measurement also stops after `BUDGET`.
+const CALLS: u32 = 100_000;
+const BUDGET: Duration = Duration::from_millis(700);
+
 fn time_loop(mut f: impl FnMut()) -> u128 {
-    for _ in 0..1000 {
+    for _ in 0..500 {
         f();
     }
     let start = Instant::now();
@@ -55,19 +36,72 @@ fn time_loop(mut f: impl FnMut()) -> u128 {
     start.elapsed().as_nanos() / u128::from(n)
 }
 
+fn native(name: &str, data: &[u8], udp: bool) -> Result<u128> {
+    let peer = SdkPeer::test(if udp { Transport::Udp } else { Transport::Tcp });
+    macro_rules! time {
+        ($t:ty) => {{
+            let d = <$t>::new("null").map_err(anyhow::Error::msg)?;
+            time_loop(|| {
+                std::hint::black_box(d.detect(std::hint::black_box(data), &peer));
+            })
+        }};
+    }
+    Ok(match name {
+        "tls" => time!(refractium_detector_tls::Tls),
+        "http" => time!(refractium_detector_http::Http),
+        "http2" => time!(refractium_detector_http2::Http2),
+        "ssh" => time!(refractium_detector_ssh::Ssh),
+        "quic" => time!(refractium_detector_quic::Quic),
+        "wireguard" => time!(refractium_detector_wireguard::Wireguard),
+        "postgres" => time!(refractium_detector_postgres::Postgres),
+        "mqtt" => time!(refractium_detector_mqtt::Mqtt),
+        "rdp" => time!(refractium_detector_rdp::Rdp),
+        "xmpp" => time!(refractium_detector_xmpp::Xmpp),
+        "socks5" => time!(refractium_detector_socks5::Socks5),
+        "socks4" => time!(refractium_detector_socks4::Socks4),
+        "redis" => time!(refractium_detector_redis::Redis),
+        "dns" => time!(refractium_detector_dns::Dns),
+        "openvpn" => time!(refractium_detector_openvpn::Openvpn),
+        other => anyhow::bail!("no native build of `{other}` in this benchmark"),
+    })
+}
+
+/// (detector, udp, a flight it matches, a flight it does not match).
+fn inputs() -> Vec<(&'static str, bool, &'static [u8], &'static [u8])> {
+    let http = corpus!("http/curl.bin");
+    let tls = corpus!("tls/curl-h2.bin");
+    vec![
+        ("tls", false, tls, http),
+        ("http2", false, corpus!("http2/curl-prior-knowledge.1.bin"), http),
+        ("http", false, http, tls),
+        ("ssh", false, corpus!("ssh/openssh.bin"), http),
+        ("quic", true, corpus!("quic/aioquic-h3.1.bin"), corpus!("dns/dig-udp.1.bin")),
+        ("wireguard", true, corpus!("wireguard/wireguard-go.1.bin"), corpus!("dns/dig-udp.1.bin")),
+        ("postgres", false, corpus!("postgres/psql-startup.bin"), http),
+        ("mqtt", false, corpus!("mqtt/mosquitto-pub-mqttv5.bin"), http),
+        ("rdp", false, corpus!("rdp/xfreerdp.bin"), http),
+        ("xmpp", false, corpus!("xmpp/slixmpp.bin"), http),
+        ("socks5", false, corpus!("socks5/curl-5h.bin"), http),
+        ("socks4", false, corpus!("socks4/curl-4a.bin"), http),
+        ("redis", false, corpus!("redis/redis-cli-ping.bin"), http),
+        ("dns", true, corpus!("dns/dig-udp.1.bin"), corpus!("quic/aioquic-h3.1.bin")),
+        ("openvpn", true, corpus!("openvpn/udp.1.bin"), corpus!("dns/dig-udp.1.bin")),
+    ]
+}
+
 /// Print the table.
 pub fn run() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let plugins = rt.block_on(PluginSet::load(&Config::default())).context("loading the built-in plugins")?;
-    let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "bench".into(), false);
-    println!("| detector | input | bytes | native ns/call | Wasm ns/call | Wasm overhead |");
+    println!("| detector | input | bytes | native ns/call | Wasm ns/call | Wasm adds |");
     println!("|---|---|---:|---:|---:|---:|");
-    for (name, hit) in [("tls", TLS_HELLO), ("http2", H2), ("http", HTTP), ("ssh", SSH)] {
+    for (name, udp, hit, miss) in inputs() {
         let plugin = plugins.detector(name).with_context(|| format!("built-in `{name}` missing"))?;
-        for (label, data) in [("match", hit), ("no-match", if name == "http" { SSH } else { HTTP })] {
-            let native_ns = native(name, data)?;
+        let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "bench".into(), udp);
+        for (label, data) in [("match", hit), ("no-match", miss)] {
+            let native_ns = native(name, data, udp)?;
             let wasm_ns = rt.block_on(async {
-                for _ in 0..1000 {
+                for _ in 0..500 {
                     std::hint::black_box(plugin.detect(data, &peer).await);
                 }
                 let start = Instant::now();
@@ -81,7 +115,7 @@ pub fn run() -> Result<()> {
                 start.elapsed().as_nanos() / u128::from(n)
             });
             println!(
-                "| {name} | {label} | {} | {native_ns} | {wasm_ns} | +{:.2} µs |",
+                "| {name} | {label} | {} | {native_ns} | {wasm_ns} | {:+.2} µs |",
                 data.len(),
                 (wasm_ns as f64 - native_ns as f64) / 1000.0
             );

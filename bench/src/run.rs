@@ -80,6 +80,8 @@ pub fn run(opts: Opts) -> Result<()> {
                 .clone()
                 .or_else(|| Some(PathBuf::from("target/release/refractium")))
                 .filter(|p| p.is_file())
+                // The proxy runs in a temp dir: make a relative path absolute.
+                .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
                 .map(Kind::Refractium),
             "haproxy" => procs::which("haproxy").map(Kind::Haproxy),
             _ => procs::which("nginx").map(Kind::Nginx),

@@ -80,7 +80,8 @@ pub fn run(refractium: &Path, secs: f64) -> Result<()> {
             "listeners:\n  - name: udp\n    bind: 127.0.0.1:{port}\n    transport: udp\n    detectors: [quic, wireguard, dns]\n    default: echo\nroutes:\n  - name: echo\n    to: echo\nbackends:\n  echo: {{ servers: [{echo}] }}\nudp: {{ max_sessions: 100000, max_sessions_per_ip: 100000 }}\nruntime: {{ workers: 1 }}\nlog: {{ level: warn }}\n"
         ),
     )?;
-    let mut cmd = Command::new(refractium);
+    let refractium = std::fs::canonicalize(refractium).unwrap_or_else(|_| refractium.to_path_buf());
+    let mut cmd = Command::new(&refractium);
     cmd.arg("run").arg("-c").arg(&conf);
     let mut group = Group::spawn("refractium", cmd, Some(dir.join("refractium.log")))?;
     std::thread::sleep(Duration::from_millis(1500));
