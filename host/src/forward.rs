@@ -80,12 +80,42 @@ pub struct Counters {
     last: AtomicU64,
 }
 
+/// One direction of a relay: where bytes come from and go to, and what to
+/// count.
+#[derive(Clone, Copy)]
+struct Direction<'a> {
+    from: &'a TcpStream,
+    to: &'a TcpStream,
+    from_side: Side,
+    to_side: Side,
+    moved: &'a AtomicU64,
+    last: &'a AtomicU64,
+    start: Instant,
+}
+
 /// Relay between `client` and `server` until both have closed.
 pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, counters: &Counters) -> End {
     let start = Instant::now();
-    let up = pump(client, server, Side::Client, Side::Server, &counters.up, &counters.last, start);
-    let down = pump(server, client, Side::Server, Side::Client, &counters.down, &counters.last, start);
-    let both = async { tokio::try_join!(up, down) };
+    let last = &counters.last;
+    let up = Direction {
+        from: client,
+        to: server,
+        from_side: Side::Client,
+        to_side: Side::Server,
+        moved: &counters.up,
+        last,
+        start,
+    };
+    let down = Direction {
+        from: server,
+        to: client,
+        from_side: Side::Server,
+        to_side: Side::Client,
+        moved: &counters.down,
+        last,
+        start,
+    };
+    let both = async { tokio::try_join!(up.splice_pump(), down.splice_pump()) };
     let idle_watch = async {
         loop {
             let last = Duration::from_millis(counters.last.load(Ordering::Relaxed));
@@ -105,106 +135,99 @@ pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, count
     }
 }
 
-async fn pump(
-    from: &TcpStream,
-    to: &TcpStream,
-    from_side: Side,
-    to_side: Side,
-    moved: &AtomicU64,
-    last: &AtomicU64,
-    start: Instant,
-) -> Result<(), (Side, io::Error)> {
-    let mut pipe: Option<splice::Pipe> = None;
-    loop {
-        // Bytes in the pipe go out first.
-        if let Some(p) = pipe.as_mut().filter(|p| p.pending > 0) {
-            match p.drain(to) {
-                Ok(_) => {}
-                Err(e) if splice::would_block(&e) => to.writable().await.map_err(|e| (to_side, e))?,
-                Err(e) => return Err((to_side, e)),
-            }
-            continue;
-        }
-        let p = match pipe.as_mut() {
-            Some(p) => p,
-            None => match splice::Pipe::take() {
-                Ok(p) => pipe.insert(p),
-                Err(err) => {
-                    tracing::debug!(error = %err, "no pipe for splice; copying instead");
-                    return copy_pump(from, to, from_side, to_side, moved, last, start).await;
-                }
-            },
-        };
-        match p.fill(from) {
-            Ok(0) => {
-                if let Some(p) = pipe.take() {
-                    p.give_back();
-                }
-                return half_close(to, to_side);
-            }
-            Ok(n) => {
-                moved.fetch_add(n as u64, Ordering::Relaxed);
-                last.store(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
-            }
-            Err(e) if splice::would_block(&e) => {
-                // Nothing to read: give the empty pipe back before waiting.
-                if let Some(p) = pipe.take() {
-                    p.give_back();
-                }
-                from.readable().await.map_err(|e| (from_side, e))?;
-            }
-            Err(e) => return Err((from_side, e)),
+type Failure = (Side, io::Error);
+
+impl Direction<'_> {
+    /// Count `n` bytes moved, now.
+    fn record(&self, n: usize) {
+        self.moved.fetch_add(n as u64, Ordering::Relaxed);
+        self.last.store(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Tell the receiving side nothing more is coming.
+    fn half_close(&self) -> Result<(), Failure> {
+        match SockRef::from(self.to).shutdown(Shutdown::Write) {
+            Err(e) if e.kind() != ErrorKind::NotConnected => Err((self.to_side, e)),
+            _ => Ok(()),
         }
     }
-}
 
-/// Tell the other side nothing more is coming.
-fn half_close(to: &TcpStream, to_side: Side) -> Result<(), (Side, io::Error)> {
-    match SockRef::from(to).shutdown(Shutdown::Write) {
-        Err(e) if e.kind() != ErrorKind::NotConnected => Err((to_side, e)),
-        _ => Ok(()),
-    }
-}
-
-/// The copying fallback of [`pump`].
-async fn copy_pump(
-    from: &TcpStream,
-    to: &TcpStream,
-    from_side: Side,
-    to_side: Side,
-    moved: &AtomicU64,
-    last: &AtomicU64,
-    start: Instant,
-) -> Result<(), (Side, io::Error)> {
-    loop {
-        from.readable().await.map_err(|e| (from_side, e))?;
-        let step = SCRATCH_BUF.with(|cell| {
-            let mut buf = cell.borrow_mut();
-            let n = match from.try_read(&mut buf) {
-                Ok(0) => return Ok(Step::Eof),
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Step::Spurious),
-                Err(e) => return Err((from_side, e)),
+    /// Move bytes with `splice(2)` until end of stream on `from`.
+    async fn splice_pump(self) -> Result<(), Failure> {
+        let (from, to) = (self.from, self.to);
+        let mut pipe: Option<splice::Pipe> = None;
+        loop {
+            // Bytes in the pipe go out first.
+            if let Some(p) = pipe.as_mut().filter(|p| p.pending > 0) {
+                match p.drain(to) {
+                    Ok(_) => {}
+                    Err(e) if splice::would_block(&e) => to.writable().await.map_err(|e| (self.to_side, e))?,
+                    Err(e) => return Err((self.to_side, e)),
+                }
+                continue;
+            }
+            let p = match pipe.as_mut() {
+                Some(p) => p,
+                None => match splice::Pipe::take() {
+                    Ok(p) => pipe.insert(p),
+                    Err(err) => {
+                        tracing::debug!(error = %err, "no pipe for splice; copying instead");
+                        return self.copy_pump().await;
+                    }
+                },
             };
-            let mut written = 0;
-            while written < n {
-                match to.try_write(&buf[written..n]) {
-                    Ok(w) => written += w,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) => return Err((to_side, e)),
+            match p.fill(from) {
+                Ok(0) => {
+                    if let Some(p) = pipe.take() {
+                        p.give_back();
+                    }
+                    return self.half_close();
                 }
+                Ok(n) => self.record(n),
+                Err(e) if splice::would_block(&e) => {
+                    // Nothing to read: give the empty pipe back before waiting.
+                    if let Some(p) = pipe.take() {
+                        p.give_back();
+                    }
+                    from.readable().await.map_err(|e| (self.from_side, e))?;
+                }
+                Err(e) => return Err((self.from_side, e)),
             }
-            let rest = if written < n { buf[written..n].to_vec() } else { Vec::new() };
-            Ok(Step::Moved(n, rest))
-        })?;
-        match step {
-            Step::Eof => return half_close(to, to_side),
-            Step::Spurious => continue,
-            Step::Moved(n, rest) => {
-                moved.fetch_add(n as u64, Ordering::Relaxed);
-                last.store(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
-                if !rest.is_empty() {
-                    write_all(to, &rest).await.map_err(|e| (to_side, e))?;
+        }
+    }
+
+    /// The copying fallback of [`Direction::splice_pump`].
+    async fn copy_pump(self) -> Result<(), Failure> {
+        let (from, to) = (self.from, self.to);
+        loop {
+            from.readable().await.map_err(|e| (self.from_side, e))?;
+            let step = SCRATCH_BUF.with(|cell| {
+                let mut buf = cell.borrow_mut();
+                let n = match from.try_read(&mut buf) {
+                    Ok(0) => return Ok(Step::Eof),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Step::Spurious),
+                    Err(e) => return Err((self.from_side, e)),
+                };
+                let mut written = 0;
+                while written < n {
+                    match to.try_write(&buf[written..n]) {
+                        Ok(w) => written += w,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => return Err((self.to_side, e)),
+                    }
+                }
+                let rest = if written < n { buf[written..n].to_vec() } else { Vec::new() };
+                Ok(Step::Moved(n, rest))
+            })?;
+            match step {
+                Step::Eof => return self.half_close(),
+                Step::Spurious => continue,
+                Step::Moved(n, rest) => {
+                    self.record(n);
+                    if !rest.is_empty() {
+                        write_all(to, &rest).await.map_err(|e| (self.to_side, e))?;
+                    }
                 }
             }
         }

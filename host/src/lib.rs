@@ -19,6 +19,7 @@ pub mod config;
 pub mod detect;
 pub mod forward;
 pub mod health;
+pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod plugin;

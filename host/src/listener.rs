@@ -5,15 +5,14 @@
 //! force. On shutdown: stop accepting, let open connections finish for up to
 //! `limits.drain_timeout`, then return.
 
+use crate::limits::Limits;
 use crate::proxy;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
-use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -22,9 +21,11 @@ use tokio_util::task::TaskTracker;
 /// Accept backlog: deep enough for bursts of thousands of connects.
 pub const BACKLOG: i32 = 4096;
 
-/// Bind a TCP listening socket (SO_REUSEADDR, non-blocking, deep backlog).
-pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+/// A non-blocking socket bound to `addr` with SO_REUSEADDR (and
+/// `SO_REUSEPORT` when several workers share the address; the kernel then
+/// spreads new connections, or UDP clients, over their sockets).
+fn bound_socket(addr: SocketAddr, ty: Type, protocol: Protocol, reuse_port: bool) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
     socket.set_reuse_address(true)?;
     if reuse_port {
         socket.set_reuse_port(true)?;
@@ -34,8 +35,19 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::Tcp
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Bind a TCP listening socket with a deep accept backlog.
+pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = bound_socket(addr, Type::STREAM, Protocol::TCP, reuse_port)?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
+}
+
+/// Bind a UDP socket.
+pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
+    Ok(bound_socket(addr, Type::DGRAM, Protocol::UDP, reuse_port)?.into())
 }
 
 /// A bound socket and the listener (config name) it belongs to.
@@ -48,22 +60,6 @@ pub struct Bound {
 pub enum Socket2 {
     Tcp(std::net::TcpListener),
     Udp(std::net::UdpSocket),
-}
-
-/// Bind a UDP socket (SO_REUSEADDR, non-blocking; `SO_REUSEPORT` when shared
-/// by several workers, which the kernel then hashes clients over).
-pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    if reuse_port {
-        socket.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
 }
 
 /// Bind every address of every TCP listener in the snapshot's config, once
@@ -100,69 +96,6 @@ pub fn bind_all(snapshot: &Snapshot, workers: usize) -> anyhow::Result<Vec<Vec<B
     Ok(per_worker)
 }
 
-/// Open-connection counters for the accept limits.
-#[derive(Default)]
-pub struct Limits {
-    total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    last_warning: AtomicU64,
-}
-
-/// One admitted connection; releases its place in the limits when dropped.
-pub struct Admitted {
-    limits: Arc<Limits>,
-    ip: IpAddr,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.limits.total.fetch_sub(1, Ordering::Relaxed);
-        if let Ok(mut map) = self.limits.per_ip.lock()
-            && let Some(n) = map.get_mut(&self.ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.ip);
-            }
-        }
-    }
-}
-
-impl Limits {
-    /// Admit a connection from `ip`, or say which limit refuses it.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Result<Admitted, &'static str> {
-        if self.total.fetch_add(1, Ordering::Relaxed) >= max_total {
-            self.total.fetch_sub(1, Ordering::Relaxed);
-            return Err("limits.max_connections");
-        }
-        let Ok(mut map) = self.per_ip.lock() else {
-            self.total.fetch_sub(1, Ordering::Relaxed);
-            return Err("limits.max_connections_per_ip");
-        };
-        let n = map.entry(ip).or_insert(0);
-        if *n >= max_per_ip {
-            drop(map);
-            self.total.fetch_sub(1, Ordering::Relaxed);
-            return Err("limits.max_connections_per_ip");
-        }
-        *n += 1;
-        Ok(Admitted { limits: self.clone(), ip })
-    }
-
-    /// Open connections right now.
-    pub fn open(&self) -> usize {
-        self.total.load(Ordering::Relaxed)
-    }
-
-    /// Log a refusal at most once a second.
-    fn warn_refused(&self, limit: &str, client: SocketAddr) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        if self.last_warning.swap(now, Ordering::Relaxed) != now {
-            tracing::warn!(client = %client, limit, "connection refused: limit reached (logged at most once a second)");
-        }
-    }
-}
-
 /// What the workers share.
 #[derive(Clone)]
 struct Shared {
@@ -174,7 +107,7 @@ struct Shared {
     stop: CancellationToken,
     /// Cancelled when draining is over: workers then stop their event loops.
     done: CancellationToken,
-    udp_limits: Arc<crate::udp::UdpLimits>,
+    udp_limits: Arc<Limits>,
 }
 
 /// Accept on every bound socket until `shutdown` resolves, then drain.
@@ -189,11 +122,11 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let shared = Shared {
         state,
-        limits: Arc::new(Limits::default()),
+        limits: Arc::new(Limits::new("connection", "limits.max_connections", "limits.max_connections_per_ip")),
         tracker: TaskTracker::new(),
         stop: CancellationToken::new(),
         done: CancellationToken::new(),
-        udp_limits: Arc::default(),
+        udp_limits: Arc::new(Limits::new("udp session", "udp.max_sessions", "udp.max_sessions_per_ip")),
     };
     let mut sets = bound.into_iter();
     let mine = sets.next().unwrap_or_default();

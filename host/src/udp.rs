@@ -17,6 +17,7 @@
 //! other address. Datagrams of any size up to 64 KiB are carried whole.
 
 use crate::detect::{Outcome, Progress};
+use crate::limits::{Admitted, Limits};
 use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
 use crate::proxy::choose_route;
@@ -25,8 +26,8 @@ use arc_swap::ArcSwap;
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
@@ -43,60 +44,18 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
 }
 
-/// Session counts shared by every UDP socket of the process.
-#[derive(Default)]
-pub struct UdpLimits {
-    total: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    last_warning: AtomicU64,
-    /// Datagrams dropped: empty, from clients over the limits, past the
-    /// detection bounds, or that the upstream socket could not take.
-    pub dropped: AtomicU64,
-}
+/// Datagrams dropped: empty, from clients over the limits, or that the
+/// upstream socket could not take.
+pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-impl UdpLimits {
-    fn admit(&self, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Result<(), &'static str> {
-        if self.total.fetch_add(1, Ordering::Relaxed) >= max_total {
-            self.total.fetch_sub(1, Ordering::Relaxed);
-            return Err("udp.max_sessions");
-        }
-        let Ok(mut map) = self.per_ip.lock() else {
-            self.total.fetch_sub(1, Ordering::Relaxed);
-            return Err("udp.max_sessions_per_ip");
-        };
-        let n = map.entry(ip).or_insert(0);
-        if *n >= max_per_ip {
-            drop(map);
-            self.total.fetch_sub(1, Ordering::Relaxed);
-            return Err("udp.max_sessions_per_ip");
-        }
-        *n += 1;
-        Ok(())
-    }
-
-    fn release(&self, ip: IpAddr) {
-        self.total.fetch_sub(1, Ordering::Relaxed);
-        if let Ok(mut map) = self.per_ip.lock()
-            && let Some(n) = map.get_mut(&ip)
-        {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&ip);
-            }
-        }
-    }
-
-    fn warn_refused(&self, limit: &str, client: SocketAddr) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        if self.last_warning.swap(now, Ordering::Relaxed) != now {
-            let dropped = self.dropped.load(Ordering::Relaxed);
-            tracing::warn!(client = %client, limit, dropped, "udp: new client dropped, limit reached (logged at most once a second)");
-        }
-    }
+fn dropped() {
+    DROPPED.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A client whose datagrams are still being looked at.
 struct Detecting {
+    /// The session's place in `udp.max_sessions`, released when it ends.
+    admitted: Admitted,
     snapshot: Arc<Snapshot>,
     started: Instant,
     deadline: Instant,
@@ -133,7 +92,7 @@ pub async fn serve(
     name: Arc<str>,
     socket: UdpSocket,
     state: Arc<ArcSwap<Snapshot>>,
-    limits: Arc<UdpLimits>,
+    limits: Arc<Limits>,
     tracker: TaskTracker,
     stop: CancellationToken,
 ) {
@@ -147,7 +106,7 @@ pub async fn serve(
         let (n, client) = tokio::select! {
             () = stop.cancelled() => return,
             () = sleep_until(next) => {
-                expire(&name, &socket, &sessions, &mut deadlines, &limits, &tracker, &stop).await;
+                expire(&name, &socket, &sessions, &mut deadlines, &tracker, &stop).await;
                 continue;
             }
             received = socket.recv_from(&mut buf) => match received {
@@ -159,7 +118,7 @@ pub async fn serve(
             },
         };
         if n == 0 {
-            limits.dropped.fetch_add(1, Ordering::Relaxed);
+            dropped();
             continue;
         }
         let datagram = &buf[..n];
@@ -173,7 +132,7 @@ pub async fn serve(
             Err(_) => continue,
         };
         if let Some((upstream, counters)) = live {
-            send_up(&upstream, &counters, datagram, &limits);
+            send_up(&upstream, &counters, datagram);
             continue;
         }
         let mut detecting = match sessions.lock().ok().and_then(|mut map| map.remove(&client)) {
@@ -187,15 +146,15 @@ pub async fn serve(
             None => {
                 let snapshot = state.load_full();
                 let udp = &snapshot.config.udp;
-                if let Err(limit) = limits.admit(client.ip(), udp.max_sessions, udp.max_sessions_per_ip) {
-                    limits.dropped.fetch_add(1, Ordering::Relaxed);
-                    limits.warn_refused(limit, client);
-                    continue;
-                }
-                let Some(plan) = snapshot.listeners.get(&*name) else {
-                    limits.release(client.ip());
-                    continue;
+                let admitted = match limits.admit(client.ip(), udp.max_sessions, udp.max_sessions_per_ip) {
+                    Ok(admitted) => admitted,
+                    Err(limit) => {
+                        dropped();
+                        limits.warn_refused(limit, client);
+                        continue;
+                    }
                 };
+                let Some(plan) = snapshot.listeners.get(&*name) else { continue };
                 let now = Instant::now();
                 let deadline = now + plan.timeout;
                 deadlines.push(Reverse((deadline, client)));
@@ -207,6 +166,7 @@ pub async fn serve(
                 );
                 let progress = Progress::new(plan.detectors.len());
                 Box::new(Detecting {
+                    admitted,
                     snapshot,
                     started: now,
                     deadline,
@@ -240,7 +200,7 @@ pub async fn serve(
                 }
             }
             Some(outcome) => {
-                establish(&name, &socket, &sessions, client, *detecting, outcome, &limits, &tracker, &stop).await;
+                establish(&name, &socket, &sessions, client, *detecting, outcome, &tracker, &stop).await;
             }
         }
     }
@@ -259,7 +219,6 @@ async fn expire(
     socket: &Arc<UdpSocket>,
     sessions: &Arc<Mutex<HashMap<SocketAddr, Session>>>,
     deadlines: &mut BinaryHeap<Reverse<(Instant, SocketAddr)>>,
-    limits: &Arc<UdpLimits>,
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) {
@@ -280,7 +239,7 @@ async fn expire(
             Err(_) => None,
         };
         if let Some(detecting) = detecting {
-            establish(name, socket, sessions, client, *detecting, Outcome::TimedOut, limits, tracker, stop).await;
+            establish(name, socket, sessions, client, *detecting, Outcome::TimedOut, tracker, stop).await;
         }
     }
 }
@@ -294,21 +253,16 @@ async fn establish(
     client: SocketAddr,
     detecting: Detecting,
     outcome: Outcome,
-    limits: &Arc<UdpLimits>,
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) {
     let snapshot = detecting.snapshot.clone();
-    let Some(plan) = snapshot.listeners.get(&**name) else {
-        limits.release(client.ip());
-        return;
-    };
+    let Some(plan) = snapshot.listeners.get(&**name) else { return };
     let (route, detection) = choose_route(&snapshot, plan, outcome, detecting.data.is_empty(), client);
     let log = SessionLog { listener: name.clone(), client, detection, started: detecting.started };
     let route = match route {
         Ok(route) => route,
         Err(why) => {
-            limits.release(client.ip());
             log.write(None, None, &Counters::default(), &why);
             return;
         }
@@ -319,14 +273,12 @@ async fn establish(
         order.first().and_then(|&i| pool.servers.get(i)).map(|s| s.addr)
     });
     let Some(server) = server else {
-        limits.release(client.ip());
         log.write(Some(&route_name), None, &Counters::default(), "route's pool has no server");
         return;
     };
     let upstream = match connect_upstream(server).await {
         Ok(upstream) => Arc::new(upstream),
         Err(err) => {
-            limits.release(client.ip());
             log.write(Some(&route_name), Some(server), &Counters::default(), &format!("upstream socket: {err}"));
             return;
         }
@@ -336,7 +288,7 @@ async fn establish(
     let mut start = 0;
     for &end in &detecting.ends {
         if let Some(datagram) = detecting.data.get(start..end) {
-            send_up(&upstream, &counters, datagram, limits);
+            send_up(&upstream, &counters, datagram);
         }
         start = end;
     }
@@ -344,13 +296,14 @@ async fn establish(
         map.insert(client, Session::Live(Live { upstream: upstream.clone(), counters: counters.clone() }));
     }
     let timeout = snapshot.config.udp.session_timeout;
-    let (socket, sessions, limits, stop) = (socket.clone(), sessions.clone(), limits.clone(), stop.clone());
+    let (socket, sessions, stop) = (socket.clone(), sessions.clone(), stop.clone());
+    let admitted = detecting.admitted;
     tracker.spawn(async move {
         let why = relay_down(&upstream, &socket, client, &counters, timeout, &stop).await;
         if let Ok(mut map) = sessions.lock() {
             map.remove(&client);
         }
-        limits.release(client.ip());
+        drop(admitted);
         log.write(Some(&route_name), Some(server), &counters, why);
     });
 }
@@ -365,15 +318,13 @@ async fn connect_upstream(server: SocketAddr) -> std::io::Result<UdpSocket> {
 /// Send without waiting: a UDP socket whose buffer is full drops the
 /// datagram, as the network would. (The plain system call, not tokio's
 /// `try_send`, whose cached readiness says "not yet" on a fresh socket.)
-fn send_up(upstream: &UdpSocket, counters: &Counters, datagram: &[u8], limits: &UdpLimits) {
+fn send_up(upstream: &UdpSocket, counters: &Counters, datagram: &[u8]) {
     match socket2::SockRef::from(upstream).send(datagram) {
         Ok(_) => {
             counters.datagrams_up.fetch_add(1, Ordering::Relaxed);
             counters.bytes_up.fetch_add(datagram.len() as u64, Ordering::Relaxed);
         }
-        Err(_) => {
-            limits.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        Err(_) => dropped(),
     }
     touch(counters);
 }

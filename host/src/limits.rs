@@ -1,0 +1,108 @@
+//! Admission limits shared by every listener of a kind: how many
+//! connections (or UDP sessions) are open in all and per client IP. A
+//! refusal is logged at most once a second, with the limit's config key.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Open counts, and the config keys that bound them.
+pub struct Limits {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    last_warning: AtomicU64,
+    /// Config key of the total limit, e.g. `limits.max_connections`.
+    total_key: &'static str,
+    /// Config key of the per-IP limit.
+    per_ip_key: &'static str,
+    /// What is being admitted, for the log: `connection`, `udp session`.
+    what: &'static str,
+}
+
+/// One admitted connection or session; releases its place when dropped.
+pub struct Admitted {
+    limits: Arc<Limits>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.limits.total.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut map) = self.limits.per_ip.lock()
+            && let Some(n) = map.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Limits {
+    /// Limits whose refusals name these config keys.
+    pub fn new(what: &'static str, total_key: &'static str, per_ip_key: &'static str) -> Self {
+        Limits {
+            total: AtomicUsize::new(0),
+            per_ip: Mutex::default(),
+            last_warning: AtomicU64::new(0),
+            total_key,
+            per_ip_key,
+            what,
+        }
+    }
+
+    /// Admit one more from `ip`, or say which limit (its config key) refuses.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, max_total: usize, max_per_ip: usize) -> Result<Admitted, &'static str> {
+        if self.total.fetch_add(1, Ordering::Relaxed) >= max_total {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(self.total_key);
+        }
+        let Ok(mut map) = self.per_ip.lock() else {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(self.per_ip_key);
+        };
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max_per_ip {
+            drop(map);
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(self.per_ip_key);
+        }
+        *n += 1;
+        Ok(Admitted { limits: self.clone(), ip })
+    }
+
+    /// Open right now.
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Log a refusal at most once a second.
+    pub fn warn_refused(&self, limit: &str, client: SocketAddr) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if self.last_warning.swap(now, Ordering::Relaxed) != now {
+            tracing::warn!(client = %client, limit, "new {} refused: limit reached (logged at most once a second)", self.what);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_count_total_and_per_ip_and_release_on_drop() {
+        let limits = Arc::new(Limits::new("connection", "total", "per_ip"));
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let first = limits.admit(a, 3, 2).expect("first");
+        let _second = limits.admit(a, 3, 2).expect("second");
+        assert_eq!(limits.admit(a, 3, 2).err(), Some("per_ip"));
+        let _third = limits.admit(b, 3, 2).expect("other ip");
+        assert_eq!(limits.admit(b, 3, 2).err(), Some("total"));
+        drop(first);
+        assert_eq!(limits.open(), 2);
+        assert!(limits.admit(a, 3, 2).is_ok());
+    }
+}
