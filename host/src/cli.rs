@@ -100,6 +100,7 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(path)?;
     crate::logging::init(&config.log.level, config.log.format);
     let file = config.file.display().to_string();
+    let config_path = config.file.clone();
     let workers = config.runtime.resolved_workers();
     // This thread is worker 0; `listener::serve` starts the others.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
@@ -114,6 +115,7 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
         }
         tracing::info!(config = %file, workers, detectors = snapshot.plugins.detectors.len(), "refractium started");
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
+        tokio::spawn(crate::reload::on_sighup(config_path, state.clone()));
         listener::serve(state, bound, shutdown_signal()).await
     })
 }

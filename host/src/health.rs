@@ -7,12 +7,34 @@
 
 use crate::balance::Pool;
 use crate::config::Health;
+use crate::snapshot::Snapshot;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-/// Start the checks of every pool that has a `health` section; they stop when
-/// `stop` is cancelled.
+/// Start the checks of the snapshot's pools that have a `health` section,
+/// except pools UDP listeners use (these checks are TCP connects). They stop
+/// when the snapshot's `health_stop` is cancelled: when a reload replaces it,
+/// or at shutdown.
+pub fn start(snapshot: &Snapshot) {
+    let checked: Vec<_> = snapshot
+        .config
+        .backends
+        .iter()
+        .filter_map(|(name, b)| Some((name, snapshot.pools.get(name)?.clone(), b.health?)))
+        .filter(|(name, _, _)| {
+            let udp = snapshot.udp_pools.contains(*name);
+            if udp {
+                tracing::warn!(pool = %name, "health checks are TCP connects; not run for a pool UDP listeners use");
+            }
+            !udp
+        })
+        .map(|(_, pool, health)| (pool, health))
+        .collect();
+    spawn(&checked, &snapshot.health_stop);
+}
+
+/// Start the checks of these pools; they stop when `stop` is cancelled.
 pub fn spawn(pools: &[(Arc<Pool>, Health)], stop: &CancellationToken) {
     for (pool, health) in pools {
         for index in 0..pool.servers.len() {

@@ -24,6 +24,7 @@ pub mod listener;
 pub mod logging;
 pub mod plugin;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod snapshot;
 pub mod udp;

@@ -152,27 +152,11 @@ pub async fn serve(
         })?;
         threads.push(thread);
     }
-    {
-        let snapshot = shared.state.load();
-        let checked: Vec<_> = snapshot
-            .config
-            .backends
-            .iter()
-            .filter_map(|(name, b)| Some((name, snapshot.pools.get(name)?.clone(), b.health?)))
-            .filter(|(name, _, _)| {
-                let udp = snapshot.udp_pools.contains(*name);
-                if udp {
-                    tracing::warn!(pool = %name, "health checks are TCP connects; not run for a pool UDP listeners use");
-                }
-                !udp
-            })
-            .map(|(_, pool, health)| (pool, health))
-            .collect();
-        crate::health::spawn(&checked, &shared.stop);
-    }
+    crate::health::start(&shared.state.load());
     let loops = start_accepting(mine, &shared, true);
     shutdown.await;
     shared.stop.cancel();
+    shared.state.load().health_stop.cancel();
     for l in loops {
         let _ = l.await;
     }

@@ -35,6 +35,9 @@ pub struct Snapshot {
     /// Pools a UDP listener may send to: never health-checked with TCP
     /// connects.
     pub udp_pools: std::collections::HashSet<String>,
+    /// Cancelled when this snapshot stops being the one in force: ends its
+    /// health checks.
+    pub health_stop: tokio_util::sync::CancellationToken,
 }
 
 impl Snapshot {
@@ -114,7 +117,30 @@ impl Snapshot {
         let routes = RouteTable::new(&config.routes)?;
         let pools = config.backends.iter().map(|(name, b)| (name.clone(), Arc::new(Pool::new(name, b)))).collect();
         let udp_pools = udp_pools(&config, &listeners);
-        Ok(Snapshot { config: Arc::new(config), plugins, listeners, routes, pools, udp_pools })
+        Ok(Snapshot {
+            config: Arc::new(config),
+            plugins,
+            listeners,
+            routes,
+            pools,
+            udp_pools,
+            health_stop: tokio_util::sync::CancellationToken::new(),
+        })
+    }
+}
+
+impl Snapshot {
+    /// Take over what checks learned about servers that `old` also had
+    /// (same pool, same address), so a reload does not forget a dead server.
+    pub fn inherit_health(&self, old: &Snapshot) {
+        for (name, pool) in &self.pools {
+            let Some(before) = old.pools.get(name) else { continue };
+            for server in &pool.servers {
+                if let Some(prev) = before.servers.iter().find(|s| s.addr == server.addr) {
+                    server.set_up(prev.is_up());
+                }
+            }
+        }
     }
 }
 

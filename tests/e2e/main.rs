@@ -3,6 +3,7 @@
 
 mod cli;
 mod corpus;
+mod reload;
 mod routing;
 mod sandbox;
 mod stream;

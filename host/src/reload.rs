@@ -1,0 +1,95 @@
+//! Reload: re-read the config file and the plugins directory, build a
+//! complete new snapshot off the data path, and swap it in with one atomic
+//! store. New connections and UDP sessions take the new snapshot; open ones
+//! finish on the one they started with (they hold an `Arc` to it, and with it
+//! their plugin instances). A snapshot that fails to build is rejected with a
+//! log line that says what is wrong, and the old one stays in force.
+//!
+//! Triggered by `SIGHUP`. This version keeps the sockets it started with:
+//! a config whose listeners (names, addresses, transports) or worker count
+//! differ is rejected, with a message saying a restart applies it. Health
+//! state of servers that did not change is carried over.
+
+use crate::config::{self, Config};
+use crate::snapshot::Snapshot;
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Build a snapshot from `path` and put it in force.
+pub async fn reload(path: &Path, state: &ArcSwap<Snapshot>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let config = config::load(path)?;
+    let old = state.load_full();
+    same_sockets(&old.config, &config)?;
+    let snapshot = build_off_path(config).await?;
+    for skipped in &snapshot.plugins.skipped {
+        tracing::warn!(path = %skipped.path.display(), reason = %skipped.reason, "plugin file skipped");
+    }
+    snapshot.inherit_health(&old);
+    let snapshot = Arc::new(snapshot);
+    state.store(snapshot.clone());
+    old.health_stop.cancel();
+    crate::health::start(&snapshot);
+    tracing::info!(
+        config = %path.display(),
+        detectors = snapshot.plugins.detectors.len(),
+        routes = snapshot.config.routes.len(),
+        took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "reload: new configuration in force"
+    );
+    Ok(())
+}
+
+/// Build the snapshot on a thread of its own (plugin loading compiles and
+/// instantiates), so no worker stops serving connections meanwhile.
+async fn build_off_path(config: Config) -> anyhow::Result<Snapshot> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("refractium-reload".into()).spawn(move || {
+        let built = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the reload runtime")
+            .and_then(|rt| rt.block_on(Snapshot::build(config)));
+        let _ = tx.send(built);
+    })?;
+    rx.await.context("the reload thread ended without an answer")?
+}
+
+/// Refuse a config whose sockets differ from the running ones.
+fn same_sockets(old: &Config, new: &Config) -> anyhow::Result<()> {
+    let sockets = |c: &Config| -> Vec<(String, Vec<std::net::SocketAddr>, config::Transport)> {
+        c.listeners.iter().map(|l| (l.name.clone(), l.bind.clone(), l.transport)).collect()
+    };
+    if sockets(old) != sockets(new) {
+        anyhow::bail!(
+            "{}: the listeners (names, addresses or transports) changed; this version keeps the sockets it \
+             started with, so restart refractium to apply listener changes",
+            new.file.display()
+        );
+    }
+    if old.runtime.workers != new.runtime.workers {
+        anyhow::bail!("{}: runtime.workers changed; restart refractium to apply it", new.file.display());
+    }
+    Ok(())
+}
+
+/// Reload on every `SIGHUP`, until the process ends.
+pub async fn on_sighup(path: PathBuf, state: Arc<ArcSwap<Snapshot>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(hup) => hup,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGHUP; reload is unavailable");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!(config = %path.display(), "SIGHUP received; reloading");
+        if let Err(err) = reload(&path, &state).await {
+            tracing::error!(error = %format!("{err:#}"), "reload rejected; the previous configuration stays in force");
+        }
+    }
+}
