@@ -137,3 +137,78 @@ fn a_detector_dropped_into_the_plugins_directory_works_after_sighup() {
     proxy.wait_log(5, |v| v["message"] == "plugin file skipped");
     assert_eq!(ask(&proxy, b"snoop again"), "b\n");
 }
+
+#[test]
+fn reloads_under_load_fail_no_connection() {
+    let a = Backend::start(Reply::Record("a"));
+    let b = Backend::start(Reply::Record("b"));
+    let echo = Backend::start(Reply::Echo);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
+    let with_echo = |to: &str| {
+        config(to, &a, &b, "").replace("  b: {", &format!("  echo: {{ servers: [{}] }}\n  b: {{", echo.addr))
+    };
+    let proxy = Proxy::start_in(dir, &with_echo("a"));
+    let addr = proxy.addr("edge");
+    let file = proxy.dir.path().join("refractium.yaml");
+    // Route HTTP to the echo server for the long transfer.
+    std::fs::write(&file, with_echo("echo")).expect("config to echo");
+    hup(&proxy);
+    eventually(&proxy, b"GET /probe HTTP/1.1\r\n\r\n", "GET /probe HTTP/1.1\r\n\r\n");
+    let mut long = TcpStream::connect(addr).expect("connect");
+    long.write_all(b"POST /long HTTP/1.1\r\n\r\n").expect("write");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let load = std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0u32, Vec::new());
+        for i in 0..2000 {
+            if s.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            let request = format!("GET /{i} HTTP/1.1\r\n\r\n");
+            let result = TcpStream::connect(addr).and_then(|mut c| {
+                c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                c.write_all(request.as_bytes())?;
+                c.shutdown(std::net::Shutdown::Write)?;
+                let mut reply = Vec::new();
+                c.read_to_end(&mut reply)?;
+                Ok(reply)
+            });
+            match result {
+                // Either backend answers, depending on the snapshot in force.
+                Ok(r) if r == request.as_bytes() || r == b"a\n" => ok += 1,
+                Ok(r) => failed.push(format!("{i}: {:?}", String::from_utf8_lossy(&r))),
+                Err(e) => failed.push(format!("{i}: {e}")),
+            }
+        }
+        (ok, failed)
+    });
+    for i in 0..20 {
+        std::fs::write(&file, with_echo(if i % 2 == 0 { "a" } else { "echo" })).expect("rewrite");
+        hup(&proxy);
+        std::thread::sleep(Duration::from_millis(100));
+        // The long transfer keeps flowing across every reload.
+        let chunk = format!("chunk {i:04}\n");
+        long.write_all(chunk.as_bytes()).expect("long transfer write");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().expect("load thread");
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 20, "only {ok} connections made it");
+    long.shutdown(std::net::Shutdown::Write).expect("half-close");
+    let mut back = String::new();
+    long.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    long.read_to_string(&mut back).expect("read the long transfer back");
+    let expected: String = std::iter::once("POST /long HTTP/1.1\r\n\r\n".to_string())
+        .chain((0..20).map(|i| format!("chunk {i:04}\n")))
+        .collect();
+    assert_eq!(back, expected, "the long transfer is byte-exact across 20 reloads");
+    let reloads = proxy.logs_where(|v| v["message"] == "reload: new configuration in force").len();
+    assert!(reloads >= 20, "{reloads} reloads in force");
+}
