@@ -32,12 +32,18 @@
 //! decision logic is ordinary Rust: `cargo test` runs it natively, the export
 //! macro only does something when compiling for WebAssembly.
 //!
+//! [`testing`] has helpers for a detector's tests (other protocols' first
+//! bytes, verdict and prefix checks); [`bytes`] a checked big-endian reader
+//! for messages that may not have arrived whole.
+//!
 //! The SDK hides the generated WIT bindings (`wit/` at the root of the
 //! refractium repository is the ABI) and converts them to the types below.
 
 extern crate self as refractium_plugin_sdk;
 
+pub mod bytes;
 pub mod log;
+pub mod testing;
 pub mod tls;
 mod types;
 

@@ -28,14 +28,10 @@ const MAX_ADDITIONAL: u16 = 2;
 /// Longest name on the wire, length octets and root label included.
 const MAX_NAME: usize = 255;
 
-/// Why a message could not be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Error {
-    /// More bytes are needed: the message's first this many, in total.
-    Incomplete(usize),
-    /// Not a valid client message.
-    Invalid,
-}
+/// Why a message could not be read: more bytes needed, or not a valid
+/// client message.
+pub use refractium_plugin_sdk::bytes::Error;
+use refractium_plugin_sdk::bytes::Reader;
 
 /// The header fields that matter once they are checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,12 +66,12 @@ pub struct Parsed {
 /// (`buf.len() <= end`).
 pub fn parse(buf: &[u8], end: usize) -> Parsed {
     let mut parsed = Parsed { header: None, question: None, result: Ok(()) };
-    let mut cur = Cursor { buf, pos: 0, end };
+    let mut cur = Reader::new(buf, end);
     parsed.result = read(&mut cur, &mut parsed);
     parsed
 }
 
-fn read(cur: &mut Cursor<'_>, parsed: &mut Parsed) -> Result<(), Error> {
+fn read(cur: &mut Reader<'_>, parsed: &mut Parsed) -> Result<(), Error> {
     let header = header(cur)?;
     parsed.header = Some(header);
     let question = match header.qdcount {
@@ -102,11 +98,11 @@ fn read(cur: &mut Cursor<'_>, parsed: &mut Parsed) -> Result<(), Error> {
             _ => {}
         }
     }
-    if cur.pos == cur.end { Ok(()) } else { Err(Error::Invalid) }
+    if cur.is_at_end() { Ok(()) } else { Err(Error::Invalid) }
 }
 
 /// The 12-byte header, checked field by field as the bytes arrive.
-fn header(cur: &mut Cursor<'_>) -> Result<Header, Error> {
+fn header(cur: &mut Reader<'_>) -> Result<Header, Error> {
     cur.take(2)?; // ID: anything
     let flags = cur.u8()?;
     let opcode = (flags >> 3) & 0x0f;
@@ -141,7 +137,7 @@ fn header(cur: &mut Cursor<'_>) -> Result<Header, Error> {
 }
 
 /// The question: a name without compression, QTYPE, QCLASS.
-fn question(cur: &mut Cursor<'_>, opcode: u8) -> Result<Question, Error> {
+fn question(cur: &mut Reader<'_>, opcode: u8) -> Result<Question, Error> {
     let mut labels = Vec::new();
     let mut wire = 1; // the root label
     loop {
@@ -177,10 +173,10 @@ struct Record<'a> {
     rdata: &'a [u8],
 }
 
-fn record<'a>(cur: &mut Cursor<'a>) -> Result<Record<'a>, Error> {
-    let start = cur.pos;
+fn record<'a>(cur: &mut Reader<'a>) -> Result<Record<'a>, Error> {
+    let start = cur.pos();
     name(cur)?;
-    let root_name = cur.pos == start + 1;
+    let root_name = cur.pos() == start + 1;
     let rtype = cur.u16()?;
     let class = cur.u16()?;
     if rtype == 0 || (rtype != TYPE_OPT && !RR_CLASSES.contains(&class)) {
@@ -196,7 +192,7 @@ fn record<'a>(cur: &mut Cursor<'a>) -> Result<Record<'a>, Error> {
 /// jump, labels are read below the pointer that led there, and the next
 /// pointer must point below itself: each jump lowers that limit, so reading
 /// ends.
-fn name(cur: &mut Cursor<'_>) -> Result<(), Error> {
+fn name(cur: &mut Reader<'_>) -> Result<(), Error> {
     let mut wire = 1;
     // After the first pointer: where the next label is, and the bound below
     // which it must lie.
@@ -204,7 +200,7 @@ fn name(cur: &mut Cursor<'_>) -> Result<(), Error> {
     loop {
         let byte = match jump {
             None => cur.u8()?,
-            Some((at, limit)) => *cur.buf.get(at).filter(|_| at < limit).ok_or(Error::Invalid)?,
+            Some((at, limit)) => *cur.data().get(at).filter(|_| at < limit).ok_or(Error::Invalid)?,
         };
         let len = usize::from(byte);
         match byte {
@@ -223,8 +219,8 @@ fn name(cur: &mut Cursor<'_>) -> Result<(), Error> {
             }
             0xc0..=0xff => {
                 let (low, here) = match jump {
-                    None => (cur.u8()?, cur.pos - 2),
-                    Some((at, limit)) if at + 2 <= limit => (*cur.buf.get(at + 1).ok_or(Error::Invalid)?, at),
+                    None => (cur.u8()?, cur.pos() - 2),
+                    Some((at, limit)) if at + 2 <= limit => (*cur.data().get(at + 1).ok_or(Error::Invalid)?, at),
                     Some(_) => return Err(Error::Invalid),
                 };
                 let target = (usize::from(byte & 0x3f) << 8) | usize::from(low);
@@ -255,38 +251,4 @@ fn edns_ok(rr: &Record<'_>) -> bool {
         }
     }
     true
-}
-
-/// Reads fields in order from a message that may not have fully arrived.
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    end: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        let stop = self.pos.checked_add(n).filter(|&stop| stop <= self.end).ok_or(Error::Invalid)?;
-        let bytes = self.buf.get(self.pos..stop).ok_or(Error::Incomplete(stop))?;
-        self.pos = stop;
-        Ok(bytes)
-    }
-
-    fn u8(&mut self) -> Result<u8, Error> {
-        self.take(1)?.first().copied().ok_or(Error::Invalid)
-    }
-
-    fn u16(&mut self) -> Result<u16, Error> {
-        match *self.take(2)? {
-            [a, b] => Ok(u16::from_be_bytes([a, b])),
-            _ => Err(Error::Invalid),
-        }
-    }
-
-    fn u32(&mut self) -> Result<u32, Error> {
-        match *self.take(4)? {
-            [a, b, c, d] => Ok(u32::from_be_bytes([a, b, c, d])),
-            _ => Err(Error::Invalid),
-        }
-    }
 }

@@ -3,6 +3,10 @@
 
 use super::*;
 use proptest::prelude::*;
+use refractium_plugin_sdk::testing::{
+    check_counted_prefixes_until, check_datagram_prefixes, check_datagram_verdict, check_verdict, flipped,
+    other_protocols_except,
+};
 
 const UDP_A: &[u8] = include_bytes!("../testdata/dns_udp_a.bin");
 const UDP_AAAA_NOEDNS: &[u8] = include_bytes!("../testdata/dns_udp_aaaa_noedns.bin");
@@ -12,7 +16,6 @@ const UDP_TSIG: &[u8] = include_bytes!("../testdata/dns_udp_tsig.bin");
 const UDP_UPDATE: &[u8] = include_bytes!("../testdata/dns_udp_update.bin");
 const TCP_MX: &[u8] = include_bytes!("../testdata/dns_tcp_mx.bin");
 const TCP_AXFR_TSIG: &[u8] = include_bytes!("../testdata/dns_tcp_axfr_tsig.bin");
-const TLS_HELLO: &[u8] = include_bytes!("../../../plugin-sdk/src/testdata/openssl_client_hello.bin");
 
 fn detect(data: &[u8], transport: Transport) -> Verdict {
     Dns::new("null").expect("dns detector").detect(data, &Peer::test(transport))
@@ -68,12 +71,7 @@ fn nsupdate_update() {
 #[test]
 fn dig_tcp_queries_byte_by_byte() {
     for (capture, expected) in [(TCP_MX, ("example.net", "MX")), (TCP_AXFR_TSIG, ("example.com", "AXFR"))] {
-        for len in 0..capture.len() {
-            match tcp(&capture[..len]) {
-                Verdict::NeedMore(n) => assert!(n > len && n <= capture.len(), "prefix {len}: {n}"),
-                other => panic!("prefix {len}: {other:?}"),
-            }
-        }
+        check_counted_prefixes_until(&Dns, capture, capture.len(), &Peer::test(Transport::Tcp));
         assert_eq!(question(&tcp(capture)), (Some(expected.0), Some(expected.1)));
         // A pipelined second query does not change the answer.
         let two = [capture, capture].concat();
@@ -92,9 +90,7 @@ fn udp_captures_over_tcp_and_back() {
 #[test]
 fn truncated_or_extended_datagrams_do_not_match() {
     for capture in [UDP_A, UDP_AAAA_NOEDNS, UDP_HTTPS_COOKIE, UDP_ROOT_NS, UDP_TSIG, UDP_UPDATE] {
-        for len in 0..capture.len() {
-            assert_eq!(udp(&capture[..len]), Verdict::NoMatch, "prefix {len}");
-        }
+        check_datagram_prefixes(&Dns, capture, &Peer::test(Transport::Udp));
         let mut longer = capture.to_vec();
         longer.push(0);
         assert_eq!(udp(&longer), Verdict::NoMatch);
@@ -267,16 +263,15 @@ fn long_tcp_update_matches_on_its_question() {
 
 #[test]
 fn other_protocols_do_not_match() {
-    let tcp_cases: &[&[u8]] = &[
-        b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
-        b"SSH-2.0-OpenSSH_9.2\r\n",
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-        TLS_HELLO,
-        b"*1\r\n$4\r\nPING\r\n",
-    ];
-    for case in tcp_cases {
-        assert_eq!(tcp(case), Verdict::NoMatch, "{case:?}");
-        assert_eq!(udp(case), Verdict::NoMatch, "{case:?}");
+    for (name, bytes) in other_protocols_except("dns") {
+        assert_eq!(udp(&bytes), Verdict::NoMatch, "udp: {name}");
+        // Over TCP a few short first flights read as a length prefix and
+        // are waited for; the text protocols are refused at once.
+        if matches!(name, "http" | "http2" | "ssh" | "tls" | "redis") {
+            assert_eq!(tcp(&bytes), Verdict::NoMatch, "tcp: {name}");
+        } else {
+            assert!(!tcp(&bytes).is_match(), "tcp: {name}");
+        }
     }
     let quic = hex(include_str!("../testdata/quic_rfc9001_a2_client_initial.hex"));
     assert_eq!(quic.len(), 1200);
@@ -300,12 +295,12 @@ fn valid_inputs() -> Vec<(Vec<u8>, Transport)> {
 }
 
 fn check(data: &[u8], transport: Transport) -> Result<(), TestCaseError> {
-    if let Verdict::NeedMore(n) = detect(data, transport) {
-        prop_assert!(n == 0 || n > data.len(), "NeedMore({n}) for {} bytes", data.len());
-        prop_assert!(n <= 65536);
-        prop_assert!(transport == Transport::Tcp, "UDP never waits");
+    let verdict = detect(data, transport);
+    match transport {
+        Transport::Tcp => check_verdict(data, &verdict),
+        Transport::Udp => check_datagram_verdict(data, &verdict),
     }
-    Ok(())
+    .map_err(TestCaseError::fail)
 }
 
 proptest! {
@@ -317,11 +312,8 @@ proptest! {
     #[test]
     fn mutated_captures(index in 0usize..8, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
                         cut in any::<usize>()) {
-        let (mut data, transport) = valid_inputs().swap_remove(index);
-        for (at, byte) in flips {
-            let at = at % data.len();
-            data[at] ^= byte;
-        }
+        let (data, transport) = valid_inputs().swap_remove(index);
+        let data = flipped(&data, &flips);
         let cut = cut % (data.len() + 1);
         check(&data[..cut], transport)?;
         check(&data, transport)?;

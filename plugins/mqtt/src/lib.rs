@@ -13,6 +13,7 @@
 //! when that end lies past [`WAIT`] bytes (huge properties or identifier) it
 //! matches on the header alone, without `client_id`.
 
+use refractium_plugin_sdk::bytes::{Error, Reader};
 use refractium_plugin_sdk::{Detection, Detector, Peer, Verdict};
 
 /// Most bytes waited for.
@@ -33,18 +34,19 @@ impl Detector for Mqtt {
     }
 
     fn detect(&self, data: &[u8], _peer: &Peer) -> Verdict {
-        match data.first() {
-            None => return Verdict::NeedMore(2),
-            Some(0x10) => {}
-            Some(_) => return Verdict::NoMatch,
+        // The packet type, then a remaining length of at most 4 bytes.
+        let mut cur = Reader::new(data, 1 + 4);
+        match cur.u8() {
+            Err(_) => return Verdict::NeedMore(2),
+            Ok(0x10) => {}
+            Ok(_) => return Verdict::NoMatch,
         }
-        let mut cur = Cursor { data, pos: 1, end: 1 + 4 };
         let remaining = match varint(&mut cur) {
             Ok(n) if (MIN_REMAINING..=MAX_REMAINING).contains(&n) => n,
             Ok(_) | Err(Error::Invalid) => return Verdict::NoMatch,
             Err(Error::Incomplete(need)) => return Verdict::NeedMore(need),
         };
-        cur.end = cur.pos + remaining;
+        cur.set_end(cur.pos() + remaining);
         let mut header = None;
         match connect(&mut cur, &mut header) {
             Ok((version, client_id)) => {
@@ -67,7 +69,7 @@ impl Detector for Mqtt {
 /// The variable header and the client id: the version, and the id when it is
 /// printable. `header` is set to the version once the fixed-size part (up to
 /// the keep-alive) has been read and checked.
-fn connect(cur: &mut Cursor<'_>, header: &mut Option<&'static str>) -> Result<(&'static str, Option<String>), Error> {
+fn connect(cur: &mut Reader<'_>, header: &mut Option<&'static str>) -> Result<(&'static str, Option<String>), Error> {
     cur.expect(b"\x00")?;
     let name: &[u8] = match cur.u8()? {
         4 => b"MQTT",
@@ -108,12 +110,12 @@ fn connect(cur: &mut Cursor<'_>, header: &mut Option<&'static str>) -> Result<(&
 }
 
 /// MQTT 5 CONNECT properties (§3.1.2.11).
-fn properties(cur: &mut Cursor<'_>) -> Result<(), Error> {
+fn properties(cur: &mut Reader<'_>) -> Result<(), Error> {
     let len = varint(cur)?;
-    let end = cur.pos.checked_add(len).filter(|&end| end <= cur.end).ok_or(Error::Invalid)?;
-    let outer = std::mem::replace(&mut cur.end, end);
+    let end = cur.pos().checked_add(len).filter(|&end| end <= cur.end()).ok_or(Error::Invalid)?;
+    let outer = cur.set_end(end);
     let mut seen: u64 = 0;
-    while cur.pos < end {
+    while cur.pos() < end {
         let id = cur.u8()?;
         // Every identifier but user property (0x26) at most once.
         let bit = 1u64 << (id & 0x3f);
@@ -155,12 +157,12 @@ fn properties(cur: &mut Cursor<'_>) -> Result<(), Error> {
             _ => return Err(Error::Invalid),
         }
     }
-    cur.end = outer;
+    cur.set_end(outer);
     Ok(())
 }
 
 /// A UTF-8 string: 2-byte length, then valid UTF-8 without U+0000.
-fn string(cur: &mut Cursor<'_>) -> Result<(), Error> {
+fn string(cur: &mut Reader<'_>) -> Result<(), Error> {
     let n = usize::from(cur.u16()?);
     match std::str::from_utf8(cur.take(n)?) {
         Ok(s) if !s.contains('\0') => Ok(()),
@@ -169,7 +171,7 @@ fn string(cur: &mut Cursor<'_>) -> Result<(), Error> {
 }
 
 /// A variable byte integer: at most 4 bytes, minimally encoded.
-fn varint(cur: &mut Cursor<'_>) -> Result<usize, Error> {
+fn varint(cur: &mut Reader<'_>) -> Result<usize, Error> {
     let mut value = 0;
     for i in 0..4 {
         let byte = cur.u8()?;
@@ -182,52 +184,6 @@ fn varint(cur: &mut Cursor<'_>) -> Result<usize, Error> {
         }
     }
     Err(Error::Invalid)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Error {
-    /// Wanted: this many bytes of data in total.
-    Incomplete(usize),
-    Invalid,
-}
-
-/// Reads fields of the packet, which ends at `end`, from bytes that may not
-/// all have arrived.
-struct Cursor<'a> {
-    data: &'a [u8],
-    pos: usize,
-    end: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
-        let stop = self.pos.checked_add(n).filter(|&stop| stop <= self.end).ok_or(Error::Invalid)?;
-        let bytes = self.data.get(self.pos..stop).ok_or(Error::Incomplete(stop))?;
-        self.pos = stop;
-        Ok(bytes)
-    }
-
-    fn u8(&mut self) -> Result<u8, Error> {
-        self.take(1)?.first().copied().ok_or(Error::Invalid)
-    }
-
-    fn u16(&mut self) -> Result<u16, Error> {
-        match *self.take(2)? {
-            [a, b] => Ok(u16::from_be_bytes([a, b])),
-            _ => Err(Error::Invalid),
-        }
-    }
-
-    /// Exactly `bytes`; a mismatch in the part that has arrived is refused
-    /// at once.
-    fn expect(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let have = self.data.get(self.pos..).unwrap_or_default();
-        let seen = have.len().min(bytes.len());
-        if have.get(..seen) != bytes.get(..seen) {
-            return Err(Error::Invalid);
-        }
-        if self.take(bytes.len())? == bytes { Ok(()) } else { Err(Error::Invalid) }
-    }
 }
 
 refractium_plugin_sdk::export_detector!(Mqtt);

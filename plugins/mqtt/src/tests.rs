@@ -5,13 +5,13 @@
 use super::*;
 use proptest::prelude::*;
 use refractium_plugin_sdk::Transport;
+use refractium_plugin_sdk::testing::{check_counted_prefixes_until, check_need_more, flipped, other_protocols_except};
 
 const V31: &[u8] = include_bytes!("../testdata/mqtt31.bin");
 const V311: &[u8] = include_bytes!("../testdata/mqtt311.bin");
 const V311_NOID: &[u8] = include_bytes!("../testdata/mqtt311_noid.bin");
 const V5: &[u8] = include_bytes!("../testdata/mqtt5.bin");
 const V5_WILL: &[u8] = include_bytes!("../testdata/mqtt5_will.bin");
-const TLS_HELLO: &[u8] = include_bytes!("../../../plugin-sdk/src/testdata/openssl_client_hello.bin");
 
 /// Captures with the index where their client id ends.
 const CAPTURES: &[(&[u8], usize)] = &[(V31, 25), (V311, 24), (V311_NOID, 14), (V5, 31), (V5_WILL, 18)];
@@ -62,15 +62,7 @@ fn mosquitto_connects() {
 #[test]
 fn every_prefix_waits_for_the_client_id() {
     for &(capture, id_end) in CAPTURES {
-        for len in 0..id_end {
-            match detect(&capture[..len]) {
-                Verdict::NeedMore(n) => assert!(n > len && n <= id_end, "prefix {len}: {n}"),
-                other => panic!("prefix {len}: {other:?}"),
-            }
-        }
-        for len in id_end..=capture.len() {
-            assert!(detect(&capture[..len]).is_match(), "prefix {len}");
-        }
+        check_counted_prefixes_until(&Mqtt, capture, id_end, &Peer::test(Transport::Tcp));
     }
 }
 
@@ -177,26 +169,15 @@ fn huge_fields_match_without_client_id() {
 
 #[test]
 fn other_protocols_do_not_match() {
-    let cases: &[&[u8]] = &[
-        b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
-        b"SSH-2.0-OpenSSH_9.2\r\n",
-        TLS_HELLO,
-        b"\x05\x02\x00\x01",
-        b"\x04\x01\x1f\x90\x7f\x00\x00\x01\x00",
-        b"*1\r\n$4\r\nPING\r\n",
-        b"\x30\x0b\x00\x01tpayload", // a PUBLISH
-    ];
-    for case in cases {
-        assert_eq!(detect(case), Verdict::NoMatch, "{case:?}");
+    for (name, bytes) in other_protocols_except("mqtt") {
+        assert_eq!(detect(&bytes), Verdict::NoMatch, "{name}");
     }
+    // A PUBLISH is MQTT, but not a client's first packet.
+    assert_eq!(detect(b"\x30\x0b\x00\x01tpayload"), Verdict::NoMatch);
 }
 
 fn check(data: &[u8]) -> Result<(), TestCaseError> {
-    if let Verdict::NeedMore(n) = detect(data) {
-        prop_assert!(n > data.len(), "NeedMore({n}) for {} bytes", data.len());
-        prop_assert!(n <= WAIT);
-    }
-    Ok(())
+    check_need_more(data, &detect(data), false, WAIT).map_err(TestCaseError::fail)
 }
 
 proptest! {
@@ -212,11 +193,7 @@ proptest! {
     #[test]
     fn mutated_captures(index in 0usize..5, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
                         cut in any::<usize>()) {
-        let mut data = CAPTURES[index].0.to_vec();
-        for (at, byte) in flips {
-            let at = at % data.len();
-            data[at] ^= byte;
-        }
+        let data = flipped(CAPTURES[index].0, &flips);
         check(&data[..cut % (data.len() + 1)])?;
         check(&data)?;
     }

@@ -5,6 +5,10 @@
 
 use super::*;
 use proptest::prelude::*;
+use refractium_plugin_sdk::testing::{
+    MAX_NEED_MORE, check_datagram_prefixes, check_datagram_verdict, check_need_more, check_protocol, flipped,
+    other_protocols_except,
+};
 
 const TCP: [(&[u8], &str); 6] = [
     (include_bytes!("../testdata/tcp_plain.bin"), "none"),
@@ -96,10 +100,8 @@ fn every_tcp_prefix_waits_for_the_whole_packet() {
 #[test]
 fn udp_decides_on_the_first_datagram() {
     // A datagram is whole: a shorter one is not a reset, never "need more".
-    for (datagram, wrapping) in UDP {
-        for len in 0..datagram.len() {
-            assert_eq!(udp(&datagram[..len]), Verdict::NoMatch, "prefix {len} of {wrapping}");
-        }
+    for (datagram, _) in UDP {
+        check_datagram_prefixes(&Openvpn, datagram, &Peer::test(Transport::Udp));
     }
 }
 
@@ -177,32 +179,9 @@ fn tcp_refuses_early() {
     assert_eq!(tcp(b"\x00\x0e\x38"), Verdict::NeedMore(16));
 }
 
-/// Other protocols' first bytes.
-fn others() -> Vec<(&'static str, Vec<u8>)> {
-    let dns = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01".to_vec();
-    let mut dns_tcp = u16::try_from(dns.len()).expect("small").to_be_bytes().to_vec();
-    dns_tcp.extend_from_slice(&dns);
-    // A QUIC v1 Initial's first bytes, padded as clients do (hand-made).
-    let mut quic = b"\xc3\x00\x00\x00\x01\x08\x83\x94\xc8\xf0\x3e\x51\x57\x08\x00\x00\x44\x9e".to_vec();
-    quic.resize(1200, 0);
-    vec![
-        ("http", b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec()),
-        ("tls", include_bytes!("../../../plugin-sdk/src/testdata/openssl_client_hello.bin").to_vec()),
-        ("ssh", b"SSH-2.0-OpenSSH_9.2\r\n".to_vec()),
-        ("dns", dns),
-        ("dns-tcp", dns_tcp),
-        ("quic", quic),
-        ("postgres", include_bytes!("../../postgres/testdata/psql15_startup.bin").to_vec()),
-        ("rdp", include_bytes!("../../rdp/testdata/xfreerdp2_default.bin").to_vec()),
-        ("xmpp", include_bytes!("../../xmpp/testdata/slixmpp_client.bin").to_vec()),
-        ("wireguard", include_bytes!("../../wireguard/testdata/wireguard_go_initiation.bin").to_vec()),
-        ("zeros", vec![0; 64]),
-    ]
-}
-
 #[test]
 fn other_protocols_do_not_match() {
-    for (name, bytes) in others() {
+    for (name, bytes) in other_protocols_except("openvpn") {
         assert_eq!(tcp(&bytes), Verdict::NoMatch, "tcp: {name}");
         assert_eq!(udp(&bytes), Verdict::NoMatch, "udp: {name}");
         // Refused by the length and opcode, within three bytes.
@@ -211,15 +190,10 @@ fn other_protocols_do_not_match() {
 }
 
 fn check_invariants(data: &[u8]) {
-    for transport in [Transport::Tcp, Transport::Udp] {
-        match run(data, transport) {
-            Verdict::NeedMore(n) => {
-                assert!(transport == Transport::Tcp && n > data.len() && n <= 65536, "NeedMore({n}) at {}", data.len())
-            }
-            Verdict::Matched(d) => assert_eq!(d.protocol, "openvpn"),
-            Verdict::NoMatch => {}
-        }
-    }
+    let verdict = tcp(data);
+    assert_eq!(check_need_more(data, &verdict, false, MAX_NEED_MORE).and(check_protocol(&verdict, "openvpn")), Ok(()));
+    let verdict = udp(data);
+    assert_eq!(check_datagram_verdict(data, &verdict).and(check_protocol(&verdict, "openvpn")), Ok(()));
 }
 
 proptest! {
@@ -245,12 +219,9 @@ proptest! {
     }
 
     #[test]
-    fn flipped_captures(tcp_side in any::<bool>(), which in 0usize..7, cut in 0usize..800, flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4)) {
-        let mut data = if tcp_side { TCP[which % TCP.len()].0.to_vec() } else { UDP[which].0.to_vec() };
-        for (at, byte) in flips {
-            let i = at.index(data.len());
-            data[i] ^= byte;
-        }
+    fn flipped_captures(tcp_side in any::<bool>(), which in 0usize..7, cut in 0usize..800, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4)) {
+        let capture = if tcp_side { TCP[which % TCP.len()].0 } else { UDP[which].0 };
+        let mut data = flipped(capture, &flips);
         data.truncate(cut);
         check_invariants(&data);
     }

@@ -3,6 +3,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use refractium_plugin_sdk::testing::{check_protocol, check_verdict, flipped, other_protocols_except};
 
 const DEFAULT: &[u8] = include_bytes!("../testdata/xfreerdp2_default.bin");
 const NOUSER: &[u8] = include_bytes!("../testdata/xfreerdp2_nouser.bin");
@@ -125,39 +126,17 @@ fn udp_is_refused() {
     assert_eq!(rdp.detect(DEFAULT, &Peer::test(Transport::Udp)), Verdict::NoMatch);
 }
 
-/// Other protocols' first bytes.
-fn others() -> Vec<(&'static str, Vec<u8>)> {
-    let dns = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01".to_vec();
-    let mut dns_tcp = u16::try_from(dns.len()).expect("small").to_be_bytes().to_vec();
-    dns_tcp.extend_from_slice(&dns);
-    vec![
-        ("http", b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec()),
-        ("tls", include_bytes!("../../../plugin-sdk/src/testdata/openssl_client_hello.bin").to_vec()),
-        ("ssh", b"SSH-2.0-OpenSSH_9.2\r\n".to_vec()),
-        ("dns", dns),
-        ("dns-tcp", dns_tcp),
-        ("postgres", include_bytes!("../../postgres/testdata/psql15_startup.bin").to_vec()),
-        ("xmpp", include_bytes!("../../xmpp/testdata/slixmpp_client.bin").to_vec()),
-        ("openvpn", include_bytes!("../../openvpn/testdata/tcp_plain.bin").to_vec()),
-        ("wireguard", include_bytes!("../../wireguard/testdata/wireguard_go_initiation.bin").to_vec()),
-        ("zeros", vec![0; 64]),
-    ]
-}
-
 #[test]
 fn other_protocols_do_not_match_on_the_first_byte() {
-    for (name, bytes) in others() {
+    for (name, bytes) in other_protocols_except("rdp") {
         assert_eq!(run(&bytes), Verdict::NoMatch, "{name}");
         assert_eq!(run(&bytes[..1]), Verdict::NoMatch, "{name} first byte");
     }
 }
 
 fn check_invariants(data: &[u8]) {
-    match run(data) {
-        Verdict::NeedMore(n) => assert!((n == 0 || n > data.len()) && n <= 65536, "NeedMore({n}) at {}", data.len()),
-        Verdict::Matched(d) => assert_eq!(d.protocol, "rdp"),
-        Verdict::NoMatch => {}
-    }
+    let verdict = run(data);
+    assert_eq!(check_verdict(data, &verdict).and(check_protocol(&verdict, "rdp")), Ok(()));
 }
 
 proptest! {
@@ -172,12 +151,8 @@ proptest! {
     }
 
     #[test]
-    fn flipped_captures(which in 0..CAPTURES.len(), cut in 0usize..80, flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4)) {
-        let mut data = CAPTURES[which].to_vec();
-        for (at, byte) in flips {
-            let i = at.index(data.len());
-            data[i] ^= byte;
-        }
+    fn flipped_captures(which in 0..CAPTURES.len(), cut in 0usize..80, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4)) {
+        let mut data = flipped(CAPTURES[which], &flips);
         data.truncate(cut);
         check_invariants(&data);
     }

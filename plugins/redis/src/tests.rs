@@ -5,12 +5,12 @@
 use super::*;
 use proptest::prelude::*;
 use refractium_plugin_sdk::Transport;
+use refractium_plugin_sdk::testing::{check_need_more, check_prefixes_until, flipped, other_protocols_except};
 
 const PING: &[u8] = include_bytes!("../testdata/redis_ping.bin");
 const SET: &[u8] = include_bytes!("../testdata/redis_set.bin");
 const HELLO3: &[u8] = include_bytes!("../testdata/redis_hello3.bin");
 const AUTH: &[u8] = include_bytes!("../testdata/redis_auth.bin");
-const TLS_HELLO: &[u8] = include_bytes!("../../../plugin-sdk/src/testdata/openssl_client_hello.bin");
 
 fn detect(data: &[u8]) -> Verdict {
     Redis::new("null").expect("redis detector").detect(data, &Peer::test(Transport::Tcp))
@@ -44,15 +44,7 @@ fn redis_cli_commands() {
 fn every_prefix_waits() {
     for capture in [PING, SET, HELLO3, AUTH] {
         let end = first_element_end(capture);
-        for len in 0..end {
-            match detect(&capture[..len]) {
-                Verdict::NeedMore(n) => assert!(n == 0 || (n > len && n <= end), "prefix {len}: {n}"),
-                other => panic!("prefix {len}: {other:?}"),
-            }
-        }
-        for len in end..=capture.len() {
-            assert!(detect(&capture[..len]).is_match(), "prefix {len}");
-        }
+        check_prefixes_until(&Redis, capture, end, &Peer::test(Transport::Tcp));
     }
     // Once the name's length is read, the exact end is known.
     assert_eq!(detect(b"*1\r\n$4\r\nPI"), Verdict::NeedMore(14));
@@ -132,26 +124,19 @@ fn inline_refusals() {
 
 #[test]
 fn other_protocols_do_not_match() {
-    let cases: &[&[u8]] = &[
-        b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
-        b"GET /",
-        b"DELETE /x HTTP/1.1\r\n\r\n",
-        b"OPTIONS * HTTP/1.1\r\n\r\n",
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-        b"SSH-2.0-OpenSSH_9.2\r\n",
-        TLS_HELLO,
-        b"\x05\x02\x00\x01",
-        b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00",
-    ];
-    for case in cases {
+    for (name, bytes) in other_protocols_except("redis") {
+        assert_eq!(detect(&bytes), Verdict::NoMatch, "{name}");
+    }
+    // HTTP methods look like inline commands.
+    for case in [&b"GET /"[..], b"DELETE /x HTTP/1.1\r\n\r\n", b"OPTIONS * HTTP/1.1\r\n\r\n"] {
         assert_eq!(detect(case), Verdict::NoMatch, "{:?}", String::from_utf8_lossy(case));
     }
 }
 
 fn check(data: &[u8]) -> Result<(), TestCaseError> {
-    if let Verdict::NeedMore(n) = detect(data) {
-        prop_assert!(n == 0 || n > data.len(), "NeedMore({n}) for {} bytes", data.len());
-        prop_assert!(n <= 64);
+    let verdict = detect(data);
+    check_need_more(data, &verdict, true, 64).map_err(TestCaseError::fail)?;
+    if matches!(verdict, Verdict::NeedMore(_)) {
         prop_assert!(data.len() < INLINE_MAX);
     }
     Ok(())
@@ -170,11 +155,7 @@ proptest! {
     #[test]
     fn mutated_captures(index in 0usize..6, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
                         cut in any::<usize>()) {
-        let mut data = [PING, SET, HELLO3, AUTH, b"HELLO 3\r\n", b"SET k v\r\n"][index].to_vec();
-        for (at, byte) in flips {
-            let at = at % data.len();
-            data[at] ^= byte;
-        }
+        let data = flipped([PING, SET, HELLO3, AUTH, b"HELLO 3\r\n", b"SET k v\r\n"][index], &flips);
         check(&data[..cut % (data.len() + 1)])?;
         check(&data)?;
     }

@@ -4,11 +4,11 @@
 use super::*;
 use proptest::prelude::*;
 use refractium_plugin_sdk::Transport;
+use refractium_plugin_sdk::testing::{check_prefixes, check_verdict, flipped, other_protocols_except};
 
 const PLAIN: &[u8] = include_bytes!("../testdata/socks4.bin");
 const USER: &[u8] = include_bytes!("../testdata/socks4_user.bin");
 const SOCKS4A: &[u8] = include_bytes!("../testdata/socks4a.bin");
-const TLS_HELLO: &[u8] = include_bytes!("../../../plugin-sdk/src/testdata/openssl_client_hello.bin");
 
 fn detect(data: &[u8]) -> Verdict {
     Socks4::new("null").expect("socks4 detector").detect(data, &Peer::test(Transport::Tcp))
@@ -39,12 +39,7 @@ fn curl_requests() {
 #[test]
 fn every_prefix_waits() {
     for capture in [PLAIN, USER, SOCKS4A] {
-        for len in 0..capture.len() {
-            match detect(&capture[..len]) {
-                Verdict::NeedMore(n) => assert!(n == 0 || (n > len && n <= capture.len()), "prefix {len}: {n}"),
-                other => panic!("prefix {len}: {other:?}"),
-            }
-        }
+        check_prefixes(&Socks4, capture, &Peer::test(Transport::Tcp));
     }
 }
 
@@ -92,16 +87,8 @@ fn invalid_requests() {
 
 #[test]
 fn other_protocols_do_not_match() {
-    let cases: &[&[u8]] = &[
-        b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
-        b"SSH-2.0-OpenSSH_9.2\r\n",
-        TLS_HELLO,
-        b"\x05\x02\x00\x01",
-        b"*1\r\n$4\r\nPING\r\n",
-        b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00",
-    ];
-    for case in cases {
-        assert_eq!(detect(case), Verdict::NoMatch, "{case:?}");
+    for (name, bytes) in other_protocols_except("socks4") {
+        assert_eq!(detect(&bytes), Verdict::NoMatch, "{name}");
     }
 }
 
@@ -113,9 +100,9 @@ proptest! {
             data[0] = 4;
             data[1] = 1;
         }
-        if let Verdict::NeedMore(n) = detect(&data) {
-            prop_assert!(n == 0 || n > data.len());
-            prop_assert!(n <= 65536);
+        let verdict = detect(&data);
+        check_verdict(&data, &verdict).map_err(TestCaseError::fail)?;
+        if matches!(verdict, Verdict::NeedMore(_)) {
             prop_assert!(data.len() <= FIXED + 2 * (MAX_FIELD + 1));
         }
     }
@@ -123,14 +110,8 @@ proptest! {
     #[test]
     fn mutated_captures(index in 0usize..3, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
                         cut in any::<usize>()) {
-        let mut data = [PLAIN, USER, SOCKS4A][index].to_vec();
-        for (at, byte) in flips {
-            let at = at % data.len();
-            data[at] ^= byte;
-        }
+        let data = flipped([PLAIN, USER, SOCKS4A][index], &flips);
         let data = &data[..cut % (data.len() + 1)];
-        if let Verdict::NeedMore(n) = detect(data) {
-            prop_assert!(n == 0 || n > data.len());
-        }
+        check_verdict(data, &detect(data)).map_err(TestCaseError::fail)?;
     }
 }

@@ -4,10 +4,10 @@
 use super::*;
 use proptest::prelude::*;
 use refractium_plugin_sdk::Transport;
+use refractium_plugin_sdk::testing::{check_need_more, flipped, other_protocols_except};
 
 const NOAUTH: &[u8] = include_bytes!("../testdata/socks5.bin");
 const AUTH: &[u8] = include_bytes!("../testdata/socks5_auth.bin");
-const TLS_HELLO: &[u8] = include_bytes!("../../../plugin-sdk/src/testdata/openssl_client_hello.bin");
 
 fn detect(data: &[u8]) -> Verdict {
     Socks5::new("null").expect("socks5 detector").detect(data, &Peer::test(Transport::Tcp))
@@ -79,16 +79,8 @@ fn optimistic_clients() {
 
 #[test]
 fn other_protocols_do_not_match() {
-    let cases: &[&[u8]] = &[
-        b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n",
-        b"SSH-2.0-OpenSSH_9.2\r\n",
-        TLS_HELLO,
-        b"\x04\x01\x1f\x90\x7f\x00\x00\x01\x00",
-        b"*1\r\n$4\r\nPING\r\n",
-        b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00",
-    ];
-    for case in cases {
-        assert_eq!(detect(case), Verdict::NoMatch, "{case:?}");
+    for (name, bytes) in other_protocols_except("socks5") {
+        assert_eq!(detect(&bytes), Verdict::NoMatch, "{name}");
     }
 }
 
@@ -99,22 +91,14 @@ proptest! {
         if start5 && !data.is_empty() {
             data[0] = 5;
         }
-        if let Verdict::NeedMore(n) = detect(&data) {
-            prop_assert!(n > data.len() && n <= 257);
-        }
+        check_need_more(&data, &detect(&data), false, 257).map_err(TestCaseError::fail)?;
     }
 
     #[test]
     fn mutated_captures(index in 0usize..2, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..3),
                         cut in any::<usize>()) {
-        let mut data = [NOAUTH, AUTH][index].to_vec();
-        for (at, byte) in flips {
-            let at = at % data.len();
-            data[at] ^= byte;
-        }
+        let data = flipped([NOAUTH, AUTH][index], &flips);
         let data = &data[..cut % (data.len() + 1)];
-        if let Verdict::NeedMore(n) = detect(data) {
-            prop_assert!(n > data.len() && n <= 257);
-        }
+        check_need_more(data, &detect(data), false, 257).map_err(TestCaseError::fail)?;
     }
 }

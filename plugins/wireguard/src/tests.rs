@@ -4,6 +4,9 @@
 
 use super::*;
 use proptest::prelude::*;
+use refractium_plugin_sdk::testing::{
+    check_datagram_prefixes, check_datagram_verdict, check_protocol, flipped, other_protocols_except,
+};
 
 const INIT: &[u8] = include_bytes!("../testdata/wireguard_go_initiation.bin");
 const INIT_PSK: &[u8] = include_bytes!("../testdata/wireguard_go_initiation_psk.bin");
@@ -46,9 +49,7 @@ fn later_datagrams_after_the_first_are_not_looked_at() {
 #[test]
 fn decides_on_the_first_datagram() {
     // A datagram is whole: a shorter one is not an initiation.
-    for len in 0..INIT.len() {
-        assert_eq!(udp(&INIT[..len]), Verdict::NoMatch, "prefix {len}");
-    }
+    check_datagram_prefixes(&Wireguard, INIT, &Peer::test(Transport::Udp));
 }
 
 #[test]
@@ -106,21 +107,13 @@ fn dns_query_like_wireguard() -> Vec<u8> {
     q
 }
 
-/// Other protocols' first bytes.
+/// Other protocols' first bytes, and a DNS query that starts like an
+/// initiation.
 fn others() -> Vec<(&'static str, Vec<u8>)> {
-    let mut quic = b"\xc3\x00\x00\x00\x01\x08\x83\x94\xc8\xf0\x3e\x51\x57\x08\x00\x00\x44\x9e".to_vec();
-    quic.resize(1200, 0);
-    vec![
-        ("http", b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec()),
-        ("tls", include_bytes!("../../../plugin-sdk/src/testdata/openssl_client_hello.bin").to_vec()),
-        ("ssh", b"SSH-2.0-OpenSSH_9.2\r\n".to_vec()),
-        ("dns", b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01".to_vec()),
-        ("dns-like-wireguard", dns_query_like_wireguard()),
-        ("quic", quic),
-        ("openvpn", include_bytes!("../../openvpn/testdata/udp_tlsauth512.bin").to_vec()),
-        ("openvpn-v3", include_bytes!("../../openvpn/testdata/udp_tlscryptv2.bin").to_vec()),
-        ("zeros", vec![0; 200]),
-    ]
+    let mut others = other_protocols_except("wireguard");
+    others.push(("dns-like-wireguard", dns_query_like_wireguard()));
+    others.push(("zeros-200", vec![0; 200]));
+    others
 }
 
 #[test]
@@ -132,16 +125,10 @@ fn other_protocols_do_not_match() {
 }
 
 fn check_invariants(data: &[u8]) {
-    for transport in [Transport::Tcp, Transport::Udp] {
-        match run(data, transport) {
-            Verdict::NeedMore(n) => panic!("NeedMore({n}) at {}", data.len()),
-            Verdict::Matched(d) => {
-                assert_eq!(d.protocol, "wireguard");
-                assert_eq!(transport, Transport::Udp);
-            }
-            Verdict::NoMatch => {}
-        }
-    }
+    // Never waits, matches only datagrams.
+    assert_eq!(run(data, Transport::Tcp), Verdict::NoMatch);
+    let verdict = udp(data);
+    assert_eq!(check_datagram_verdict(data, &verdict).and(check_protocol(&verdict, "wireguard")), Ok(()));
 }
 
 proptest! {
@@ -151,13 +138,8 @@ proptest! {
     }
 
     #[test]
-    fn flipped_initiations(cut in 0usize..300, flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4)) {
-        let mut data = INIT.to_vec();
-        data.extend_from_slice(INIT_PSK);
-        for (at, byte) in flips {
-            let i = at.index(data.len());
-            data[i] ^= byte;
-        }
+    fn flipped_initiations(cut in 0usize..300, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4)) {
+        let mut data = flipped(&[INIT, INIT_PSK].concat(), &flips);
         data.truncate(cut);
         check_invariants(&data);
     }

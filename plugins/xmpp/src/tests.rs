@@ -4,6 +4,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use refractium_plugin_sdk::testing::{check_protocol, check_verdict, flipped, other_protocols_except};
 
 const SLIXMPP: &[u8] = include_bytes!("../testdata/slixmpp_client.bin");
 const SENDXMPP: &[u8] = include_bytes!("../testdata/sendxmpp_client.bin");
@@ -125,28 +126,18 @@ fn udp_is_refused() {
     assert_eq!(xmpp.detect(SLIXMPP, &Peer::test(Transport::Udp)), Verdict::NoMatch);
 }
 
-/// Other protocols' first bytes.
+/// Other protocols' first bytes, and text that starts like XML.
 fn others() -> Vec<(&'static str, Vec<u8>)> {
-    let dns = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07example\x03com\x00\x00\x01\x00\x01".to_vec();
-    let mut dns_tcp = u16::try_from(dns.len()).expect("small").to_be_bytes().to_vec();
-    dns_tcp.extend_from_slice(&dns);
-    vec![
-        ("http", b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec()),
+    let mut others = other_protocols_except("xmpp");
+    others.extend([
         (
             "http-post",
             b"POST /http-bind HTTP/1.1\r\n\r\n<body rid='1' xmlns='http://jabber.org/protocol/httpbind'/>".to_vec(),
         ),
-        ("tls", include_bytes!("../../../plugin-sdk/src/testdata/openssl_client_hello.bin").to_vec()),
-        ("ssh", b"SSH-2.0-OpenSSH_9.2\r\n".to_vec()),
-        ("dns", dns),
-        ("dns-tcp", dns_tcp),
-        ("postgres", include_bytes!("../../postgres/testdata/psql15_startup.bin").to_vec()),
-        ("rdp", include_bytes!("../../rdp/testdata/xfreerdp2_default.bin").to_vec()),
-        ("openvpn", include_bytes!("../../openvpn/testdata/tcp_plain.bin").to_vec()),
-        ("wireguard", include_bytes!("../../wireguard/testdata/wireguard_go_initiation.bin").to_vec()),
         ("html", b"<html><body>hi</body></html>".to_vec()),
         ("spaces", vec![b' '; 200]),
-    ]
+    ]);
+    others
 }
 
 #[test]
@@ -165,11 +156,8 @@ fn other_protocols_do_not_match() {
 }
 
 fn check_invariants(data: &[u8]) {
-    match run(data) {
-        Verdict::NeedMore(n) => assert!((n == 0 || n > data.len()) && n <= 65536, "NeedMore({n}) at {}", data.len()),
-        Verdict::Matched(d) => assert_eq!(d.protocol, "xmpp"),
-        Verdict::NoMatch => {}
-    }
+    let verdict = run(data);
+    assert_eq!(check_verdict(data, &verdict).and(check_protocol(&verdict, "xmpp")), Ok(()));
 }
 
 proptest! {
@@ -187,12 +175,8 @@ proptest! {
     }
 
     #[test]
-    fn flipped_headers(which in 0..VALID.len(), cut in 0usize..400, flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4)) {
-        let mut data = VALID[which].to_vec();
-        for (at, byte) in flips {
-            let i = at.index(data.len());
-            data[i] ^= byte;
-        }
+    fn flipped_headers(which in 0..VALID.len(), cut in 0usize..400, flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4)) {
+        let mut data = flipped(VALID[which], &flips);
         data.truncate(cut);
         check_invariants(&data);
     }
