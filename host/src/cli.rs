@@ -110,12 +110,22 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
             tracing::warn!(path = %skipped.path.display(), reason = %skipped.reason, "plugin file skipped");
         }
         let bound = listener::bind_all(&snapshot, workers)?;
-        if let Some(admin) = &snapshot.config.admin {
-            tracing::warn!(bind = %admin.bind, "admin.bind is accepted but this version does not serve the admin API yet");
-        }
+        let admin = match &snapshot.config.admin {
+            Some(admin) => Some(
+                listener::bind(admin.bind, false)
+                    .and_then(tokio::net::TcpListener::from_std)
+                    .map_err(|e| anyhow::anyhow!("admin: cannot bind {}: {e}", admin.bind))?,
+            ),
+            None => None,
+        };
         tracing::info!(config = %file, workers, detectors = snapshot.plugins.detectors.len(), "refractium started");
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
-        tokio::spawn(crate::reload::on_sighup(config_path, state.clone()));
+        tokio::spawn(crate::reload::on_sighup(config_path.clone(), state.clone()));
+        let admin_stop = tokio_util::sync::CancellationToken::new();
+        if let Some(admin) = admin {
+            tokio::spawn(crate::admin::serve(admin, state.clone(), config_path, admin_stop.clone()));
+        }
+        let _stop_admin = admin_stop.drop_guard();
         listener::serve(state, bound, shutdown_signal()).await
     })
 }

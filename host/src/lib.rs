@@ -13,6 +13,7 @@
 //! turns a config plus the loaded plugins into the immutable state every new
 //! connection reads; [`cli`] is the `refractium` command line.
 
+pub mod admin;
 pub mod balance;
 pub mod cli;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod health;
 pub mod limits;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod plugin;
 pub mod proxy;
 pub mod reload;

@@ -248,6 +248,7 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
         let admitted = match limits.admit(client.ip(), l.max_connections, l.max_connections_per_ip) {
             Ok(admitted) => admitted,
             Err(limit) => {
+                crate::metrics::TCP_REFUSED.inc();
                 limits.warn_refused(limit, client);
                 drop(stream);
                 continue;
@@ -261,7 +262,10 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
                 Some(addr) if !addr.ip().is_unspecified() => addr,
                 _ => stream.local_addr().unwrap_or(client),
             };
+            crate::metrics::TCP_ACCEPTED.inc();
+            crate::metrics::TCP_OPEN.inc();
             proxy::handle(snapshot, &name, stream, client, local).await;
+            crate::metrics::TCP_OPEN.dec();
             drop(admitted);
         });
     }

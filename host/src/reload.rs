@@ -5,7 +5,7 @@
 //! their plugin instances). A snapshot that fails to build is rejected with a
 //! log line that says what is wrong, and the old one stays in force.
 //!
-//! Triggered by `SIGHUP`. This version keeps the sockets it started with:
+//! Triggered by `SIGHUP` or `POST /reload` on the admin listener. This version keeps the sockets it started with:
 //! a config whose listeners (names, addresses, transports) or worker count
 //! differ is rejected, with a message saying a restart applies it. Health
 //! state of servers that did not change is carried over.
@@ -87,9 +87,39 @@ pub async fn on_sighup(path: PathBuf, state: Arc<ArcSwap<Snapshot>>) {
         }
     };
     while hup.recv().await.is_some() {
-        tracing::info!(config = %path.display(), "SIGHUP received; reloading");
-        if let Err(err) = reload(&path, &state).await {
-            tracing::error!(error = %format!("{err:#}"), "reload rejected; the previous configuration stays in force");
+        let _ = trigger(&path, &state, "SIGHUP").await;
+    }
+}
+
+/// The outcome of the last reload: when, and the error if it was rejected.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub at: std::time::SystemTime,
+    pub via: &'static str,
+    pub error: Option<String>,
+}
+
+static LAST: std::sync::Mutex<Option<Outcome>> = std::sync::Mutex::new(None);
+
+/// The last reload's outcome, if any reload was tried.
+pub fn last() -> Option<Outcome> {
+    LAST.lock().ok().and_then(|last| last.clone())
+}
+
+/// Reload (asked for `via` a signal or the admin API), log and record the
+/// outcome, count it; `Err` carries the message of a rejected reload.
+pub async fn trigger(path: &Path, state: &ArcSwap<Snapshot>, via: &'static str) -> Result<(), String> {
+    tracing::info!(config = %path.display(), via, "reloading");
+    let result = reload(path, state).await.map_err(|err| format!("{err:#}"));
+    match &result {
+        Ok(()) => crate::metrics::RELOADS.inc(),
+        Err(error) => {
+            crate::metrics::RELOAD_FAILURES.inc();
+            tracing::error!(error = %error, via, "reload rejected; the previous configuration stays in force");
         }
     }
+    if let Ok(mut last) = LAST.lock() {
+        *last = Some(Outcome { at: std::time::SystemTime::now(), via, error: result.clone().err() });
+    }
+    result
 }

@@ -50,12 +50,15 @@ pub static DROPPED: AtomicU64 = AtomicU64::new(0);
 
 fn dropped() {
     DROPPED.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::UDP_DROPPED.inc();
 }
 
 /// A client whose datagrams are still being looked at.
 struct Detecting {
     /// The session's place in `udp.max_sessions`, released when it ends.
     admitted: Admitted,
+    /// The session in the metrics, until it ends.
+    gauge: SessionGauge,
     snapshot: Arc<Snapshot>,
     started: Instant,
     deadline: Instant,
@@ -150,6 +153,7 @@ pub async fn serve(
                     Ok(admitted) => admitted,
                     Err(limit) => {
                         dropped();
+                        crate::metrics::UDP_REFUSED.inc();
                         limits.warn_refused(limit, client);
                         continue;
                     }
@@ -167,6 +171,7 @@ pub async fn serve(
                 let progress = Progress::new(plan.detectors.len());
                 Box::new(Detecting {
                     admitted,
+                    gauge: SessionGauge::open(),
                     snapshot,
                     started: now,
                     deadline,
@@ -297,13 +302,13 @@ async fn establish(
     }
     let timeout = snapshot.config.udp.session_timeout;
     let (socket, sessions, stop) = (socket.clone(), sessions.clone(), stop.clone());
-    let admitted = detecting.admitted;
+    let (admitted, gauge) = (detecting.admitted, detecting.gauge);
     tracker.spawn(async move {
         let why = relay_down(&upstream, &socket, client, &counters, timeout, &stop).await;
         if let Ok(mut map) = sessions.lock() {
             map.remove(&client);
         }
-        drop(admitted);
+        drop((admitted, gauge));
         log.write(Some(&route_name), Some(server), &counters, why);
     });
 }
@@ -321,6 +326,7 @@ async fn connect_upstream(server: SocketAddr) -> std::io::Result<UdpSocket> {
 fn send_up(upstream: &UdpSocket, counters: &Counters, datagram: &[u8]) {
     match socket2::SockRef::from(upstream).send(datagram) {
         Ok(_) => {
+            crate::metrics::UDP_DATAGRAMS_UP.inc();
             counters.datagrams_up.fetch_add(1, Ordering::Relaxed);
             counters.bytes_up.fetch_add(datagram.len() as u64, Ordering::Relaxed);
         }
@@ -380,6 +386,7 @@ async fn relay_down(
         match sent {
             None => {}
             Some(Ok(n)) => {
+                crate::metrics::UDP_DATAGRAMS_DOWN.inc();
                 counters.datagrams_down.fetch_add(1, Ordering::Relaxed);
                 counters.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
                 touch(counters);
@@ -422,5 +429,22 @@ impl SessionLog {
             duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             close = end,
         );
+    }
+}
+
+/// Counts an open UDP session from admission to its end (gauge + total).
+struct SessionGauge;
+
+impl SessionGauge {
+    fn open() -> Self {
+        crate::metrics::UDP_SESSIONS.inc();
+        crate::metrics::UDP_SESSIONS_OPEN.inc();
+        SessionGauge
+    }
+}
+
+impl Drop for SessionGauge {
+    fn drop(&mut self) {
+        crate::metrics::UDP_SESSIONS_OPEN.dec();
     }
 }

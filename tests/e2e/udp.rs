@@ -213,7 +213,7 @@ fn a_flood_of_new_sources_stays_within_max_sessions() {
     let wg = UdpBackend::start(echo);
     let other = UdpBackend::start(echo);
     let proxy = udp_proxy(
-        "udp: { max_sessions: 20, max_sessions_per_ip: 1000, session_timeout: 30s }",
+        "udp: { max_sessions: 20, max_sessions_per_ip: 1000, session_timeout: 30s }\nadmin: { bind: 127.0.0.1:0 }",
         dns.addr,
         wg.addr,
         other.addr,
@@ -239,6 +239,18 @@ fn a_flood_of_new_sources_stays_within_max_sessions() {
     let sources: HashSet<SocketAddr> = other.seen().iter().map(|(s, _)| *s).collect();
     assert!(sources.len() <= 20, "{} upstream sessions", sources.len());
     proxy.wait_log(5, |v| v["limit"] == "udp.max_sessions");
+    // The refusals and drops are counted on the admin listener's /metrics.
+    let admin = proxy.wait_log(5, |v| v["message"] == "admin listening");
+    let admin = admin["addr"].as_str().expect("admin addr");
+    let mut m = std::net::TcpStream::connect(admin).expect("admin");
+    std::io::Write::write_all(&mut m, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").expect("request");
+    let mut metrics = String::new();
+    std::io::Read::read_to_string(&mut m, &mut metrics).expect("metrics");
+    let value =
+        |name: &str| -> u64 { metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0) };
+    assert!(value("refractium_udp_sessions_refused_total ") >= 200, "{metrics}");
+    assert!(value("refractium_udp_datagrams_dropped_total ") >= 200, "{metrics}");
+    assert!(value("refractium_udp_sessions_open ") <= 20, "{metrics}");
 }
 
 /// Is the Python QUIC library there? (`.ci/run` installs it with pip.)

@@ -191,6 +191,7 @@ impl DetectorPlugin {
     }
 
     fn failed(&self, what: &str) {
+        crate::metrics::PLUGIN_FAILURES.inc();
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::warn!(plugin = %self.name, cause = what, "plugin call failed; the call counts as no-match and the instance is replaced");
         if failures >= DISABLE_AFTER {
