@@ -50,6 +50,9 @@ enum Cmd {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
+        /// refractium's `runtime.workers` (0, its default: one per core).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
     },
     /// Start the backend and the proxies, run the workloads, print the table.
     Run {
@@ -83,7 +86,7 @@ fn main() -> Result<()> {
             backend::serve(bind, print_port)
         }
         Cmd::Detectors => detectors::run(),
-        Cmd::Udp { refractium, secs } => udp::run(&refractium, secs),
+        Cmd::Udp { refractium, secs, workers } => udp::run(&refractium, secs, workers),
         Cmd::Run { refractium, quick, only, out, rounds, secs } => {
             let limit = raise_nofile()?;
             run::run(run::Opts { refractium, quick, only, out, rounds, secs, nofile: limit })

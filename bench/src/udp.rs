@@ -68,7 +68,7 @@ fn load(target: SocketAddr, secs: f64) -> Result<f64> {
 }
 
 /// Run the UDP comparison and print a markdown table.
-pub fn run(refractium: &Path, secs: f64) -> Result<()> {
+pub fn run(refractium: &Path, secs: f64, workers: usize) -> Result<()> {
     let echo = echo_server()?;
     let port = procs::free_port()?;
     let dir = std::env::temp_dir().join(format!("refractium-bench-udp-{}", std::process::id()));
@@ -77,7 +77,7 @@ pub fn run(refractium: &Path, secs: f64) -> Result<()> {
     std::fs::write(
         &conf,
         format!(
-            "listeners:\n  - name: udp\n    bind: 127.0.0.1:{port}\n    transport: udp\n    detectors: [quic, wireguard, dns]\n    default: echo\nroutes:\n  - name: echo\n    to: echo\nbackends:\n  echo: {{ servers: [{echo}] }}\nudp: {{ max_sessions: 100000, max_sessions_per_ip: 100000 }}\nruntime: {{ workers: 1 }}\nlog: {{ level: warn }}\n"
+            "listeners:\n  - name: udp\n    bind: 127.0.0.1:{port}\n    transport: udp\n    detectors: [quic, wireguard, dns]\n    default: echo\nroutes:\n  - name: echo\n    to: echo\nbackends:\n  echo: {{ servers: [{echo}] }}\nudp: {{ max_sessions: 100000, max_sessions_per_ip: 100000 }}\nruntime: {{ workers: {workers} }}\nlog: {{ level: warn }}\n"
         ),
     )?;
     let refractium = std::fs::canonicalize(refractium).unwrap_or_else(|_| refractium.to_path_buf());
