@@ -121,6 +121,11 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
         tracing::info!(config = %file, workers, detectors = snapshot.plugins.detectors.len(), "refractium started");
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
         tokio::spawn(crate::reload::on_sighup(config_path.clone(), state.clone()));
+        if state.load().config.reload.watch
+            && let Err(err) = crate::reload::watch(config_path.clone(), state.clone())
+        {
+            tracing::warn!(error = %err, "cannot watch the config file and plugins directory; reload with SIGHUP");
+        }
         let admin_stop = tokio_util::sync::CancellationToken::new();
         if let Some(admin) = admin {
             tokio::spawn(crate::admin::serve(admin, state.clone(), config_path, admin_stop.clone()));

@@ -5,7 +5,9 @@
 //! their plugin instances). A snapshot that fails to build is rejected with a
 //! log line that says what is wrong, and the old one stays in force.
 //!
-//! Triggered by `SIGHUP` or `POST /reload` on the admin listener. This version keeps the sockets it started with:
+//! Triggered by a change to the config file or the plugins directory
+//! (`reload.watch`, debounced), `SIGHUP`, or `POST /reload` on the admin
+//! listener. This version keeps the sockets it started with:
 //! a config whose listeners (names, addresses, transports) or worker count
 //! differ is rejected, with a message saying a restart applies it. Health
 //! state of servers that did not change is carried over.
@@ -123,3 +125,62 @@ pub async fn trigger(path: &Path, state: &ArcSwap<Snapshot>, via: &'static str) 
     }
     result
 }
+
+/// Reload when the config file or a `*.wasm` file of the plugins directory
+/// changes (`reload.watch`). Events are debounced: the reload runs once
+/// they have been quiet for [`DEBOUNCE`], so an editor that writes through a
+/// temporary file and a rename, or a `.wasm` still being copied, causes one
+/// reload of the finished file. The watcher follows directories (the config
+/// file's and the plugins directory), so replaced files are seen too.
+pub fn watch(path: PathBuf, state: Arc<ArcSwap<Snapshot>>) -> anyhow::Result<()> {
+    use notify::{RecursiveMode, Watcher as _};
+    let config = state.load().config.clone();
+    let config_file = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    let config_dir = config_file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let plugins_dir = config.plugins.dir.as_ref().map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (watched_file, watched_plugins) = (config_file.clone(), plugins_dir.clone());
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if event.kind.is_access() {
+            return;
+        }
+        let relevant = event.paths.iter().any(|p| {
+            p == &watched_file
+                || p.file_name() == watched_file.file_name() && p.parent() == watched_file.parent()
+                || watched_plugins
+                    .as_ref()
+                    .is_some_and(|dir| p.parent() == Some(dir.as_path()) && p.extension().is_some_and(|e| e == "wasm"))
+        });
+        if relevant {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
+    if let Some(dir) = &plugins_dir {
+        if dir.is_dir() {
+            watcher.watch(dir, RecursiveMode::NonRecursive)?;
+        } else {
+            tracing::warn!(dir = %dir.display(), "plugins directory does not exist; not watched");
+        }
+    }
+    tokio::spawn(async move {
+        // The watcher lives as long as this task.
+        let _watcher = watcher;
+        while rx.recv().await.is_some() {
+            // Debounce: wait until the events stop for a moment.
+            loop {
+                match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                    Ok(Some(())) => continue,
+                    Ok(None) => return,
+                    Err(_quiet) => break,
+                }
+            }
+            let _ = trigger(&path, &state, "file change").await;
+        }
+    });
+    Ok(())
+}
+
+/// How long file events must be quiet before a watch-triggered reload.
+pub const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);

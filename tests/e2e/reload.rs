@@ -212,3 +212,36 @@ fn reloads_under_load_fail_no_connection() {
     let reloads = proxy.logs_where(|v| v["message"] == "reload: new configuration in force").len();
     assert!(reloads >= 20, "{reloads} reloads in force");
 }
+
+#[test]
+fn the_file_watch_applies_edits_and_new_plugins_without_a_signal() {
+    let a = Backend::start(Reply::Record("a"));
+    let b = Backend::start(Reply::Record("b"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
+    let proxy = Proxy::start_in(dir, &config("a", &a, &b, ""));
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_eq!(ask(&proxy, get), "a\n");
+    // An editor that writes a temporary file and renames it over the config.
+    let file = proxy.dir.path().join("refractium.yaml");
+    let tmp = proxy.dir.path().join(".refractium.yaml.swp");
+    std::fs::write(&tmp, config("b", &a, &b, "")).expect("write temp");
+    std::fs::rename(&tmp, &file).expect("rename over the config");
+    let took = eventually(&proxy, get, "b\n");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    proxy.wait_log(5, |v| v["via"] == "file change");
+    // A plugin copied into the directory, in two writes like a slow copy.
+    let bytes = std::fs::read(test_plugins_dir().join("refractium_test_snoop.wasm")).expect("read plugin");
+    let target = proxy.dir.path().join("plugins.d/snoop.wasm");
+    let (head, tail) = bytes.split_at(bytes.len() / 2);
+    std::fs::write(&target, head).expect("first half");
+    std::thread::sleep(Duration::from_millis(50));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&target).expect("open");
+    f.write_all(tail).expect("second half");
+    drop(f);
+    // Compiling a new plugin takes ~50 ms in a release build, longer here.
+    let took = eventually(&proxy, b"snoop around", "b\n");
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    // The debounce saw one finished file: no reload skipped a half-copied one.
+    assert!(proxy.logs_where(|v| v["message"] == "plugin file skipped").is_empty(), "{}", proxy.output());
+}
