@@ -139,7 +139,7 @@ fn a_detector_dropped_into_the_plugins_directory_works_after_sighup() {
 }
 
 #[test]
-fn reloads_under_load_fail_no_connection() {
+fn fifty_reloads_under_load_fail_no_connection() {
     let a = Backend::start(Reply::Record("a"));
     let b = Backend::start(Reply::Record("b"));
     let echo = Backend::start(Reply::Echo);
@@ -183,8 +183,17 @@ fn reloads_under_load_fail_no_connection() {
         }
         (ok, failed)
     });
-    for i in 0..20 {
+    // A plugin file replaced by another version now and then.
+    let versions = [
+        std::fs::read(test_plugins_dir().join("refractium_test_snoop.wasm")).expect("read"),
+        std::fs::read(test_plugins_dir().join("refractium_test_chatty.wasm")).expect("read"),
+    ];
+    let plugin = proxy.dir.path().join("plugins.d/extra.wasm");
+    for i in 0..50 {
         std::fs::write(&file, with_echo(if i % 2 == 0 { "a" } else { "echo" })).expect("rewrite");
+        if i % 10 == 0 {
+            std::fs::write(&plugin, &versions[(i / 10) % 2]).expect("replace plugin");
+        }
         hup(&proxy);
         std::thread::sleep(Duration::from_millis(100));
         // The long transfer keeps flowing across every reload.
@@ -206,11 +215,11 @@ fn reloads_under_load_fail_no_connection() {
     long.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     long.read_to_string(&mut back).expect("read the long transfer back");
     let expected: String = std::iter::once("POST /long HTTP/1.1\r\n\r\n".to_string())
-        .chain((0..20).map(|i| format!("chunk {i:04}\n")))
+        .chain((0..50).map(|i| format!("chunk {i:04}\n")))
         .collect();
-    assert_eq!(back, expected, "the long transfer is byte-exact across 20 reloads");
+    assert_eq!(back, expected, "the long transfer is byte-exact across 50 reloads");
     let reloads = proxy.logs_where(|v| v["message"] == "reload: new configuration in force").len();
-    assert!(reloads >= 20, "{reloads} reloads in force");
+    assert!(reloads >= 50, "{reloads} reloads in force");
 }
 
 #[test]
@@ -244,4 +253,27 @@ fn the_file_watch_applies_edits_and_new_plugins_without_a_signal() {
     assert!(took < Duration::from_secs(4), "took {took:?}");
     // The debounce saw one finished file: no reload skipped a half-copied one.
     assert!(proxy.logs_where(|v| v["message"] == "plugin file skipped").is_empty(), "{}", proxy.output());
+}
+
+#[test]
+fn a_connection_in_detection_finishes_on_the_snapshot_it_started_with() {
+    let a = Backend::start(Reply::Record("a"));
+    let b = Backend::start(Reply::Record("b"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
+    let proxy = Proxy::start_in(dir, &config("a", &a, &b, ""));
+    // Half a request line: the http detector waits for the rest.
+    let mut slow = TcpStream::connect(proxy.addr("edge")).expect("connect");
+    slow.write_all(b"GET / HT").expect("write");
+    std::thread::sleep(Duration::from_millis(100));
+    std::fs::write(proxy.dir.path().join("refractium.yaml"), config("b", &a, &b, "")).expect("rewrite");
+    hup(&proxy);
+    eventually(&proxy, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "b\n");
+    // The slow client finishes its request: it was accepted under the old
+    // snapshot, so the old route takes it.
+    slow.write_all(b"TP/1.1\r\nHost: x\r\n\r\n").expect("write the rest");
+    slow.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut reply = String::new();
+    let _ = slow.read_to_string(&mut reply);
+    assert_eq!(reply, "a\n");
 }
