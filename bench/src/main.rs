@@ -12,6 +12,7 @@ mod hello;
 mod load;
 mod procs;
 mod proxies;
+mod reload;
 mod report;
 mod rows;
 mod run;
@@ -42,6 +43,15 @@ enum Cmd {
     },
     /// Micro benchmark of the built-in detectors: native Rust vs through Wasm.
     Detectors,
+    /// Reload latency, and the connection rate during a reload storm.
+    Reload {
+        /// The refractium binary.
+        #[arg(long, default_value = "target/release/refractium")]
+        refractium: PathBuf,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+    },
     /// UDP: 16 sessions bouncing 1,200-byte datagrams, direct vs through refractium.
     Udp {
         /// The refractium binary.
@@ -86,6 +96,7 @@ fn main() -> Result<()> {
             backend::serve(bind, print_port)
         }
         Cmd::Detectors => detectors::run(),
+        Cmd::Reload { refractium, secs } => reload::run(&refractium, secs),
         Cmd::Udp { refractium, secs, workers } => udp::run(&refractium, secs, workers),
         Cmd::Run { refractium, quick, only, out, rounds, secs } => {
             let limit = raise_nofile()?;
