@@ -53,7 +53,21 @@ pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net:
 /// A bound socket and the listener (config name) it belongs to.
 pub struct Bound {
     pub name: String,
+    /// The configured socket this belongs to (shared by every worker's copy).
+    pub key: SocketKey,
     pub socket: Socket2,
+}
+
+/// One configured socket: listener name, configured address, transport.
+pub type SocketKey = (String, SocketAddr, bool);
+
+/// The sockets of the listeners in the config, as keys.
+pub fn socket_keys(config: &crate::config::Config) -> Vec<SocketKey> {
+    config
+        .listeners
+        .iter()
+        .flat_map(|l| l.bind.iter().map(|&a| (l.name.clone(), a, l.transport == crate::config::Transport::Udp)))
+        .collect()
 }
 
 /// A bound TCP listening socket or UDP socket.
@@ -68,29 +82,32 @@ pub enum Socket2 {
 /// kernel spreads new connections over them; port 0 is resolved by the first
 /// bind and reused by the others.
 pub fn bind_all(snapshot: &Snapshot, workers: usize) -> anyhow::Result<Vec<Vec<Bound>>> {
+    bind_keys(&socket_keys(&snapshot.config), workers)
+}
+
+/// Bind these sockets once per worker (see [`bind_all`]).
+pub fn bind_keys(keys: &[SocketKey], workers: usize) -> anyhow::Result<Vec<Vec<Bound>>> {
     let workers = workers.max(1);
     let mut per_worker: Vec<Vec<Bound>> = (0..workers).map(|_| Vec::new()).collect();
-    for l in &snapshot.config.listeners {
-        for &addr in &l.bind {
-            let cannot = |e: std::io::Error| anyhow::anyhow!("listener `{}`: cannot bind {addr}: {e}", l.name);
-            let udp = l.transport == crate::config::Transport::Udp;
-            let open = |addr: SocketAddr, reuse: bool| -> std::io::Result<Socket2> {
-                if udp { bind_udp(addr, reuse).map(Socket2::Udp) } else { bind(addr, reuse).map(Socket2::Tcp) }
+    for key in keys {
+        let (name, addr, udp) = (&key.0, key.1, key.2);
+        let cannot = |e: std::io::Error| anyhow::anyhow!("listener `{name}`: cannot bind {addr}: {e}");
+        let open = |addr: SocketAddr, reuse: bool| -> std::io::Result<Socket2> {
+            if udp { bind_udp(addr, reuse).map(Socket2::Udp) } else { bind(addr, reuse).map(Socket2::Tcp) }
+        };
+        let first = open(addr, workers > 1).map_err(cannot)?;
+        let actual = match &first {
+            Socket2::Tcp(s) => s.local_addr(),
+            Socket2::Udp(s) => s.local_addr(),
+        }
+        .map_err(cannot)?;
+        let mut first = Some(first);
+        for sockets in per_worker.iter_mut() {
+            let socket = match first.take() {
+                Some(socket) => socket,
+                None => open(actual, true).map_err(cannot)?,
             };
-            let first = open(addr, workers > 1).map_err(cannot)?;
-            let actual = match &first {
-                Socket2::Tcp(s) => s.local_addr(),
-                Socket2::Udp(s) => s.local_addr(),
-            }
-            .map_err(cannot)?;
-            let mut first = Some(first);
-            for sockets in per_worker.iter_mut() {
-                let socket = match first.take() {
-                    Some(socket) => socket,
-                    None => open(actual, true).map_err(cannot)?,
-                };
-                sockets.push(Bound { name: l.name.clone(), socket });
-            }
+            sockets.push(Bound { name: name.clone(), key: key.clone(), socket });
         }
     }
     Ok(per_worker)
@@ -108,7 +125,13 @@ struct Shared {
     /// Cancelled when draining is over: workers then stop their event loops.
     done: CancellationToken,
     udp_limits: Arc<Limits>,
+    /// Each worker's runtime, to start accepting on sockets a reload adds.
+    handles: Arc<std::sync::Mutex<Vec<Option<tokio::runtime::Handle>>>>,
+    /// The sockets accepting now, each with the token that stops it.
+    sockets: Arc<std::sync::Mutex<Vec<(SocketKey, CancellationToken)>>>,
 }
+
+static CONTROL: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
 
 /// Accept on every bound socket until `shutdown` resolves, then drain.
 ///
@@ -127,7 +150,10 @@ pub async fn serve(
         stop: CancellationToken::new(),
         done: CancellationToken::new(),
         udp_limits: Arc::new(Limits::new("udp session", "udp.max_sessions", "udp.max_sessions_per_ip")),
+        handles: Arc::new(std::sync::Mutex::new(vec![None; bound.len().max(1)])),
+        sockets: Arc::default(),
     };
+    let _ = CONTROL.set(shared.clone());
     let mut sets = bound.into_iter();
     let mine = sets.next().unwrap_or_default();
     let mut threads = Vec::new();
@@ -141,6 +167,11 @@ pub async fn serve(
                     return;
                 }
             };
+            if let Ok(mut handles) = shared.handles.lock()
+                && let Some(slot) = handles.get_mut(i + 1)
+            {
+                *slot = Some(runtime.handle().clone());
+            }
             runtime.block_on(async move {
                 let loops = start_accepting(set, &shared, false);
                 for l in loops {
@@ -151,6 +182,11 @@ pub async fn serve(
             });
         })?;
         threads.push(thread);
+    }
+    if let Ok(mut handles) = shared.handles.lock()
+        && let Some(slot) = handles.get_mut(0)
+    {
+        *slot = Some(tokio::runtime::Handle::current());
     }
     crate::health::start(&shared.state.load());
     let loops = start_accepting(mine, &shared, true);
@@ -182,12 +218,76 @@ enum Socket2Async {
     Udp(tokio::net::UdpSocket),
 }
 
+impl Shared {
+    /// The token that stops the socket `key` (all workers' copies): made on
+    /// first use, a child of the shutdown token.
+    fn token_for(&self, key: &SocketKey) -> CancellationToken {
+        let Ok(mut sockets) = self.sockets.lock() else { return self.stop.child_token() };
+        if let Some((_, token)) = sockets.iter().find(|(k, _)| k == key) {
+            return token.clone();
+        }
+        let token = self.stop.child_token();
+        sockets.push((key.clone(), token.clone()));
+        token
+    }
+}
+
+/// Sockets a reload binds before its snapshot goes in force, and those it
+/// stops after.
+pub struct SocketChange {
+    added: Vec<Vec<Bound>>,
+    removed: Vec<SocketKey>,
+}
+
+/// Bind the sockets `new` adds to the running ones (an `Err` rejects the
+/// reload and changes nothing). Nothing accepts on them until
+/// [`SocketChange::commit`].
+pub fn prepare(new: &crate::config::Config) -> anyhow::Result<SocketChange> {
+    let Some(shared) = CONTROL.get() else {
+        anyhow::bail!("{}: no running listeners to change", new.file.display());
+    };
+    let running: Vec<SocketKey> =
+        shared.sockets.lock().map(|s| s.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
+    let wanted = socket_keys(new);
+    let added: Vec<SocketKey> = wanted.iter().filter(|k| !running.contains(k)).cloned().collect();
+    let removed: Vec<SocketKey> = running.into_iter().filter(|k| !wanted.contains(k)).collect();
+    let workers = shared.handles.lock().map(|h| h.len()).unwrap_or(1);
+    let added = bind_keys(&added, workers)?;
+    Ok(SocketChange { added, removed })
+}
+
+impl SocketChange {
+    /// Start accepting on the added sockets (on every worker) and stop the
+    /// removed ones; their open connections finish on their own.
+    pub fn commit(self) {
+        let Some(shared) = CONTROL.get() else { return };
+        let handles: Vec<Option<tokio::runtime::Handle>> = shared.handles.lock().map(|h| h.clone()).unwrap_or_default();
+        for (w, set) in self.added.into_iter().enumerate() {
+            let Some(Some(handle)) = handles.get(w) else { continue };
+            let shared = shared.clone();
+            let _guard = handle.enter();
+            drop(start_accepting(set, &shared, w == 0));
+        }
+        if let Ok(mut sockets) = shared.sockets.lock() {
+            sockets.retain(|(key, token)| {
+                let stop = self.removed.contains(key);
+                if stop {
+                    token.cancel();
+                    tracing::info!(listener = %key.0, addr = %key.1, "listener stopped; its open connections finish");
+                }
+                !stop
+            });
+        }
+    }
+}
+
 /// Spawn an accept loop (TCP) or a session loop (UDP) per socket on the
 /// current runtime.
 fn start_accepting(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<tokio::task::JoinHandle<()>> {
     let mut loops = Vec::new();
     for b in set {
         let name = b.name;
+        let stop = shared.token_for(&b.key);
         let registered = match b.socket {
             Socket2::Tcp(s) => TcpListener::from_std(s).map(Socket2Async::Tcp),
             Socket2::Udp(s) => tokio::net::UdpSocket::from_std(s).map(Socket2Async::Udp),
@@ -204,7 +304,7 @@ fn start_accepting(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<toki
                 if announce && let Ok(addr) = listener.local_addr() {
                     tracing::info!(listener = %name, %addr, transport = "tcp", "listening");
                 }
-                loops.push(tokio::spawn(accept_loop(name, listener, shared.clone())));
+                loops.push(tokio::spawn(accept_loop(name, listener, shared.clone(), stop)));
             }
             Socket2Async::Udp(socket) => {
                 if announce && let Ok(addr) = socket.local_addr() {
@@ -216,7 +316,7 @@ fn start_accepting(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<toki
                     shared.state.clone(),
                     shared.udp_limits.clone(),
                     shared.tracker.clone(),
-                    shared.stop.clone(),
+                    stop,
                 )));
             }
         }
@@ -224,8 +324,8 @@ fn start_accepting(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<toki
     loops
 }
 
-async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
-    let Shared { state, limits, tracker, stop, .. } = shared;
+async fn accept_loop(name: String, listener: TcpListener, shared: Shared, stop: CancellationToken) {
+    let Shared { state, limits, tracker, .. } = shared;
     let name: Arc<str> = name.into();
     let bound_to = listener.local_addr().ok();
     loop {

@@ -7,9 +7,10 @@
 //!
 //! Triggered by a change to the config file or the plugins directory
 //! (`reload.watch`, debounced), `SIGHUP`, or `POST /reload` on the admin
-//! listener. This version keeps the sockets it started with:
-//! a config whose listeners (names, addresses, transports) or worker count
-//! differ is rejected, with a message saying a restart applies it. Health
+//! listener. Sockets of unchanged listeners are kept (no gap in accept);
+//! added ones are bound before the swap (a bind failure rejects the
+//! reload) and start accepting after it; removed ones stop accepting and
+//! their connections finish. A changed worker count needs a restart. Health
 //! state of servers that did not change is carried over.
 
 use crate::config::{self, Config};
@@ -25,14 +26,16 @@ pub async fn reload(path: &Path, state: &ArcSwap<Snapshot>) -> anyhow::Result<()
     let started = Instant::now();
     let config = config::load(path)?;
     let old = state.load_full();
-    same_sockets(&old.config, &config)?;
+    same_workers(&old.config, &config)?;
     let snapshot = build_off_path(config).await?;
+    let sockets = crate::listener::prepare(&snapshot.config)?;
     for skipped in &snapshot.plugins.skipped {
         tracing::warn!(path = %skipped.path.display(), reason = %skipped.reason, "plugin file skipped");
     }
     snapshot.inherit_health(&old);
     let snapshot = Arc::new(snapshot);
     state.store(snapshot.clone());
+    sockets.commit();
     old.health_stop.cancel();
     crate::health::start(&snapshot);
     tracing::info!(
@@ -60,18 +63,8 @@ async fn build_off_path(config: Config) -> anyhow::Result<Snapshot> {
     rx.await.context("the reload thread ended without an answer")?
 }
 
-/// Refuse a config whose sockets differ from the running ones.
-fn same_sockets(old: &Config, new: &Config) -> anyhow::Result<()> {
-    let sockets = |c: &Config| -> Vec<(String, Vec<std::net::SocketAddr>, config::Transport)> {
-        c.listeners.iter().map(|l| (l.name.clone(), l.bind.clone(), l.transport)).collect()
-    };
-    if sockets(old) != sockets(new) {
-        anyhow::bail!(
-            "{}: the listeners (names, addresses or transports) changed; this version keeps the sockets it \
-             started with, so restart refractium to apply listener changes",
-            new.file.display()
-        );
-    }
+/// Refuse a config that changes the number of workers.
+fn same_workers(old: &Config, new: &Config) -> anyhow::Result<()> {
     if old.runtime.workers != new.runtime.workers {
         anyhow::bail!("{}: runtime.workers changed; restart refractium to apply it", new.file.display());
     }

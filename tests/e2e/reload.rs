@@ -108,11 +108,55 @@ fn a_broken_config_is_rejected_and_the_old_one_stays() {
     let error = line["error"].as_str().unwrap_or_default();
     assert!(error.contains("refractium.yaml:10:5: routes[0].to: no backend named `nowhere`"), "{error}");
     assert_eq!(ask(&proxy, get), "a\n");
-    // A listener change needs a restart: rejected too, with the reason.
+}
+
+#[test]
+fn listeners_are_added_and_removed_by_a_reload() {
+    let a = Backend::start(Reply::Record("a"));
+    let b = Backend::start(Reply::Record("b"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
+    let proxy = Proxy::start_in(dir, &config("a", &a, &b, ""));
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let old = proxy.addr("edge");
+    let mut open = TcpStream::connect(old).expect("connect");
+    open.write_all(b"\x01held").expect("write");
+    a.wait_seen(1);
+    // Rename the listener: `edge` goes away, `edge2` appears on a new port.
+    let file = proxy.dir.path().join("refractium.yaml");
     std::fs::write(&file, config("b", &a, &b, "").replace("name: edge", "name: edge2")).expect("rewrite");
     hup(&proxy);
-    proxy.wait_log(5, |v| v["error"].as_str().is_some_and(|e| e.contains("restart refractium")));
-    assert_eq!(ask(&proxy, get), "a\n");
+    proxy.wait_log(5, |v| v["message"] == "listening" && v["listener"] == "edge2");
+    proxy.wait_log(5, |v| v["message"].as_str().is_some_and(|m| m.starts_with("listener stopped")));
+    let new = proxy.addr("edge2");
+    let mut c = TcpStream::connect(new).expect("the new listener accepts");
+    c.write_all(get).expect("write");
+    c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut reply = String::new();
+    let _ = c.read_to_string(&mut reply);
+    assert_eq!(reply, "b\n");
+    assert!(TcpStream::connect(old).is_err(), "the removed listener no longer accepts");
+    // Its open connection finishes normally.
+    let mut reply = String::new();
+    open.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let _ = open.read_to_string(&mut reply);
+    assert_eq!(reply, "a\n");
+    // A listener that cannot bind rejects the whole reload.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let clash = config("a", &a, &b, "")
+        .replace("name: edge", "name: edge2")
+        .replace("routes:", &format!("  - name: clash\n    bind: 127.0.0.1:{port}\n    default: fallback\nroutes:"));
+    std::fs::write(&file, clash).expect("rewrite");
+    hup(&proxy);
+    proxy.wait_log(5, |v| {
+        v["error"].as_str().is_some_and(|e| e.contains("cannot bind") && e.contains(&port.to_string()))
+    });
+    let mut c = TcpStream::connect(new).expect("edge2 still accepts");
+    c.write_all(get).expect("write");
+    let mut reply = String::new();
+    let _ = c.read_to_string(&mut reply);
+    assert_eq!(reply, "b\n", "the old snapshot (route to b) stays in force");
 }
 
 #[test]
