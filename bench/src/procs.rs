@@ -227,3 +227,18 @@ pub fn first_line(cmd: &Path, arg: &str) -> String {
         })
         .unwrap_or_default()
 }
+
+/// Start `refractium run` on `yaml`, written to a fresh temp dir named after
+/// `tag` (its log goes there too); returns the process group and the dir,
+/// which the caller removes when done.
+pub fn start_refractium(binary: &Path, tag: &str, yaml: &str) -> Result<(Group, PathBuf)> {
+    let binary = fs::canonicalize(binary).unwrap_or_else(|_| binary.to_path_buf());
+    let dir = std::env::temp_dir().join(format!("refractium-bench-{tag}-{}", std::process::id()));
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let conf = dir.join(format!("{tag}.yaml"));
+    fs::write(&conf, yaml).with_context(|| format!("writing {}", conf.display()))?;
+    let mut cmd = Command::new(&binary);
+    cmd.arg("run").arg("-c").arg(&conf);
+    let group = Group::spawn("refractium", cmd, Some(dir.join("refractium.log")))?;
+    Ok((group, dir))
+}

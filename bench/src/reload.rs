@@ -3,12 +3,11 @@
 //! of new connections while reloads keep landing, as a ratio to the rate
 //! without reloads, in the same run.
 
-use crate::procs::{self, Group};
+use crate::procs;
 use anyhow::{Context, Result};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -75,21 +74,15 @@ fn rate(proxy: SocketAddr, admin: SocketAddr, secs: f64, reloading: bool) -> (f6
 
 /// Run the reload benchmark and print a markdown table.
 pub fn run(refractium: &Path, secs: f64) -> Result<()> {
-    let refractium = std::fs::canonicalize(refractium).unwrap_or_else(|_| refractium.to_path_buf());
     let backend = backend()?;
     let (port, admin_port) = (procs::free_port()?, procs::free_port()?);
-    let dir = std::env::temp_dir().join(format!("refractium-bench-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let conf = dir.join("reload.yaml");
-    std::fs::write(
-        &conf,
-        format!(
+    let (mut group, dir) = procs::start_refractium(
+        refractium,
+        "reload",
+        &format!(
             "listeners:\n  - name: web\n    bind: 127.0.0.1:{port}\n    default: web\nroutes:\n  - name: http\n    match: {{ protocol: http }}\n    to: web\n  - name: web\n    to: web\nbackends:\n  web: {{ servers: [{backend}] }}\nadmin: {{ bind: 127.0.0.1:{admin_port} }}\nreload: {{ watch: false }}\nlimits: {{ max_connections: 100000, max_connections_per_ip: 100000 }}\nlog: {{ level: warn }}\n"
         ),
     )?;
-    let mut cmd = Command::new(&refractium);
-    cmd.arg("run").arg("-c").arg(&conf);
-    let mut group = Group::spawn("refractium", cmd, Some(dir.join("refractium.log")))?;
     let (proxy, admin): (SocketAddr, SocketAddr) = (([127, 0, 0, 1], port).into(), ([127, 0, 0, 1], admin_port).into());
     procs::wait_ready(&mut group, proxy, Duration::from_secs(15))?;
     // Reload latency: POST /reload answers once the new snapshot is in force.

@@ -4,11 +4,10 @@
 //! datagrams per second, MB/s each way, the ratio to direct, and the proxy's
 //! CPU per datagram.
 
-use crate::procs::{self, Group};
+use crate::procs;
 use anyhow::{Context, Result};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -71,19 +70,14 @@ fn load(target: SocketAddr, secs: f64) -> Result<f64> {
 pub fn run(refractium: &Path, secs: f64, workers: usize) -> Result<()> {
     let echo = echo_server()?;
     let port = procs::free_port()?;
-    let dir = std::env::temp_dir().join(format!("refractium-bench-udp-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let conf = dir.join("udp.yaml");
-    std::fs::write(
-        &conf,
-        format!(
+    let (mut group, dir) = procs::start_refractium(
+        refractium,
+        "udp",
+        &format!(
             "listeners:\n  - name: udp\n    bind: 127.0.0.1:{port}\n    transport: udp\n    detectors: [quic, wireguard, dns]\n    default: echo\nroutes:\n  - name: echo\n    to: echo\nbackends:\n  echo: {{ servers: [{echo}] }}\nudp: {{ max_sessions: 100000, max_sessions_per_ip: 100000 }}\nruntime: {{ workers: {workers} }}\nlog: {{ level: warn }}\n"
         ),
     )?;
-    let refractium = std::fs::canonicalize(refractium).unwrap_or_else(|_| refractium.to_path_buf());
-    let mut cmd = Command::new(&refractium);
-    cmd.arg("run").arg("-c").arg(&conf);
-    let mut group = Group::spawn("refractium", cmd, Some(dir.join("refractium.log")))?;
+    // A UDP listener answers no probe: give it the start-up time instead.
     std::thread::sleep(Duration::from_millis(1500));
     group.check_alive()?;
     let proxy: SocketAddr = ([127, 0, 0, 1], port).into();

@@ -106,9 +106,6 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let snapshot = Snapshot::build(config).await?;
-        for skipped in &snapshot.plugins.skipped {
-            tracing::warn!(path = %skipped.path.display(), reason = %skipped.reason, "plugin file skipped");
-        }
         let bound = listener::bind_all(&snapshot, workers)?;
         let admin = match &snapshot.config.admin {
             Some(admin) => Some(

@@ -104,20 +104,21 @@ async fn serve(
     entry.backend = Some(connected.server.addr);
     let server = &connected.stream;
 
-    // 4. Forward: PROXY header, the first bytes, then both ways.
-    let mut head = match pool.proxy_protocol {
-        ProxyProtocol::None => Vec::new(),
-        ProxyProtocol::V1 => proxy_protocol::v1(client, local),
-        ProxyProtocol::V2 => proxy_protocol::v2(client, local),
+    // 4. Forward: PROXY header, the first bytes (the detection buffer as
+    // it is), then both ways.
+    let header = match pool.proxy_protocol {
+        ProxyProtocol::None => None,
+        ProxyProtocol::V1 => Some(proxy_protocol::v1(client, local)),
+        ProxyProtocol::V2 => Some(proxy_protocol::v2(client, local)),
     };
-    head.extend_from_slice(&detected.bytes);
-    if let Err(err) = forward::write_all(server, &head).await {
-        entry.close = format!("server error: {err}");
-        return;
+    for part in [header.as_deref().unwrap_or_default(), &detected.bytes] {
+        if let Err(err) = forward::write_all(server, part).await {
+            entry.close = format!("server error: {err}");
+            return;
+        }
     }
     let counters = Counters::default();
     counters.up.store(detected.bytes.len() as u64, Ordering::Relaxed);
-    drop(head);
     drop(detected.bytes);
     let idle = snapshot.config.limits.idle_timeout;
     let end = forward::relay(stream, server, idle, &counters).await;

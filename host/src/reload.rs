@@ -29,9 +29,6 @@ pub async fn reload(path: &Path, state: &ArcSwap<Snapshot>) -> anyhow::Result<()
     same_workers(&old.config, &config)?;
     let snapshot = build_off_path(config).await?;
     let sockets = crate::listener::prepare(&snapshot.config)?;
-    for skipped in &snapshot.plugins.skipped {
-        tracing::warn!(path = %skipped.path.display(), reason = %skipped.reason, "plugin file skipped");
-    }
     snapshot.inherit_health(&old);
     let snapshot = Arc::new(snapshot);
     state.store(snapshot.clone());
@@ -140,7 +137,6 @@ pub fn watch(path: PathBuf, state: Arc<ArcSwap<Snapshot>>) -> anyhow::Result<()>
         }
         let relevant = event.paths.iter().any(|p| {
             p == &watched_file
-                || p.file_name() == watched_file.file_name() && p.parent() == watched_file.parent()
                 || watched_plugins
                     .as_ref()
                     .is_some_and(|dir| p.parent() == Some(dir.as_path()) && p.extension().is_some_and(|e| e == "wasm"))

@@ -44,12 +44,9 @@ thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
 }
 
-/// Datagrams dropped: empty, from clients over the limits, or that the
-/// upstream socket could not take.
-pub static DROPPED: AtomicU64 = AtomicU64::new(0);
-
+/// Count a dropped datagram: empty, from a client over the limits, or not
+/// taken by the upstream socket.
 fn dropped() {
-    DROPPED.fetch_add(1, Ordering::Relaxed);
     crate::metrics::UDP_DROPPED.inc();
 }
 
@@ -125,27 +122,23 @@ pub async fn serve(
             continue;
         }
         let datagram = &buf[..n];
-        // Established sessions take the fast path.
-        let live = match sessions.lock() {
-            Ok(map) => match map.get(&client) {
-                Some(Session::Live(live)) => Some((live.upstream.clone(), live.counters.clone())),
-                Some(Session::Detecting(_)) => None,
-                None => None,
-            },
-            Err(_) => continue,
-        };
-        if let Some((upstream, counters)) = live {
-            send_up(&upstream, &counters, datagram);
-            continue;
-        }
-        let mut detecting = match sessions.lock().ok().and_then(|mut map| map.remove(&client)) {
-            Some(Session::Detecting(d)) => d,
-            Some(live @ Session::Live(_)) => {
-                if let Ok(mut map) = sessions.lock() {
-                    map.insert(client, live);
+        // One look at the session table: an established session takes the
+        // fast path; a client in detection is taken out while its detectors
+        // run (this loop is the only one that puts it back).
+        let found = {
+            let Ok(mut map) = sessions.lock() else { continue };
+            match map.get(&client) {
+                Some(Session::Live(live)) => {
+                    send_up(&live.upstream, &live.counters, datagram);
+                    continue;
                 }
-                continue;
+                Some(Session::Detecting(_)) => map.remove(&client),
+                None => None,
             }
+        };
+        let mut detecting = match found {
+            Some(Session::Detecting(d)) => d,
+            Some(Session::Live(_)) => continue,
             None => {
                 let snapshot = state.load_full();
                 let udp = &snapshot.config.udp;

@@ -35,13 +35,15 @@ log: {{ level: "info,refractium=debug", format: json }}
     )
 }
 
-fn ask(proxy: &Proxy, data: &[u8]) -> String {
-    let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
-    c.write_all(data).expect("write");
-    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let mut reply = String::new();
-    let _ = c.read_to_string(&mut reply);
-    reply
+/// Backends `a` and `b`, and a proxy whose HTTP route goes to `a`, with an
+/// empty plugins directory beside its config.
+fn start() -> (Proxy, Backend, Backend) {
+    let a = Backend::start(Reply::Record("a"));
+    let b = Backend::start(Reply::Record("b"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
+    let proxy = Proxy::start_in(dir, &config("a", &a, &b, ""));
+    (proxy, a, b)
 }
 
 fn hup(proxy: &Proxy) {
@@ -52,7 +54,7 @@ fn hup(proxy: &Proxy) {
 fn eventually(proxy: &Proxy, data: &[u8], want: &str) -> Duration {
     let start = Instant::now();
     loop {
-        let got = ask(proxy, data);
+        let got = proxy.exchange("edge", data);
         if got == want {
             return start.elapsed();
         }
@@ -67,13 +69,9 @@ fn eventually(proxy: &Proxy, data: &[u8], want: &str) -> Duration {
 
 #[test]
 fn sighup_applies_an_edited_route_and_open_connections_carry_on() {
-    let a = Backend::start(Reply::Record("a"));
-    let b = Backend::start(Reply::Record("b"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
-    let proxy = Proxy::start_in(dir, &config("a", &a, &b, ""));
+    let (proxy, a, b) = start();
     let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert_eq!(ask(&proxy, get), "a\n");
+    assert_eq!(proxy.exchange("edge", get), "a\n");
     // A connection open across the reload: routed by the old snapshot.
     let mut open = TcpStream::connect(proxy.addr("edge")).expect("connect");
     open.write_all(b"\x01\x02held").expect("write");
@@ -88,37 +86,26 @@ fn sighup_applies_an_edited_route_and_open_connections_carry_on() {
     assert!(took < Duration::from_secs(2), "took {took:?}");
     proxy.wait_log(5, |v| v["message"] == "reload: new configuration in force");
     // The connection opened before the reload still reaches its backend.
-    let mut reply = String::new();
-    open.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    let _ = open.read_to_string(&mut reply);
-    assert_eq!(reply, "a\n");
+    assert_eq!(reply(&mut open), "a\n");
 }
 
 #[test]
 fn a_broken_config_is_rejected_and_the_old_one_stays() {
-    let a = Backend::start(Reply::Record("a"));
-    let b = Backend::start(Reply::Record("b"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
-    let proxy = Proxy::start_in(dir, &config("a", &a, &b, ""));
+    let (proxy, a, b) = start();
     let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert_eq!(ask(&proxy, get), "a\n");
+    assert_eq!(proxy.exchange("edge", get), "a\n");
     let file = proxy.dir.path().join("refractium.yaml");
     std::fs::write(&file, config("nowhere", &a, &b, "")).expect("rewrite config");
     hup(&proxy);
     let line = proxy.wait_log(5, |v| v["message"].as_str().is_some_and(|m| m.contains("reload rejected")));
     let error = line["error"].as_str().unwrap_or_default();
     assert!(error.contains("refractium.yaml:10:5: routes[0].to: no backend named `nowhere`"), "{error}");
-    assert_eq!(ask(&proxy, get), "a\n");
+    assert_eq!(proxy.exchange("edge", get), "a\n");
 }
 
 #[test]
 fn listeners_are_added_and_removed_by_a_reload() {
-    let a = Backend::start(Reply::Record("a"));
-    let b = Backend::start(Reply::Record("b"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
-    let proxy = Proxy::start_in(dir, &config("a", &a, &b, ""));
+    let (proxy, a, b) = start();
     let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let old = proxy.addr("edge");
     let mut open = TcpStream::connect(old).expect("connect");
@@ -130,19 +117,10 @@ fn listeners_are_added_and_removed_by_a_reload() {
     hup(&proxy);
     proxy.wait_log(5, |v| v["message"] == "listening" && v["listener"] == "edge2");
     proxy.wait_log(5, |v| v["message"].as_str().is_some_and(|m| m.starts_with("listener stopped")));
-    let new = proxy.addr("edge2");
-    let mut c = TcpStream::connect(new).expect("the new listener accepts");
-    c.write_all(get).expect("write");
-    c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    let mut reply = String::new();
-    let _ = c.read_to_string(&mut reply);
-    assert_eq!(reply, "b\n");
+    assert_eq!(proxy.exchange("edge2", get), "b\n", "the new listener accepts");
     assert!(TcpStream::connect(old).is_err(), "the removed listener no longer accepts");
     // Its open connection finishes normally.
-    let mut reply = String::new();
-    open.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    let _ = open.read_to_string(&mut reply);
-    assert_eq!(reply, "a\n");
+    assert_eq!(reply(&mut open), "a\n");
     // A listener that cannot bind rejects the whole reload.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
@@ -154,22 +132,14 @@ fn listeners_are_added_and_removed_by_a_reload() {
     proxy.wait_log(5, |v| {
         v["error"].as_str().is_some_and(|e| e.contains("cannot bind") && e.contains(&port.to_string()))
     });
-    let mut c = TcpStream::connect(new).expect("edge2 still accepts");
-    c.write_all(get).expect("write");
-    let mut reply = String::new();
-    let _ = c.read_to_string(&mut reply);
-    assert_eq!(reply, "b\n", "the old snapshot (route to b) stays in force");
+    assert_eq!(proxy.exchange("edge2", get), "b\n", "the old snapshot (route to b) stays in force");
 }
 
 #[test]
 fn a_detector_dropped_into_the_plugins_directory_works_after_sighup() {
-    let a = Backend::start(Reply::Record("a"));
-    let b = Backend::start(Reply::Record("b"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
-    let proxy = Proxy::start_in(dir, &config("a", &a, &b, ""));
+    let (proxy, _a, _b) = start();
     // Before: nothing recognises it; the default route takes it.
-    assert_eq!(ask(&proxy, b"snoop around"), "a\n");
+    assert_eq!(proxy.exchange("edge", b"snoop around"), "a\n");
     let plugin = test_plugins_dir().join("refractium_test_snoop.wasm");
     std::fs::copy(plugin, proxy.dir.path().join("plugins.d/snoop.wasm")).expect("copy plugin");
     hup(&proxy);
@@ -181,7 +151,7 @@ fn a_detector_dropped_into_the_plugins_directory_works_after_sighup() {
     std::fs::write(proxy.dir.path().join("plugins.d/broken.wasm"), b"\0asm junk").expect("write");
     hup(&proxy);
     proxy.wait_log(5, |v| v["message"] == "plugin file skipped");
-    assert_eq!(ask(&proxy, b"snoop again"), "b\n");
+    assert_eq!(proxy.exchange("edge", b"snoop again"), "b\n");
 }
 
 #[test]
@@ -277,13 +247,9 @@ fn fifty_reloads_under_load_fail_no_connection() {
 
 #[test]
 fn the_file_watch_applies_edits_and_new_plugins_without_a_signal() {
-    let a = Backend::start(Reply::Record("a"));
-    let b = Backend::start(Reply::Record("b"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
-    let proxy = Proxy::start_in(dir, &config("a", &a, &b, ""));
+    let (proxy, a, b) = start();
     let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-    assert_eq!(ask(&proxy, get), "a\n");
+    assert_eq!(proxy.exchange("edge", get), "a\n");
     // An editor that writes a temporary file and renames it over the config.
     let file = proxy.dir.path().join("refractium.yaml");
     let tmp = proxy.dir.path().join(".refractium.yaml.swp");
@@ -312,11 +278,7 @@ fn the_file_watch_applies_edits_and_new_plugins_without_a_signal() {
 
 #[test]
 fn a_connection_in_detection_finishes_on_the_snapshot_it_started_with() {
-    let a = Backend::start(Reply::Record("a"));
-    let b = Backend::start(Reply::Record("b"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
-    let proxy = Proxy::start_in(dir, &config("a", &a, &b, ""));
+    let (proxy, a, b) = start();
     // Half a request line: the http detector waits for the rest.
     let mut slow = TcpStream::connect(proxy.addr("edge")).expect("connect");
     slow.write_all(b"GET / HT").expect("write");
@@ -327,8 +289,5 @@ fn a_connection_in_detection_finishes_on_the_snapshot_it_started_with() {
     // The slow client finishes its request: it was accepted under the old
     // snapshot, so the old route takes it.
     slow.write_all(b"TP/1.1\r\nHost: x\r\n\r\n").expect("write the rest");
-    slow.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    let mut reply = String::new();
-    let _ = slow.read_to_string(&mut reply);
-    assert_eq!(reply, "a\n");
+    assert_eq!(reply(&mut slow), "a\n");
 }

@@ -3,8 +3,6 @@
 //! and every other protocol keeps being routed.
 
 use crate::support::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 fn broken_proxy() -> (Proxy, Backend, Backend) {
@@ -44,15 +42,6 @@ plugins:
     (Proxy::start_in(dir, &yaml), web, fallback)
 }
 
-fn exchange(proxy: &Proxy, data: &[u8]) -> String {
-    let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
-    c.write_all(data).expect("write");
-    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    let mut reply = String::new();
-    let _ = c.read_to_string(&mut reply);
-    reply
-}
-
 #[test]
 fn looping_trapping_and_hungry_plugins_cannot_stop_routing() {
     let (proxy, web, fallback) = broken_proxy();
@@ -62,14 +51,14 @@ fn looping_trapping_and_hungry_plugins_cannot_stop_routing() {
         (b"hog! all the memory", "hog", "memory cap"),
     ] {
         let started = Instant::now();
-        let reply = exchange(&proxy, trigger);
+        let reply = proxy.exchange("edge", trigger);
         assert_eq!(reply, "fallback\n", "{plugin}: the connection still goes to the default route");
         assert!(started.elapsed() < Duration::from_secs(5), "{plugin}: took {:?}", started.elapsed());
         let line = proxy
             .wait_log(10, |v| v["plugin"] == plugin && v["message"].as_str().is_some_and(|m| m.contains("failed")));
         assert!(line["cause"].as_str().is_some_and(|c| c.contains(cause)), "{plugin}: {line}");
         // HTTP, behind the broken detectors, still works every time.
-        let reply = exchange(&proxy, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        let reply = proxy.exchange("edge", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(reply.ends_with("web"), "{plugin}: {reply}");
     }
     assert_eq!(fallback.seen().len(), 3);
@@ -80,14 +69,14 @@ fn looping_trapping_and_hungry_plugins_cannot_stop_routing() {
 fn a_plugin_that_keeps_failing_is_disabled_and_reported() {
     let (proxy, _web, fallback) = broken_proxy();
     for _ in 0..10 {
-        assert_eq!(exchange(&proxy, b"trap trap"), "fallback\n");
+        assert_eq!(proxy.exchange("edge", b"trap trap"), "fallback\n");
     }
     let line =
         proxy.wait_log(10, |v| v["plugin"] == "trap" && v["message"].as_str().is_some_and(|m| m.contains("disabled")));
     assert_eq!(line["level"], "ERROR");
     // Disabled: the trigger no longer reaches the plugin, so no new failure.
     let failures = proxy.logs_where(|v| v["plugin"] == "trap" && v["cause"].is_string()).len();
-    assert_eq!(exchange(&proxy, b"trap again"), "fallback\n");
+    assert_eq!(proxy.exchange("edge", b"trap again"), "fallback\n");
     assert_eq!(proxy.logs_where(|v| v["plugin"] == "trap" && v["cause"].is_string()).len(), failures);
     assert_eq!(fallback.seen().len(), 11);
 }
@@ -95,8 +84,8 @@ fn a_plugin_that_keeps_failing_is_disabled_and_reported() {
 #[test]
 fn a_chatty_plugin_is_truncated_and_rate_limited() {
     let (proxy, _web, fallback) = broken_proxy();
-    assert_eq!(exchange(&proxy, b"chat chat"), "fallback\n");
-    assert_eq!(exchange(&proxy, b"chat again"), "fallback\n");
+    assert_eq!(proxy.exchange("edge", b"chat chat"), "fallback\n");
+    assert_eq!(proxy.exchange("edge", b"chat again"), "fallback\n");
     // 20,000 calls to `log` with 4 KiB each reach the log as at most 50 a
     // second, each cut to 1 KiB.
     let lines =

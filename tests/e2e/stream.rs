@@ -221,14 +221,7 @@ backends:
         other = other.addr
     );
     let proxy = Proxy::start(&yaml);
-    let send = |listener: &str, data: &[u8]| {
-        let mut c = TcpStream::connect(proxy.addr(listener)).expect("connect");
-        c.write_all(data).expect("write");
-        c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        let mut reply = String::new();
-        let _ = c.read_to_string(&mut reply);
-        reply
-    };
+    let send = |listener: &str, data: &[u8]| proxy.exchange(listener, data);
     assert_eq!(send("only-ssh", b"SSH-2.0-x\r\n"), "ssh\n");
     // The HTTP listener does not run the ssh detector, and vice versa.
     assert_eq!(send("only-http", b"SSH-2.0-x\r\n"), "other\n");

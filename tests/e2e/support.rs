@@ -155,6 +155,14 @@ impl Proxy {
         self.raw.lock().expect("raw").join("\n")
     }
 
+    /// Connect to listener `name`, send `data`, and read the reply until the
+    /// proxy closes (at most 10 s).
+    pub fn exchange(&self, name: &str, data: &[u8]) -> String {
+        let mut c = TcpStream::connect(self.addr(name)).expect("connect");
+        c.write_all(data).expect("write");
+        reply(&mut c)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -328,4 +336,12 @@ pub fn run_cmd(cmd: &mut Command, secs: u64) -> (bool, String, String) {
 /// Does `haystack` contain `needle`?
 pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Everything `c` receives until the other side closes (at most 10 s).
+pub fn reply(c: &mut TcpStream) -> String {
+    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut reply = String::new();
+    let _ = c.read_to_string(&mut reply);
+    reply
 }

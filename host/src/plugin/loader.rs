@@ -108,7 +108,7 @@ impl PluginSet {
             match result {
                 Ok(plugin) => loaded_files.push((name, plugin)),
                 Err(err) => {
-                    tracing::error!(path = %path.display(), reason = %format!("{err:#}"), "plugin skipped: failed to load");
+                    tracing::error!(path = %path.display(), reason = %format!("{err:#}"), "plugin file skipped");
                     set.skipped.push(Skipped { path, reason: format!("{err:#}") });
                 }
             }
