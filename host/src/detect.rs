@@ -99,6 +99,10 @@ impl Progress {
             if len < wanted {
                 continue;
             }
+            if !peer.is_udp() && data.first().is_some_and(|&b| detector.rules_out(b)) {
+                *wait = None;
+                continue;
+            }
             match detector.detect(data, peer).await {
                 Verdict::Matched(detection) => {
                     return Some(Outcome::Matched { detection, detector: detector.name().to_string() });

@@ -8,6 +8,7 @@ use super::bindings::{DetectorPlugin as Bindings, DetectorPluginPre};
 use super::loader::Source;
 use super::sandbox::{HostState, LogBudget, deadline_ticks};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -52,6 +53,11 @@ pub trait Detect: Send + Sync {
     fn name(&self) -> &str;
     /// Look at every byte the client sent so far.
     fn detect<'a>(&'a self, data: &'a [u8], peer: &'a Peer) -> BoxFuture<'a, Verdict>;
+    /// Whether a TCP flight starting with `first` is known to be `no-match`
+    /// without asking (see [`FirstBytes`]).
+    fn rules_out(&self, _first: u8) -> bool {
+        false
+    }
 }
 
 /// The future a [`Detect::detect`] call returns.
@@ -62,6 +68,11 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 pub struct Peer(wit::Peer);
 
 impl Peer {
+    /// Whether the client came over UDP.
+    pub fn is_udp(&self) -> bool {
+        self.0.transport == wit::Transport::Udp
+    }
+
     pub fn new(client: String, local: String, listener: String, udp: bool) -> Self {
         Peer(wit::Peer {
             client_addr: client,
@@ -108,6 +119,29 @@ pub struct DetectorPlugin {
     failures: AtomicU32,
     /// Milliseconds since [`base`] until which the plugin is disabled.
     disabled_until: AtomicU64,
+    /// First bytes a built-in is known to turn down (none for plugin files).
+    first_bytes: FirstBytes,
+}
+
+/// The bytes `b` for which a TCP detector answers `no-match` to the one-byte
+/// flight `[b]`.
+///
+/// The host never asks a detector again after a `no-match`, so a TCP client
+/// whose first segment is that one byte would have ruled the detector out
+/// there and then. A built-in decides from the bytes and the transport alone
+/// (they are our code, and the corpus tests hold them to it), so any TCP
+/// flight starting with such a byte is ruled out the same way without a call
+/// into the sandbox: an HTTP request skips the `tls` and `http2` calls.
+/// Plugin files may look at the client's address or the listener, so they
+/// are always asked; so is every detector over UDP, where a one-byte datagram
+/// is a whole message rather than the start of one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct FirstBytes([u64; 4]);
+
+impl FirstBytes {
+    fn contains(&self, first: u8) -> bool {
+        self.0[usize::from(first >> 6)] & (1 << (first & 63)) != 0
+    }
 }
 
 fn base() -> Instant {
@@ -146,6 +180,7 @@ impl DetectorPlugin {
             idle: Mutex::new(Vec::new()),
             failures: AtomicU32::new(0),
             disabled_until: AtomicU64::new(0),
+            first_bytes: FirstBytes::default(),
         };
         let (instance, info) = plugin.instantiate().await?;
         plugin.info = info;
@@ -185,6 +220,36 @@ impl DetectorPlugin {
         }
     }
 
+    /// Learn which first bytes this built-in turns down on TCP (see
+    /// [`FirstBytes`]): 256 one-byte calls, once per plugin and config in the
+    /// life of the process. A call that fails leaves the table empty.
+    pub(super) async fn learn_first_bytes(&mut self) {
+        type Key = (String, String);
+        static LEARNED: OnceLock<Mutex<HashMap<Key, FirstBytes>>> = OnceLock::new();
+        let learned = LEARNED.get_or_init(Mutex::default);
+        let key = (self.hash.clone(), self.config_json.clone());
+        if let Some(known) = learned.lock().ok().and_then(|map| map.get(&key).copied()) {
+            self.first_bytes = known;
+            return;
+        }
+        let peer = Peer::new("0.0.0.0:0".into(), "0.0.0.0:0".into(), String::new(), false);
+        let mut table = FirstBytes::default();
+        for b in 0..=255u8 {
+            match self.call_once(&[b], &peer).await {
+                Ok(Verdict::NoMatch) => table.0[usize::from(b >> 6)] |= 1 << (b & 63),
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::debug!(plugin = %self.name, cause = %err, "first-byte probe failed; always asked");
+                    return;
+                }
+            }
+        }
+        self.first_bytes = table;
+        if let Ok(mut map) = learned.lock() {
+            map.insert(key, table);
+        }
+    }
+
     /// Whether the plugin is currently disabled after repeated failures.
     pub fn is_disabled(&self) -> bool {
         self.disabled_until.load(Ordering::Relaxed) > now_ms()
@@ -216,6 +281,10 @@ impl Detect for DetectorPlugin {
     fn detect<'a>(&'a self, data: &'a [u8], peer: &'a Peer) -> BoxFuture<'a, Verdict> {
         Box::pin(self.call(data, peer))
     }
+
+    fn rules_out(&self, first: u8) -> bool {
+        self.first_bytes.contains(first)
+    }
 }
 
 impl DetectorPlugin {
@@ -223,27 +292,31 @@ impl DetectorPlugin {
         if self.is_disabled() {
             return Verdict::NoMatch;
         }
-        let mut instance = match self.take().await {
-            Ok(instance) => instance,
-            Err(err) => {
-                self.failed(&format!("could not instantiate: {err:#}"));
-                return Verdict::NoMatch;
+        match self.call_once(data, peer).await {
+            Ok(verdict) => {
+                self.failures.store(0, Ordering::Relaxed);
+                verdict
             }
-        };
+            Err(why) => {
+                self.failed(&why);
+                Verdict::NoMatch
+            }
+        }
+    }
+
+    /// One call on a pooled instance; `Err` says why it failed (the instance
+    /// is then dropped: a trap poisons its store).
+    async fn call_once(&self, data: &[u8], peer: &Peer) -> Result<Verdict, String> {
+        let mut instance = self.take().await.map_err(|err| format!("could not instantiate: {err:#}"))?;
         let _running = super::engine::CallGuard::enter();
         instance.store.set_epoch_deadline(deadline_ticks(self.budget));
         let guest: &wit_detector::Guest = instance.bindings.refractium_plugin_detector();
         match guest.call_detect(&mut instance.store, data, &peer.0).await {
             Ok(verdict) => {
-                self.failures.store(0, Ordering::Relaxed);
                 self.put_back(instance);
-                convert(verdict)
+                Ok(convert(verdict))
             }
-            Err(err) => {
-                // A trap poisons the store: drop the instance with it.
-                self.failed(&cause(&err, &instance.store, self));
-                Verdict::NoMatch
-            }
+            Err(err) => Err(cause(&err, &instance.store, self)),
         }
     }
 }

@@ -88,8 +88,12 @@ impl PluginSet {
                 None => "null".to_string(),
             };
             let limits = &config.plugins.limits;
-            let plugin =
+            let builtin = matches!(source, Source::Builtin);
+            let mut plugin =
                 DetectorPlugin::new(name, source, hash, pre, config_json, limits.memory, limits.call_timeout).await?;
+            if builtin {
+                plugin.learn_first_bytes().await;
+            }
             Ok(Arc::new(plugin))
         };
 
@@ -167,4 +171,26 @@ fn wasm_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PluginSet;
+    use crate::plugin::detector::Detect;
+
+    /// The first-byte tables of the built-ins are learned, and say what the
+    /// protocols say: a TLS record starts with 0x16, an HTTP request with a
+    /// method, the HTTP/2 preface with `P`.
+    #[tokio::test]
+    async fn builtins_learn_which_first_bytes_they_turn_down() {
+        let plugins = PluginSet::load(&crate::config::Config::default()).await.expect("built-ins load");
+        let get = |name: &str| plugins.detector(name).expect("built-in present");
+        let (tls, http, http2, ssh) = (get("tls"), get("http"), get("http2"), get("ssh"));
+        assert!(!tls.rules_out(0x16) && tls.rules_out(b'G'));
+        assert!(http.rules_out(0x16) && !http.rules_out(b'G') && !http.rules_out(b'P'));
+        assert!(http2.rules_out(b'G') && !http2.rules_out(b'P'));
+        assert!(ssh.rules_out(b'G') && !ssh.rules_out(b'S'));
+        // `pattern` without rules matches nothing, whatever the first byte.
+        assert!((0..=255).all(|b| get("pattern").rules_out(b)));
+    }
 }
