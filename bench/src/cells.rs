@@ -114,19 +114,28 @@ async fn bulk_cells(plan: &Plan, targets: &[Target], s: &mut Samples) {
     }
 }
 
-/// (b) and (c): loops of short connections, rate, latency, proxy CPU per connection.
-async fn short_cells(plan: &Plan, targets: &[Target], s: &mut Samples) {
-    let slack = SLACK;
-    let http = Exchange {
+/// The short HTTP exchange of (b): a GET answered by a 2-byte body and a close.
+pub fn http_exchange() -> Exchange {
+    Exchange {
         request: b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n".to_vec().into(),
         reply_prefix: b"HTTP/1.1 200".to_vec().into(),
         reply_len: HTTP_RESPONSE.len(),
-    };
-    let tls = Exchange {
+    }
+}
+
+/// The TLS exchange of (c): a ClientHello for `bench.example`, 32 bytes back.
+pub fn tls_exchange() -> Exchange {
+    Exchange {
         request: crate::hello::client_hello("bench.example").into(),
         reply_prefix: Vec::new().into(),
         reply_len: TLS_REPLY_LEN,
-    };
+    }
+}
+
+/// (b) and (c): loops of short connections, rate, latency, proxy CPU per connection.
+async fn short_cells(plan: &Plan, targets: &[Target], s: &mut Samples) {
+    let slack = SLACK;
+    let (http, tls) = (http_exchange(), tls_exchange());
     let mut short_cells = Vec::new();
     if plan.has("short") {
         short_cells.extend(CONCURRENCY.map(|c| (format!("short{c}"), c, http.clone())));

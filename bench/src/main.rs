@@ -20,6 +20,7 @@ mod udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
@@ -64,6 +65,25 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         workers: usize,
     },
+    /// One cell of (b) or (c) against any address, for profiling a proxy by hand
+    /// (`perf record -p …` while it runs): prints rate, p50/p99 and errors.
+    Short {
+        /// Where to connect: a proxy in front of `refractium-bench backend`.
+        #[arg(long)]
+        to: SocketAddr,
+        /// Connections in flight.
+        #[arg(long, default_value_t = 16)]
+        conc: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Send a TLS ClientHello (SNI bench.example) instead of an HTTP GET.
+        #[arg(long)]
+        tls: bool,
+        /// Also print the CPU this process (and its children) used per connection.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
     /// Start the backend and the proxies, run the workloads, print the table.
     Run {
         /// The refractium binary (default: target/release/refractium if present).
@@ -98,6 +118,28 @@ fn main() -> Result<()> {
         Cmd::Detectors => detectors::run(),
         Cmd::Reload { refractium, secs } => reload::run(&refractium, secs),
         Cmd::Udp { refractium, secs, workers } => udp::run(&refractium, secs, workers),
+        Cmd::Short { to, conc, secs, tls, pid } => {
+            raise_nofile()?;
+            let ex = if tls { cells::tls_exchange() } else { cells::http_exchange() };
+            let rt = tokio::runtime::Runtime::new()?;
+            let cpu0 = pid.map(procs::cpu_secs);
+            let r = rt.block_on(load::short(to, conc.max(1), Duration::from_secs_f64(secs.clamp(0.1, 600.0)), ex));
+            let cpu = match (pid, cpu0) {
+                (Some(p), Some(c0)) => {
+                    format!(" · {:.1} µs CPU per conn", (procs::cpu_secs(p) - c0) * 1e6 / r.ok.max(1) as f64)
+                }
+                _ => String::new(),
+            };
+            println!(
+                "{:.0} conns/s · p50 {:.3} ms · p99 {:.3} ms · {} ok · {} errors{cpu}",
+                r.rate(),
+                r.pct_ms(0.5),
+                r.pct_ms(0.99),
+                r.ok,
+                r.errors
+            );
+            Ok(())
+        }
         Cmd::Run { refractium, quick, only, out, rounds, secs } => {
             let limit = raise_nofile()?;
             run::run(run::Opts { refractium, quick, only, out, rounds, secs, nofile: limit })

@@ -6,6 +6,8 @@
 //! for pools that ask for them.
 
 use crate::config::{Backend, Balance};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io::{self, ErrorKind, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -49,6 +51,8 @@ pub struct Pool {
 pub struct Connected<'a> {
     pub stream: TcpStream,
     pub server: &'a Server,
+    /// How many bytes of `first` went out with the connect.
+    pub sent: usize,
 }
 
 impl Drop for Connected<'_> {
@@ -112,21 +116,23 @@ impl Pool {
         order
     }
 
-    /// Connect to a server, trying the next one on failure.
-    pub async fn connect(&self, client: IpAddr) -> Result<Connected<'_>, ConnectError> {
+    /// Connect to a server, trying the next one on failure, and send it as
+    /// much of `first` (the bytes the client sent during detection, after a
+    /// PROXY header if any) as the socket takes at once; `Connected::sent`
+    /// says how much that was.
+    pub async fn connect(&self, client: IpAddr, first: &[IoSlice<'_>]) -> Result<Connected<'_>, ConnectError> {
         let order = self.order(client);
         let attempts = order.len().min(self.retries as usize + 1);
         let mut last = String::from("pool has no servers");
         for &i in order.iter().take(attempts) {
             let server = &self.servers[i];
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(server.addr)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
+            match tokio::time::timeout(self.connect_timeout, connect_sending(server.addr, first)).await {
+                Ok(Ok((stream, sent))) => {
                     if !server.up.swap(true, Ordering::Relaxed) {
                         tracing::info!(pool = %self.name, server = %server.addr, "backend server accepts connections again");
                     }
                     server.active.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Connected { stream, server });
+                    return Ok(Connected { stream, server, sent });
                 }
                 Ok(Err(err)) => last = format!("{}: {err}", server.addr),
                 Err(_) => last = format!("{}: connect timed out after {:?}", server.addr, self.connect_timeout),
@@ -137,4 +143,40 @@ impl Pool {
         }
         Err(ConnectError { pool: self.name.clone(), attempts, last })
     }
+}
+
+/// Open a connection to `addr` and send what of `first` the socket takes.
+///
+/// A non-blocking `connect` says "in progress"; instead of waiting for the
+/// socket to turn writable and asking it for its error (an event-loop turn
+/// and a `getsockopt`), the first bytes are sent right away. On a nearby
+/// server the handshake is usually done by then and the send succeeds, which
+/// proves the connection; while the handshake is still going on Linux says
+/// "would block" and we wait as usual; a refused or unreachable server
+/// answers the send with its error.
+async fn connect_sending(addr: SocketAddr, first: &[IoSlice<'_>]) -> io::Result<(TcpStream, usize)> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+    socket.set_tcp_nodelay(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let sent = if first.iter().all(|part| part.is_empty()) {
+        0
+    } else {
+        match socket.send_vectored(first) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        }
+    };
+    let stream = TcpStream::from_std(std::net::TcpStream::from(socket))?;
+    if sent == 0 {
+        stream.writable().await?;
+        if let Some(err) = stream.take_error()? {
+            return Err(err);
+        }
+    }
+    Ok((stream, sent))
 }

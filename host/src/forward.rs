@@ -20,13 +20,15 @@ use socket2::SockRef;
 use std::cell::RefCell;
 use std::io::{self, ErrorKind};
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Size of each worker thread's scratch buffer.
 const SCRATCH: usize = 64 * 1024;
+/// Bytes a direction copies before it switches to `splice(2)`.
+const SPLICE_AFTER: u64 = 64 * 1024;
 
 thread_local! {
     static SCRATCH_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH]);
@@ -78,6 +80,8 @@ pub struct Counters {
     pub down: AtomicU64,
     /// Milliseconds since the relay started at the last byte moved.
     last: AtomicU64,
+    /// Set by the first direction to reach end of stream.
+    one_done: AtomicBool,
 }
 
 /// One direction of a relay: where bytes come from and go to, and what to
@@ -90,6 +94,7 @@ struct Direction<'a> {
     to_side: Side,
     moved: &'a AtomicU64,
     last: &'a AtomicU64,
+    one_done: &'a AtomicBool,
     start: Instant,
 }
 
@@ -104,6 +109,7 @@ pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, count
         to_side: Side::Server,
         moved: &counters.up,
         last,
+        one_done: &counters.one_done,
         start,
     };
     let down = Direction {
@@ -113,9 +119,10 @@ pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, count
         to_side: Side::Client,
         moved: &counters.down,
         last,
+        one_done: &counters.one_done,
         start,
     };
-    let both = async { tokio::try_join!(up.splice_pump(), down.splice_pump()) };
+    let both = async { tokio::try_join!(up.pump(), down.pump()) };
     let idle_watch = async {
         loop {
             let last = Duration::from_millis(counters.last.load(Ordering::Relaxed));
@@ -144,12 +151,30 @@ impl Direction<'_> {
         self.last.store(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
-    /// Tell the receiving side nothing more is coming.
+    /// Tell the receiving side nothing more is coming. When the other
+    /// direction has already ended, both sockets have been read to their end
+    /// and are about to be closed, and the close sends the FIN: the
+    /// `shutdown` would be one more system call for nothing.
     fn half_close(&self) -> Result<(), Failure> {
+        if self.one_done.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
         match SockRef::from(self.to).shutdown(Shutdown::Write) {
             Err(e) if e.kind() != ErrorKind::NotConnected => Err((self.to_side, e)),
             _ => Ok(()),
         }
+    }
+
+    /// Move bytes until end of stream on `from`: copied through the
+    /// thread's scratch buffer at first, then, once the direction has moved
+    /// [`SPLICE_AFTER`] bytes, with `splice(2)`. Most connections move a few
+    /// hundred bytes each way, and for them two plain reads and writes are
+    /// cheaper than the same number of splices through a pipe.
+    async fn pump(self) -> Result<(), Failure> {
+        if self.copy_pump(SPLICE_AFTER).await? == Copied::Ended {
+            return Ok(());
+        }
+        self.splice_pump().await
     }
 
     /// Move bytes with `splice(2)` until end of stream on `from`.
@@ -172,7 +197,7 @@ impl Direction<'_> {
                     Ok(p) => pipe.insert(p),
                     Err(err) => {
                         tracing::debug!(error = %err, "no pipe for splice; copying instead");
-                        return self.copy_pump().await;
+                        return self.copy_pump(u64::MAX).await.map(drop);
                     }
                 },
             };
@@ -196,9 +221,11 @@ impl Direction<'_> {
         }
     }
 
-    /// The copying fallback of [`Direction::splice_pump`].
-    async fn copy_pump(self) -> Result<(), Failure> {
+    /// Copy until end of stream on `from` (then [`Copied::Ended`]) or until
+    /// `until` bytes have moved (then [`Copied::Enough`]).
+    async fn copy_pump(self, until: u64) -> Result<Copied, Failure> {
         let (from, to) = (self.from, self.to);
+        let mut moved = 0u64;
         loop {
             from.readable().await.map_err(|e| (self.from_side, e))?;
             let step = SCRATCH_BUF.with(|cell| {
@@ -221,17 +248,28 @@ impl Direction<'_> {
                 Ok(Step::Moved(n, rest))
             })?;
             match step {
-                Step::Eof => return self.half_close(),
+                Step::Eof => return self.half_close().map(|()| Copied::Ended),
                 Step::Spurious => continue,
                 Step::Moved(n, rest) => {
                     self.record(n);
                     if !rest.is_empty() {
                         write_all(to, &rest).await.map_err(|e| (self.to_side, e))?;
                     }
+                    moved += n as u64;
+                    if moved >= until {
+                        return Ok(Copied::Enough);
+                    }
                 }
             }
         }
     }
+}
+
+/// How [`Direction::copy_pump`] stopped.
+#[derive(PartialEq, Eq)]
+enum Copied {
+    Ended,
+    Enough,
 }
 
 enum Step {

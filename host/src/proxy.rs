@@ -8,10 +8,14 @@ use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
 use crate::route::Route;
 use crate::snapshot::{ListenerPlan, Snapshot};
+use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 use std::time::Instant;
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
 /// What the access log says about a connection.
@@ -65,11 +69,11 @@ async fn serve(
         entry.close = "listener not in the snapshot".into();
         return;
     };
-    let _ = stream.set_nodelay(true);
 
     // 1. Detect.
     let peer = Peer::new(client.to_string(), local.to_string(), listener.to_string(), false);
-    let detected = match detect::detect(stream, &plan.detectors, &peer, plan.max_bytes, plan.timeout).await {
+    let mut eager = EagerRead { stream, tried: false };
+    let detected = match detect::detect(&mut eager, &plan.detectors, &peer, plan.max_bytes, plan.timeout).await {
         Ok(detected) => detected,
         Err(err) => {
             entry.close = format!("client error during detection: {err}");
@@ -94,7 +98,17 @@ async fn serve(
         entry.close = format!("route names missing pool `{}`", route.pool);
         return;
     };
-    let connected = match pool.connect(client.ip()).await {
+    // 4. Forward: PROXY header, the first bytes (the detection buffer as
+    // it is; as much as the socket takes goes out with the connect), then
+    // both ways.
+    let header = match pool.proxy_protocol {
+        ProxyProtocol::None => None,
+        ProxyProtocol::V1 => Some(proxy_protocol::v1(client, local)),
+        ProxyProtocol::V2 => Some(proxy_protocol::v2(client, local)),
+    };
+    let header = header.as_deref().unwrap_or_default();
+    let first = [IoSlice::new(header), IoSlice::new(&detected.bytes)];
+    let connected = match pool.connect(client.ip(), &first).await {
         Ok(connected) => connected,
         Err(err) => {
             entry.close = err.to_string();
@@ -103,16 +117,11 @@ async fn serve(
     };
     entry.backend = Some(connected.server.addr);
     let server = &connected.stream;
-
-    // 4. Forward: PROXY header, the first bytes (the detection buffer as
-    // it is), then both ways.
-    let header = match pool.proxy_protocol {
-        ProxyProtocol::None => None,
-        ProxyProtocol::V1 => Some(proxy_protocol::v1(client, local)),
-        ProxyProtocol::V2 => Some(proxy_protocol::v2(client, local)),
-    };
-    for part in [header.as_deref().unwrap_or_default(), &detected.bytes] {
-        if let Err(err) = forward::write_all(server, part).await {
+    let mut sent = connected.sent;
+    for part in [header, &detected.bytes] {
+        let skip = sent.min(part.len());
+        sent -= skip;
+        if let Err(err) = forward::write_all(server, &part[skip..]).await {
             entry.close = format!("server error: {err}");
             return;
         }
@@ -154,4 +163,36 @@ pub fn choose_route<'a>(
         .and_then(|n| snapshot.routes.by_name(n))
         .ok_or_else(|| format!("{why}, and the listener has no route for it"));
     (route, None)
+}
+
+/// The client socket during detection, read once before any wait.
+///
+/// A client usually sends its first bytes right behind the handshake, so by
+/// the time the connection is accepted they are often there already. The
+/// event loop knows nothing of a socket it has just registered and would
+/// wait for its first readiness event (an extra turn of the loop and a timer
+/// for the detection deadline); the first read here goes straight to the
+/// socket instead, and only when that says "would block" does reading go
+/// through the event loop.
+struct EagerRead<'a> {
+    stream: &'a mut TcpStream,
+    tried: bool,
+}
+
+impl AsyncRead for EagerRead<'_> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if !self.tried {
+            self.tried = true;
+            let unfilled = buf.initialize_unfilled();
+            match rustix::net::recv(&*self.stream, unfilled, rustix::net::RecvFlags::empty()) {
+                Ok((n, _)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(rustix::io::Errno::AGAIN) => {}
+                Err(err) => return Poll::Ready(Err(err.into())),
+            }
+        }
+        Pin::new(&mut *self.stream).poll_read(cx, buf)
+    }
 }
