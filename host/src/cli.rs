@@ -272,6 +272,7 @@ fn detect_files(path: Option<&Path>, transport: TransportArg, flight: bool, file
         let mut reader = tokio_test_reader(chunks);
         let detected = runtime.block_on(detect::detect(
             &mut reader,
+            Vec::new(),
             &detectors,
             &peer,
             max_bytes,

@@ -11,9 +11,12 @@
 
 use crate::plugin::detector::{Detect, Peer};
 use crate::plugin::{Detection, Verdict};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
 /// How detection ended.
@@ -42,37 +45,62 @@ pub struct Detected {
     pub bytes: Vec<u8>,
 }
 
-/// Run detection on `stream`.
+/// Most bytes taken from the stream by one read.
+const CHUNK: usize = 16 * 1024;
+
+/// Run detection on `stream`, of which `first` was already read.
+///
+/// The bytes are kept in a vector that grows with what the client sent, not
+/// in a `max_bytes` buffer: a client that sent one byte and went quiet holds
+/// one byte.
 pub async fn detect<S: AsyncRead + Unpin>(
     stream: &mut S,
+    first: Vec<u8>,
     detectors: &[Arc<dyn Detect>],
     peer: &Peer,
     max_bytes: usize,
     timeout: Duration,
 ) -> std::io::Result<Detected> {
+    let mut data = first;
     if detectors.is_empty() {
-        return Ok(Detected { outcome: Outcome::Unknown, bytes: Vec::new() });
+        return Ok(Detected { outcome: Outcome::Unknown, bytes: data });
     }
+    let max = max_bytes.max(1);
     let deadline = Instant::now() + timeout;
-    let mut buf = vec![0u8; max_bytes.max(1)];
-    let mut len = 0;
     let mut progress = Progress::new(detectors.len());
+    let mut fresh = !data.is_empty();
     loop {
-        let read = match tokio::time::timeout_at(deadline, stream.read(&mut buf[len..])).await {
+        if fresh {
+            if let Some(outcome) = progress.step(detectors, &data, peer).await {
+                return Ok(Detected { outcome, bytes: data });
+            }
+            if data.len() >= max {
+                return Ok(Detected { outcome: Outcome::Full, bytes: data });
+            }
+        }
+        let read = match tokio::time::timeout_at(deadline, read_more(stream, &mut data, max)).await {
             Ok(read) => read?,
-            Err(_elapsed) => return Ok(done(Outcome::TimedOut, buf, len)),
+            Err(_elapsed) => return Ok(Detected { outcome: Outcome::TimedOut, bytes: data }),
         };
         if read == 0 {
-            return Ok(done(Outcome::ClientClosed, buf, len));
+            return Ok(Detected { outcome: Outcome::ClientClosed, bytes: data });
         }
-        len += read;
-        if let Some(outcome) = progress.step(detectors, &buf[..len], peer).await {
-            return Ok(done(outcome, buf, len));
-        }
-        if len == buf.len() {
-            return Ok(done(Outcome::Full, buf, len));
-        }
+        fresh = true;
     }
+}
+
+/// Read what `stream` has, at most up to `max` bytes in all, onto the end of
+/// `data`; 0 at end of stream.
+async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, data: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        let mut chunk = [MaybeUninit::<u8>::uninit(); CHUNK];
+        let room = max.saturating_sub(data.len()).min(CHUNK);
+        let mut buf = ReadBuf::uninit(&mut chunk[..room]);
+        ready!(Pin::new(&mut *stream).poll_read(cx, &mut buf))?;
+        data.extend_from_slice(buf.filled());
+        Poll::Ready(Ok(buf.filled().len()))
+    })
+    .await
 }
 
 /// Where each detector stands for one client: the detection loop shared by
@@ -113,11 +141,6 @@ impl Progress {
         }
         if self.waiting.iter().all(Option::is_none) { Some(Outcome::Unknown) } else { None }
     }
-}
-
-fn done(outcome: Outcome, mut buf: Vec<u8>, len: usize) -> Detected {
-    buf.truncate(len);
-    Detected { outcome, bytes: buf }
 }
 
 #[cfg(test)]

@@ -134,6 +134,7 @@ pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, count
         }
     };
     tokio::select! {
+        biased;
         result = both => match result {
             Ok(_) => End::Closed,
             Err((side, err)) => End::Failed(side, err),

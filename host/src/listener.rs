@@ -331,9 +331,13 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared, stop: 
     let Shared { state, limits, tracker, .. } = shared;
     let name: Arc<str> = name.into();
     let bound_to = listener.local_addr().ok();
+    // Registered once, not once per accepted connection.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let accepted = tokio::select! {
-            () = stop.cancelled() => return,
+            biased;
+            () = &mut stopped => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, client) = match accepted {

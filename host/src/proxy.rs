@@ -8,14 +8,13 @@ use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
 use crate::route::Route;
 use crate::snapshot::{ListenerPlan, Snapshot};
-use std::io::IoSlice;
+use std::io::{ErrorKind, IoSlice};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// What the access log says about a connection.
@@ -72,8 +71,14 @@ async fn serve(
 
     // 1. Detect.
     let peer = Peer::new(client.to_string(), local.to_string(), listener.to_string(), false);
-    let mut eager = EagerRead { stream, tried: false };
-    let detected = match detect::detect(&mut eager, &plan.detectors, &peer, plan.max_bytes, plan.timeout).await {
+    let first = match read_now(stream, plan.max_bytes) {
+        Ok(first) => first,
+        Err(err) => {
+            entry.close = format!("client error during detection: {err}");
+            return;
+        }
+    };
+    let detected = match detect::detect(stream, first, &plan.detectors, &peer, plan.max_bytes, plan.timeout).await {
         Ok(detected) => detected,
         Err(err) => {
             entry.close = format!("client error during detection: {err}");
@@ -165,34 +170,28 @@ pub fn choose_route<'a>(
     (route, None)
 }
 
-/// The client socket during detection, read once before any wait.
+/// The client's first bytes if they are already there (up to `max`), read
+/// straight from the socket into the stack: the vector that keeps them is
+/// exactly as long as what the client sent.
 ///
-/// A client usually sends its first bytes right behind the handshake, so by
-/// the time the connection is accepted they are often there already. The
-/// event loop knows nothing of a socket it has just registered and would
-/// wait for its first readiness event (an extra turn of the loop and a timer
-/// for the detection deadline); the first read here goes straight to the
-/// socket instead, and only when that says "would block" does reading go
-/// through the event loop.
-struct EagerRead<'a> {
-    stream: &'a mut TcpStream,
-    tried: bool,
-}
-
-impl AsyncRead for EagerRead<'_> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        if !self.tried {
-            self.tried = true;
-            let unfilled = buf.initialize_unfilled();
-            match rustix::net::recv(&*self.stream, unfilled, rustix::net::RecvFlags::empty()) {
-                Ok((n, _)) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(rustix::io::Errno::AGAIN) => {}
-                Err(err) => return Poll::Ready(Err(err.into())),
+/// A client usually sends its first bytes right behind the handshake, so
+/// they are often waiting when the connection is accepted (the event loop
+/// assumes a fresh socket readable for the same reason). When this read
+/// took less than it could, the socket is drained, so the event loop is told
+/// to wait for its next readiness event instead of trying the socket again
+/// when the relay starts, which would only say "would block". That is safe:
+/// anything the client sends after this read raises a new event.
+fn read_now(stream: &TcpStream, max: usize) -> std::io::Result<Vec<u8>> {
+    let mut chunk = [MaybeUninit::<u8>::uninit(); 16 * 1024];
+    let room = max.clamp(1, chunk.len());
+    match rustix::net::recv(stream, &mut chunk[..room], rustix::net::RecvFlags::empty()) {
+        Ok(((read, _), _)) => {
+            if !read.is_empty() && read.len() < room {
+                let _ = stream.try_io(Interest::READABLE, || Err::<(), _>(ErrorKind::WouldBlock.into()));
             }
+            Ok(read.to_vec())
         }
-        Pin::new(&mut *self.stream).poll_read(cx, buf)
+        Err(rustix::io::Errno::AGAIN) => Ok(Vec::new()),
+        Err(err) => Err(err.into()),
     }
 }

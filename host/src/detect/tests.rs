@@ -62,7 +62,8 @@ async fn run(detectors: Vec<Arc<dyn Detect>>, chunks: Vec<&'static [u8]>, close:
         }
         drop(client);
     });
-    let detected = detect(&mut server, &detectors, &peer(), max, Duration::from_secs(3)).await.expect("detect");
+    let detected =
+        detect(&mut server, Vec::new(), &detectors, &peer(), max, Duration::from_secs(3)).await.expect("detect");
     writer.abort();
     detected
 }
