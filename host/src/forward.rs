@@ -1,21 +1,21 @@
 //! Forwarding: relay bytes both ways until both sides have closed.
 //!
-//! Each direction waits for its socket to be readable, reads into a scratch
-//! buffer owned by the worker thread (not by the connection), and writes what
-//! it read at once; only bytes the other side could not take yet are copied
-//! into a per-connection buffer, which is freed as soon as it drains. An idle
-//! connection therefore holds no copy buffer at all. End of stream on one
-//! side is passed on as a half-close (`shutdown(SHUT_WR)`) to the other; the
-//! relay ends when both directions have ended, when either side fails, or
-//! after `idle_timeout` without a byte moving either way.
-//!
-//! On Linux a direction moves bytes with `splice(2)` through a pooled pipe
-//! ([`splice`]) and never copies them; the copying path above is the
-//! fallback when no pipe can be had.
+//! A direction starts by copying: it waits for its socket to be readable,
+//! reads into a scratch buffer owned by the worker thread (not by the
+//! connection), and writes what it read at once; only bytes the other side
+//! could not take yet are copied into a per-connection buffer, which is freed
+//! as soon as it drains. Once it has moved 64 KiB it switches to `splice(2)`
+//! through a pooled pipe ([`splice`]), so bulk transfers never enter user
+//! space. An idle connection holds no buffer and no pipe. End of stream on
+//! one side is passed on as a half-close (`shutdown(SHUT_WR)`) to the other;
+//! the relay ends when both directions have ended, when either side fails, or
+//! after `idle_timeout` without a byte moving either way ([`idle`]).
 
+mod idle;
 pub mod proxy_protocol;
 mod splice;
 
+use idle::Idle;
 use socket2::SockRef;
 use std::cell::RefCell;
 use std::io::{self, ErrorKind};
@@ -23,7 +23,6 @@ use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
 /// Size of each worker thread's scratch buffer.
 const SCRATCH: usize = 64 * 1024;
@@ -78,8 +77,6 @@ pub struct Counters {
     pub up: AtomicU64,
     /// Server to client.
     pub down: AtomicU64,
-    /// Milliseconds since the relay started at the last byte moved.
-    last: AtomicU64,
     /// Set by the first direction to reach end of stream.
     one_done: AtomicBool,
 }
@@ -93,24 +90,21 @@ struct Direction<'a> {
     from_side: Side,
     to_side: Side,
     moved: &'a AtomicU64,
-    last: &'a AtomicU64,
+    idle: &'a Idle,
     one_done: &'a AtomicBool,
-    start: Instant,
 }
 
 /// Relay between `client` and `server` until both have closed.
 pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, counters: &Counters) -> End {
-    let start = Instant::now();
-    let last = &counters.last;
+    let idle = Idle::watch(idle);
     let up = Direction {
         from: client,
         to: server,
         from_side: Side::Client,
         to_side: Side::Server,
         moved: &counters.up,
-        last,
+        idle: &idle,
         one_done: &counters.one_done,
-        start,
     };
     let down = Direction {
         from: server,
@@ -118,28 +112,17 @@ pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, count
         from_side: Side::Server,
         to_side: Side::Client,
         moved: &counters.down,
-        last,
+        idle: &idle,
         one_done: &counters.one_done,
-        start,
     };
     let both = async { tokio::try_join!(up.pump(), down.pump()) };
-    let idle_watch = async {
-        loop {
-            let last = Duration::from_millis(counters.last.load(Ordering::Relaxed));
-            let due = start + last + idle;
-            if Instant::now() >= due {
-                return;
-            }
-            tokio::time::sleep_until(due).await;
-        }
-    };
     tokio::select! {
         biased;
         result = both => match result {
             Ok(_) => End::Closed,
             Err((side, err)) => End::Failed(side, err),
         },
-        () = idle_watch => End::Idle,
+        () = idle.expired() => End::Idle,
     }
 }
 
@@ -149,7 +132,7 @@ impl Direction<'_> {
     /// Count `n` bytes moved, now.
     fn record(&self, n: usize) {
         self.moved.fetch_add(n as u64, Ordering::Relaxed);
-        self.last.store(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.idle.touch();
     }
 
     /// Tell the receiving side nothing more is coming. When the other
