@@ -49,6 +49,22 @@ fn check_reports_an_unknown_key_and_an_unknown_detector() {
 }
 
 #[test]
+fn check_names_the_line_of_a_config_a_built_in_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "pattern.yaml",
+        "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: { servers: [127.0.0.1:1] }\nplugins:\n  config:\n    pattern:\n      rules:\n        - protocol: gopher\n          prefix: \"\"\n",
+    );
+    let (ok, _, err) =
+        run_cmd(Command::new(bin()).args(["check", "-c"]).arg(&file).env("REFRACTIUM_CACHE_DIR", cache_dir()), 60);
+    assert!(!ok);
+    let f = file.display().to_string();
+    assert!(err.contains(&format!("{f}:12:")) && err.contains("plugins.config.pattern"), "{err}");
+    assert!(err.contains("rules[0]") && err.contains("prefix"), "{err}");
+}
+
+#[test]
 fn check_accepts_the_shipped_configs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for file in ["config/refractium.yaml", "config/examples/sslh-like.yaml", "config/examples/sni-routing.yaml"] {

@@ -135,6 +135,14 @@ impl PluginSet {
                     }
                     set.detectors.push(plugin)
                 }
+                // Most likely its `plugins.config` entry: say where that is.
+                Err(err) if config.plugins.config.contains_key(name) => {
+                    let key = format!("plugins.config.{name}");
+                    anyhow::bail!(
+                        "{}",
+                        config.problem_at(&key, format!("built-in plugin `{name}` failed to load: {err:#}"))
+                    )
+                }
                 Err(err) => anyhow::bail!("built-in plugin `{name}` failed to load: {err:#}"),
             }
         }
