@@ -4,16 +4,25 @@
 //! engine fingerprint (wasmtime version + engine settings). A component whose
 //! bytes did not change is never compiled twice by one process, nor by the
 //! next process that uses the same cache directory.
+//!
+//! Neither grows without bound: the memory cache keeps only what the last
+//! plugin set loaded ([`retain`]), and on disk an artifact is touched when it
+//! is used and removed once unused for [`MAX_AGE`] (checked whenever a new
+//! one is written), with whole directories of older engine fingerprints.
 
 use super::engine;
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
 use wasmtime::component::Component;
 
 static MEMO: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
+
+/// Artifacts on disk unused for this long are removed.
+pub const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Hex SHA-256 of `bytes`.
 pub fn hash(bytes: &[u8]) -> String {
@@ -47,10 +56,17 @@ pub fn compile(bytes: &[u8], hash: &str, dir: Option<&Path>) -> anyhow::Result<C
             let component = Component::new(engine::engine(), bytes)
                 .map_err(anyhow::Error::from)
                 .context("compiling the component")?;
-            if let Some(file) = &file
-                && let Err(err) = store(&component, file)
-            {
-                tracing::debug!(file = %file.display(), error = %err, "cannot write compiled plugin to the cache");
+            if let Some(file) = &file {
+                match store(&component, file) {
+                    Ok(()) => {
+                        if let Some(root) = dir {
+                            prune(root, MAX_AGE);
+                        }
+                    }
+                    Err(err) => {
+                        tracing::debug!(file = %file.display(), error = %err, "cannot write compiled plugin to the cache");
+                    }
+                }
             }
             component
         }
@@ -73,7 +89,11 @@ fn load(file: &Path) -> Option<Component> {
     // fingerprint (wasmtime version + settings), and wasmtime checks the
     // artifact's header against the engine before using it.
     match unsafe { Component::deserialize_file(engine::engine(), file) } {
-        Ok(component) => Some(component),
+        Ok(component) => {
+            // Used now: not a candidate for pruning.
+            let _ = std::fs::File::options().write(true).open(file).and_then(|f| f.set_modified(SystemTime::now()));
+            Some(component)
+        }
         Err(err) => {
             tracing::debug!(file = %file.display(), error = %err, "ignoring unusable cached plugin");
             None
@@ -89,4 +109,79 @@ fn store(component: &Component, file: &Path) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, file)?;
     Ok(())
+}
+
+/// Keep in memory only the compiled plugins whose hashes are in `keep` (the
+/// set just loaded); the others are found on disk again if ever needed.
+pub fn retain(keep: &HashSet<&str>) {
+    if let Some(Ok(mut memo)) = MEMO.get().map(Mutex::lock) {
+        memo.retain(|hash, _| keep.contains(hash.as_str()));
+    }
+}
+
+/// Remove artifacts under `root` not used for `max_age`, and directories of
+/// other engine fingerprints left empty by that. Only what this module
+/// writes is touched (`wasmtime-*` directories, `*.cwasm` and `*.tmp`
+/// files in them), whatever else `plugins.cache_dir` holds. Errors are
+/// ignored: another process may be pruning the same directory.
+pub fn prune(root: &Path, max_age: Duration) {
+    let Ok(fingerprints) = std::fs::read_dir(root) else { return };
+    let now = SystemTime::now();
+    let ours = |p: &Path, prefix: &str, suffixes: &[&str]| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(prefix) && suffixes.iter().any(|s| n.ends_with(s)))
+    };
+    for dir in
+        fingerprints.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir() && ours(p, "wasmtime-", &[""]))
+    {
+        let Ok(files) = std::fs::read_dir(&dir) else { continue };
+        for file in files.filter_map(Result::ok).filter(|f| ours(&f.path(), "", &[".cwasm", ".tmp"])) {
+            let old = file
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|age| age > max_age);
+            if old {
+                let _ = std::fs::remove_file(file.path());
+            }
+        }
+        // Only succeeds when empty; the current fingerprint's directory is
+        // recreated by the next store anyway.
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Artifacts unused for longer than the limit go, with the directory
+    /// they leave empty; recently used ones stay.
+    #[test]
+    fn prune_removes_what_was_not_used_for_long() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (old_dir, cur_dir) = (root.path().join("wasmtime-1-old"), root.path().join("wasmtime-2-cur"));
+        let other = root.path().join("someone-else");
+        for dir in [&old_dir, &cur_dir, &other] {
+            std::fs::create_dir_all(dir).expect("mkdir");
+        }
+        let long_ago = SystemTime::now() - 2 * MAX_AGE;
+        for (path, when) in [
+            (old_dir.join("a.cwasm"), long_ago),
+            (cur_dir.join("b.cwasm"), long_ago),
+            (cur_dir.join("c.cwasm"), SystemTime::now()),
+            (cur_dir.join("notes.txt"), long_ago),
+            (other.join("d.cwasm"), long_ago),
+        ] {
+            std::fs::write(&path, b"x").expect("write");
+            std::fs::File::options().write(true).open(&path).and_then(|f| f.set_modified(when)).expect("mtime");
+        }
+        prune(root.path(), MAX_AGE);
+        assert!(!old_dir.exists(), "an emptied fingerprint directory is removed");
+        assert!(!cur_dir.join("b.cwasm").exists(), "an artifact unused for long is removed");
+        assert!(cur_dir.join("c.cwasm").exists(), "a recently used artifact stays");
+        assert!(cur_dir.join("notes.txt").exists() && other.join("d.cwasm").exists(), "files not ours stay");
+    }
 }

@@ -147,6 +147,7 @@ impl PluginSet {
             }
         }
         set.detectors.extend(loaded_files.into_iter().map(|(_, plugin)| plugin));
+        cache::retain(&set.detectors.iter().map(|d| d.hash.as_str()).collect());
         Ok(set)
     }
 
