@@ -261,6 +261,7 @@ fn parse_body(body: &[u8]) -> Option<ClientHello> {
     if suites.is_empty() || suites.0.len() % 2 != 0 {
         return None;
     }
+    hello.cipher_suites.reserve_exact(suites.0.len() / 2);
     while !suites.is_empty() {
         hello.cipher_suites.push(suites.u16()?);
     }
@@ -274,6 +275,8 @@ fn parse_body(body: &[u8]) -> Option<ClientHello> {
     if !r.is_empty() {
         return None;
     }
+    // Every extension takes at least 4 bytes; real hellos carry 10 to 20.
+    hello.extensions.reserve_exact((extensions.0.len() / 4).min(32));
     while !extensions.is_empty() {
         let kind = extensions.u16()?;
         let mut body = extensions.vec16()?;
@@ -321,7 +324,8 @@ fn normalize_host(name: &[u8]) -> Option<String> {
     if name.is_empty() || name.len() > 253 || !name.iter().all(u8::is_ascii_graphic) {
         return None;
     }
-    Some(name.iter().map(|b| char::from(b.to_ascii_lowercase())).collect())
+    // Printable ASCII, so the bytes are UTF-8 as they are.
+    String::from_utf8(name.to_ascii_lowercase()).ok()
 }
 
 /// The ALPN extension (RFC 7301 §3.1).

@@ -18,20 +18,21 @@ impl Detector for Tls {
 
     fn detect(&self, data: &[u8], _peer: &Peer) -> Verdict {
         match parse_client_hello(data) {
-            HelloParse::Complete(hello) => Verdict::Matched(detection(&hello)),
+            HelloParse::Complete(hello) => Verdict::Matched(detection(hello)),
             HelloParse::NeedMore(n) => Verdict::NeedMore(n),
             HelloParse::NotTls => Verdict::NoMatch,
         }
     }
 }
 
-/// The detection a complete ClientHello gives.
-pub fn detection(hello: &ClientHello) -> Detection {
-    let mut detection = Detection::new("tls").alpn(hello.alpn.iter().cloned());
-    if let Some(sni) = &hello.sni {
-        detection = detection.sni(sni.clone());
+/// The detection a complete ClientHello gives (its names move into it).
+pub fn detection(hello: ClientHello) -> Detection {
+    let version = version_name(hello.max_version());
+    let mut detection = Detection::new("tls").alpn(hello.alpn);
+    if let Some(sni) = hello.sni {
+        detection = detection.sni(sni);
     }
-    detection = detection.attr("version", version_name(hello.max_version()));
+    detection = detection.attr("version", version);
     if hello.ech {
         detection = detection.attr("ech", "true");
     }
