@@ -3,7 +3,7 @@
 
 use crate::support::*;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 fn echo_proxy(extra: &str) -> (Proxy, Backend) {
@@ -108,6 +108,53 @@ backends:
         assert_eq!(&buf, b"ping");
     }
     proxy.wait_log(5, |v| v["message"] == "backend server marked down");
+}
+
+/// The first bytes go out with the connect when the handshake is already
+/// done; when it is not (here: the server's accept queue is full, so its
+/// kernel drops the SYN and the handshake waits for the retransmit a second
+/// later) they must still arrive, whole and first.
+#[test]
+fn first_bytes_reach_a_server_whose_handshake_is_late() {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into()).expect("bind");
+    sock.listen(0).expect("listen");
+    let server: TcpListener = sock.into();
+    let addr = server.local_addr().expect("addr");
+    // One connection nobody accepts fills a backlog of 0.
+    let filler = TcpStream::connect(addr).expect("filler connect");
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detectors: [http]
+    default: web
+routes:
+  - name: web
+    match: {{ protocol: http }}
+    to: web
+backends:
+  web: {{ servers: [{addr}], connect_timeout: 10s }}
+"#
+    );
+    let proxy = Proxy::start(&yaml);
+    let mut client = TcpStream::connect(proxy.addr("edge")).expect("connect");
+    let request = b"GET /late HTTP/1.1\r\nHost: late.example\r\n\r\n";
+    client.write_all(request).expect("write");
+    // Let the proxy's SYN be dropped, then make room.
+    std::thread::sleep(Duration::from_millis(300));
+    let (first, _) = server.accept().expect("accept filler");
+    drop((first, filler));
+    server.set_nonblocking(false).expect("blocking");
+    let (mut conn, _) = server.accept().expect("the proxy's connection arrives after the retransmit");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut got = vec![0u8; request.len()];
+    conn.read_exact(&mut got).expect("the first bytes");
+    assert_eq!(got, request);
+    conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").expect("reply");
+    drop(conn);
+    assert!(reply(&mut client).starts_with("HTTP/1.1 204"));
 }
 
 #[test]
