@@ -4,6 +4,7 @@
 
 use super::bindings::exports::refractium::plugin::detector as wit_detector;
 use super::bindings::refractium::plugin::types as wit;
+use super::bindings::sync::{DetectorPlugin as SyncBindings, DetectorPluginPre as SyncPre};
 use super::bindings::{DetectorPlugin as Bindings, DetectorPluginPre};
 use super::loader::Source;
 use super::sandbox::{HostState, LogBudget, deadline_ticks};
@@ -86,7 +87,20 @@ impl Peer {
 /// A plugin instance and the store it lives in.
 struct Instance {
     store: Store<HostState>,
-    bindings: Bindings,
+    bindings: Bound,
+}
+
+/// A plugin's instance factory: async for plugin files, sync for built-ins
+/// (see [`super::bindings`]).
+pub(super) enum Pre {
+    Async(DetectorPluginPre<HostState>),
+    Sync(SyncPre<HostState>),
+}
+
+/// An instance's exports, called the way its [`Pre`] says.
+enum Bound {
+    Async(Bindings),
+    Sync(SyncBindings),
 }
 
 /// Name and version a plugin reported from `init`.
@@ -110,7 +124,7 @@ pub struct DetectorPlugin {
     pub serves_tcp: bool,
     /// Whether it serves UDP listeners.
     pub serves_udp: bool,
-    pre: DetectorPluginPre<HostState>,
+    pre: Pre,
     config_json: String,
     memory: u64,
     budget: Duration,
@@ -160,7 +174,7 @@ impl DetectorPlugin {
         name: &str,
         source: Source,
         hash: String,
-        pre: DetectorPluginPre<HostState>,
+        pre: Pre,
         config_json: String,
         memory: u64,
         budget: Duration,
@@ -194,9 +208,20 @@ impl DetectorPlugin {
         let mut store = Store::new(engine, HostState::new(self.name.clone(), self.memory, self.log.clone()));
         store.limiter(|state| &mut state.cap);
         store.set_epoch_deadline(deadline_ticks(self.budget.max(Duration::from_millis(100))));
-        let bindings =
-            self.pre.instantiate_async(&mut store).await.map_err(|e| anyhow::anyhow!(cause(&e, &store, self)))?;
-        let info = match bindings.refractium_plugin_detector().call_init(&mut store, &self.config_json).await {
+        let failed = |e: wasmtime::Error, store: &Store<HostState>| anyhow::anyhow!(cause(&e, store, self));
+        let (bindings, init) = match &self.pre {
+            Pre::Async(pre) => {
+                let bindings = pre.instantiate_async(&mut store).await.map_err(|e| failed(e, &store))?;
+                let init = bindings.refractium_plugin_detector().call_init(&mut store, &self.config_json).await;
+                (Bound::Async(bindings), init)
+            }
+            Pre::Sync(pre) => {
+                let bindings = pre.instantiate(&mut store).map_err(|e| failed(e, &store))?;
+                let init = bindings.refractium_plugin_detector().call_init(&mut store, &self.config_json);
+                (Bound::Sync(bindings), init)
+            }
+        };
+        let info = match init {
             Ok(Ok(info)) => Info { name: info.name, version: info.version },
             Ok(Err(refusal)) => anyhow::bail!("init refused its config: {refusal}"),
             Err(err) => anyhow::bail!("init {}", cause(&err, &store, self)),
@@ -310,8 +335,16 @@ impl DetectorPlugin {
         let mut instance = self.take().await.map_err(|err| format!("could not instantiate: {err:#}"))?;
         let _running = super::engine::CallGuard::enter();
         instance.store.set_epoch_deadline(deadline_ticks(self.budget));
-        let guest: &wit_detector::Guest = instance.bindings.refractium_plugin_detector();
-        match guest.call_detect(&mut instance.store, data, &peer.0).await {
+        let result = match &instance.bindings {
+            Bound::Async(bindings) => {
+                let guest: &wit_detector::Guest = bindings.refractium_plugin_detector();
+                guest.call_detect(&mut instance.store, data, &peer.0).await
+            }
+            Bound::Sync(bindings) => {
+                bindings.refractium_plugin_detector().call_detect(&mut instance.store, data, &peer.0)
+            }
+        };
+        match result {
             Ok(verdict) => {
                 self.put_back(instance);
                 Ok(convert(verdict))

@@ -3,8 +3,9 @@
 //! (`tls.wasm`) replaces it in place; a file that fails to load is reported
 //! by path with the reason and skipped.
 
+use super::bindings::sync::DetectorPluginPre as SyncPre;
 use super::bindings::{DetectorPlugin as Bindings, DetectorPluginPre};
-use super::detector::DetectorPlugin;
+use super::detector::{DetectorPlugin, Pre};
 use super::sandbox::HostState;
 use super::{cache, engine};
 use crate::config::Config;
@@ -12,7 +13,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{Component, HasSelf, Linker};
 
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
@@ -72,6 +73,38 @@ fn linker() -> anyhow::Result<&'static Linker<HostState>> {
     Ok(LINKER.get_or_init(|| linker))
 }
 
+/// The linker a built-in is instantiated with, for synchronous calls (see
+/// [`super::bindings`]): the host interface, `wasi:random/insecure-seed`
+/// (the standard library seeds its hash maps from it), and every other
+/// import the component names — the standard library's WASI environment,
+/// stdio and exit — as a function that traps when called. A built-in never
+/// uses them; one that did (a panic message on its way to stderr) traps, as
+/// its panic would have anyway, and the call counts as failed.
+fn builtin_linker(component: &Component) -> anyhow::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine::engine());
+    Bindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
+        .map_err(anyhow::Error::from)
+        .context("linking the host interface")?;
+    let engine = engine::engine();
+    let seeds: Vec<String> = component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .filter(|name| name.starts_with("wasi:random/insecure-seed@"))
+        .collect();
+    for name in seeds {
+        linker
+            .instance(&name)
+            .and_then(|mut i| {
+                i.func_wrap("insecure-seed", |_, (): ()| Ok(((rand::random::<u64>(), rand::random::<u64>()),)))
+            })
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("linking {name}"))?;
+    }
+    linker.define_unknown_imports_as_traps(component).map_err(anyhow::Error::from).context("linking WASI stubs")?;
+    Ok(linker)
+}
+
 impl PluginSet {
     /// Load the built-ins and the plugins directory named by `config`.
     pub async fn load(config: &Config) -> anyhow::Result<PluginSet> {
@@ -79,16 +112,23 @@ impl PluginSet {
         let load = async |name: &str, source: Source, bytes: &[u8]| -> anyhow::Result<Arc<DetectorPlugin>> {
             let hash = cache::hash(bytes);
             let component = cache::compile(bytes, &hash, cache_dir.as_deref())?;
-            let pre = linker()?.instantiate_pre(&component).map_err(anyhow::Error::from).context("linking")?;
-            let pre = DetectorPluginPre::new(pre)
-                .map_err(anyhow::Error::from)
-                .context("it does not export the refractium:plugin/detector@0.1.0 interface")?;
+            let builtin = matches!(source, Source::Builtin);
+            const NO_EXPORT: &str = "it does not export the refractium:plugin/detector@0.1.0 interface";
+            let pre = if builtin {
+                let pre = builtin_linker(&component)?
+                    .instantiate_pre(&component)
+                    .map_err(anyhow::Error::from)
+                    .context("linking")?;
+                Pre::Sync(SyncPre::new(pre).map_err(anyhow::Error::from).context(NO_EXPORT)?)
+            } else {
+                let pre = linker()?.instantiate_pre(&component).map_err(anyhow::Error::from).context("linking")?;
+                Pre::Async(DetectorPluginPre::new(pre).map_err(anyhow::Error::from).context(NO_EXPORT)?)
+            };
             let config_json = match config.plugins.config.get(name) {
                 Some(value) => serde_json::to_string(value)?,
                 None => "null".to_string(),
             };
             let limits = &config.plugins.limits;
-            let builtin = matches!(source, Source::Builtin);
             let mut plugin =
                 DetectorPlugin::new(name, source, hash, pre, config_json, limits.memory, limits.call_timeout).await?;
             if builtin {
@@ -201,5 +241,22 @@ mod tests {
         assert!(ssh.rules_out(b'G') && !ssh.rules_out(b'S'));
         // `pattern` without rules matches nothing, whatever the first byte.
         assert!((0..=255).all(|b| get("pattern").rules_out(b)));
+    }
+
+    /// Built-ins run on the synchronous path, with the standard library's
+    /// WASI imports stubbed: `pattern` compiles its regular expressions
+    /// (seeding hash maps from `wasi:random/insecure-seed`) and matches.
+    #[tokio::test]
+    async fn a_builtin_with_rules_runs_on_the_synchronous_path() {
+        let yaml = "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: { servers: [127.0.0.1:1] }\nplugins:\n  config:\n    pattern:\n      rules:\n        - protocol: irc\n          regex: '^(NICK|USER) [^\\r\\n]*\\r\\n'\n";
+        let config = crate::config::parse(yaml, std::path::Path::new("test.yaml")).expect("config");
+        let plugins = PluginSet::load(&config).await.expect("built-ins load");
+        let pattern = plugins.detector("pattern").expect("pattern");
+        let peer = crate::plugin::detector::Peer::new("127.0.0.1:1".into(), "127.0.0.1:2".into(), "t".into(), false);
+        match pattern.detect(b"NICK refractium\r\n", &peer).await {
+            crate::plugin::Verdict::Matched(d) => assert_eq!(d.protocol, "irc"),
+            other => panic!("expected a match, got {other:?}"),
+        }
+        assert_eq!(pattern.detect(b"GET / HTTP/1.1\r\n\r\n", &peer).await, crate::plugin::Verdict::NoMatch);
     }
 }
