@@ -46,7 +46,7 @@ pub struct Detected {
 }
 
 /// Most bytes taken from the stream by one read.
-const CHUNK: usize = 16 * 1024;
+pub const CHUNK: usize = 16 * 1024;
 
 /// Run detection on `stream`, of which `first` was already read.
 ///
@@ -122,12 +122,14 @@ impl Progress {
     /// no-match; `None` while some detector waits for more bytes.
     pub async fn step(&mut self, detectors: &[Arc<dyn Detect>], data: &[u8], peer: &Peer) -> Option<Outcome> {
         let len = data.len();
+        // First-byte tables describe TCP flights only.
+        let first = if peer.is_udp() { None } else { data.first().copied() };
         for (detector, wait) in detectors.iter().zip(self.waiting.iter_mut()) {
             let Some(wanted) = *wait else { continue };
             if len < wanted {
                 continue;
             }
-            if !peer.is_udp() && data.first().is_some_and(|&b| detector.rules_out(b)) {
+            if first.is_some_and(|b| detector.rules_out(b)) {
                 *wait = None;
                 continue;
             }

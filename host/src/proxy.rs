@@ -182,7 +182,7 @@ pub fn choose_route<'a>(
 /// when the relay starts, which would only say "would block". That is safe:
 /// anything the client sends after this read raises a new event.
 fn read_now(stream: &TcpStream, max: usize) -> std::io::Result<Vec<u8>> {
-    let mut chunk = [MaybeUninit::<u8>::uninit(); 16 * 1024];
+    let mut chunk = [MaybeUninit::<u8>::uninit(); detect::CHUNK];
     let room = max.clamp(1, chunk.len());
     match rustix::net::recv(stream, &mut chunk[..room], rustix::net::RecvFlags::empty()) {
         Ok(((read, _), _)) => {

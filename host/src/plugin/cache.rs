@@ -127,16 +127,12 @@ pub fn retain(keep: &HashSet<&str>) {
 pub fn prune(root: &Path, max_age: Duration) {
     let Ok(fingerprints) = std::fs::read_dir(root) else { return };
     let now = SystemTime::now();
-    let ours = |p: &Path, prefix: &str, suffixes: &[&str]| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with(prefix) && suffixes.iter().any(|s| n.ends_with(s)))
-    };
-    for dir in
-        fingerprints.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir() && ours(p, "wasmtime-", &[""]))
-    {
+    let is_fingerprint =
+        |p: &PathBuf| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("wasmtime-"));
+    let is_artifact = |p: &PathBuf| p.extension().is_some_and(|e| e == "cwasm" || e == "tmp");
+    for dir in fingerprints.filter_map(Result::ok).map(|e| e.path()).filter(is_fingerprint) {
         let Ok(files) = std::fs::read_dir(&dir) else { continue };
-        for file in files.filter_map(Result::ok).filter(|f| ours(&f.path(), "", &[".cwasm", ".tmp"])) {
+        for file in files.filter_map(Result::ok).filter(|f| is_artifact(&f.path())) {
             let old = file
                 .metadata()
                 .and_then(|m| m.modified())

@@ -81,11 +81,11 @@ fn linker() -> anyhow::Result<&'static Linker<HostState>> {
 /// uses them; one that did (a panic message on its way to stderr) traps, as
 /// its panic would have anyway, and the call counts as failed.
 fn builtin_linker(component: &Component) -> anyhow::Result<Linker<HostState>> {
-    let mut linker = Linker::new(engine::engine());
+    let engine = engine::engine();
+    let mut linker = Linker::new(engine);
     Bindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
         .map_err(anyhow::Error::from)
         .context("linking the host interface")?;
-    let engine = engine::engine();
     let seeds: Vec<String> = component
         .component_type()
         .imports(engine)

@@ -12,7 +12,7 @@ use refractium_plugin_sdk::Transport;
 use serde_json::{Map, Value};
 
 /// Every key a rule may have.
-const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "protocol",
     "prefix",
     "prefixes",

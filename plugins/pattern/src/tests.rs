@@ -325,21 +325,8 @@ fn fuzz_pattern() -> Pattern {
 /// JSON values made mostly of the keys a config has.
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
     let key = prop_oneof![
-        prop::sample::select(vec![
-            "rules",
-            "protocol",
-            "prefix",
-            "prefixes",
-            "hex",
-            "regex",
-            "offset",
-            "min_length",
-            "max_length",
-            "transport",
-            "attributes",
-            "rule",
-        ])
-        .prop_map(str::to_string),
+        prop::sample::select(crate::config::KEYS.iter().copied().chain(["rules", "rule"]).collect::<Vec<_>>())
+            .prop_map(str::to_string),
         "[a-z_]{0,6}",
     ];
     let leaf = prop_oneof![
