@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod balance;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod forward;

@@ -51,7 +51,7 @@ pub async fn handle(
         backend = %entry.backend.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
         bytes_up = entry.up,
         bytes_down = entry.down,
-        duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        duration_ms = crate::clock::ms(start.elapsed()),
         close = %entry.close,
     );
 }

@@ -39,7 +39,7 @@ pub async fn reload(path: &Path, state: &ArcSwap<Snapshot>) -> anyhow::Result<()
         config = %path.display(),
         detectors = snapshot.plugins.detectors.len(),
         routes = snapshot.config.routes.len(),
-        took_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        took_ms = crate::clock::ms(started.elapsed()),
         "reload: new configuration in force"
     );
     Ok(())

@@ -78,7 +78,7 @@ struct Counters {
     bytes_up: AtomicU64,
     datagrams_down: AtomicU64,
     bytes_down: AtomicU64,
-    /// Milliseconds since the session started at its last datagram.
+    /// [`crate::clock::now_ms`] at the session's last datagram.
     last: AtomicU64,
 }
 
@@ -329,14 +329,8 @@ fn send_up(upstream: &UdpSocket, counters: &Counters, datagram: &[u8]) {
 }
 
 fn touch(counters: &Counters) {
-    // `last` is kept relative to a process-wide base so both directions agree.
-    counters.last.store(now_ms(), Ordering::Relaxed);
-}
-
-fn now_ms() -> u64 {
-    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let base = *BASE.get_or_init(std::time::Instant::now);
-    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    // One process-wide clock, so both directions agree.
+    counters.last.store(crate::clock::now_ms(), Ordering::Relaxed);
 }
 
 /// Carry the server's replies back to the client until the session idles out.
@@ -348,13 +342,14 @@ async fn relay_down(
     timeout: Duration,
     stop: &CancellationToken,
 ) -> &'static str {
-    let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
     loop {
-        let idle_for = now_ms().saturating_sub(counters.last.load(Ordering::Relaxed));
-        if idle_for >= timeout_ms {
+        let last = counters.last.load(Ordering::Relaxed);
+        if crate::clock::passed(last, timeout) {
             return "idle timeout";
         }
-        let wait = Duration::from_millis(timeout_ms - idle_for);
+        // Until the moment `passed` turns true if nothing moves meanwhile.
+        let idle_for = crate::clock::now_ms().saturating_sub(last);
+        let wait = Duration::from_millis(crate::clock::ms(timeout).saturating_add(1).saturating_sub(idle_for));
         tokio::select! {
             () = stop.cancelled() => return "shutdown",
             () = tokio::time::sleep(wait) => continue,
@@ -419,7 +414,7 @@ impl SessionLog {
             bytes_up = c.bytes_up.load(Ordering::Relaxed),
             datagrams_down = c.datagrams_down.load(Ordering::Relaxed),
             bytes_down = c.bytes_down.load(Ordering::Relaxed),
-            duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            duration_ms = crate::clock::ms(self.started.elapsed()),
             close = end,
         );
     }

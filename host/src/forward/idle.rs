@@ -14,6 +14,8 @@ use std::thread::Thread;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
+use crate::clock;
+
 /// How long the thread keeps sweeping after the last relay ended, so that a
 /// steady trickle of short connections does not park and unpark it each time.
 const LINGER: Duration = Duration::from_secs(5);
@@ -23,8 +25,7 @@ const COARSEST: Duration = Duration::from_secs(1);
 
 /// The idle clock of one relay.
 pub struct Idle {
-    start: Instant,
-    /// Milliseconds since `start` when bytes last moved.
+    /// [`clock::now_ms`] when bytes last moved.
     last_ms: AtomicU64,
     limit: Duration,
     notify: Notify,
@@ -33,15 +34,14 @@ pub struct Idle {
 impl Idle {
     /// Start watching a relay that ends after `limit` without a byte moving.
     pub fn watch(limit: Duration) -> Arc<Idle> {
-        let idle = Arc::new(Idle { start: Instant::now(), last_ms: AtomicU64::new(0), limit, notify: Notify::new() });
+        let idle = Arc::new(Idle { last_ms: AtomicU64::new(clock::now_ms()), limit, notify: Notify::new() });
         registry().add(&idle);
         idle
     }
 
     /// Bytes moved just now.
     pub fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_ms.store(clock::now_ms(), Ordering::Relaxed);
     }
 
     /// Resolves once the relay has been idle for its limit.
@@ -49,9 +49,8 @@ impl Idle {
         self.notify.notified().await;
     }
 
-    fn due(&self, now: Instant) -> bool {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        now.saturating_duration_since(self.start) >= last + self.limit
+    fn due(&self) -> bool {
+        clock::passed(self.last_ms.load(Ordering::Relaxed), self.limit)
     }
 }
 
@@ -97,11 +96,10 @@ impl Registry {
             // Take the list out so that relays starting meanwhile never wait
             // for a sweep; put the live ones back in front of the new ones.
             let mut list = self.watched.lock().map(|mut w| std::mem::take(&mut *w)).unwrap_or_default();
-            let now = Instant::now();
             let mut finest = COARSEST;
             list.retain(|weak| {
                 let Some(idle) = weak.upgrade() else { return false };
-                if idle.due(now) {
+                if idle.due() {
                     idle.notify.notify_one();
                     return false;
                 }
@@ -117,7 +115,7 @@ impl Registry {
             };
             if live > 0 {
                 empty_since = None;
-            } else if empty_since.get_or_insert(now).elapsed() >= LINGER {
+            } else if empty_since.get_or_insert_with(Instant::now).elapsed() >= LINGER {
                 self.parked.store(true, Ordering::SeqCst);
                 // A relay that registered before it could see `parked` is seen here.
                 while self.watched.lock().map(|w| w.is_empty()).unwrap_or(false) {

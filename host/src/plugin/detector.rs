@@ -12,7 +12,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wasmtime::Store;
 
 /// Consecutive failed calls after which a plugin is disabled for a while.
@@ -131,7 +131,7 @@ pub struct DetectorPlugin {
     log: Arc<LogBudget>,
     idle: Mutex<Vec<Instance>>,
     failures: AtomicU32,
-    /// Milliseconds since [`base`] until which the plugin is disabled.
+    /// [`crate::clock::now_ms`] until which the plugin is disabled.
     disabled_until: AtomicU64,
     /// First bytes a built-in is known to turn down (none for plugin files).
     first_bytes: FirstBytes,
@@ -156,15 +156,6 @@ impl FirstBytes {
     fn contains(&self, first: u8) -> bool {
         self.0[usize::from(first >> 6)] & (1 << (first & 63)) != 0
     }
-}
-
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(base().elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 impl DetectorPlugin {
@@ -277,7 +268,7 @@ impl DetectorPlugin {
 
     /// Whether the plugin is currently disabled after repeated failures.
     pub fn is_disabled(&self) -> bool {
-        self.disabled_until.load(Ordering::Relaxed) > now_ms()
+        self.disabled_until.load(Ordering::Relaxed) > crate::clock::now_ms()
     }
 
     fn failed(&self, what: &str) {
@@ -286,7 +277,7 @@ impl DetectorPlugin {
         tracing::warn!(plugin = %self.name, cause = what, "plugin call failed; the call counts as no-match and the instance is replaced");
         if failures >= DISABLE_AFTER {
             self.failures.store(0, Ordering::Relaxed);
-            let until = now_ms().saturating_add(u64::try_from(DISABLED_FOR.as_millis()).unwrap_or(u64::MAX));
+            let until = crate::clock::now_ms().saturating_add(crate::clock::ms(DISABLED_FOR));
             self.disabled_until.store(until, Ordering::Relaxed);
             tracing::error!(
                 plugin = %self.name,

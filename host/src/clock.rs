@@ -1,0 +1,44 @@
+//! The process-wide millisecond clock of the timeouts that are looked at
+//! rather than armed as timers: relay and UDP-session idleness, and the
+//! back-off of a failing plugin. Such a deadline fits an `AtomicU64`, so a
+//! hot path stamps it with one store and another thread can read it.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the first use of this clock in the process (rounded
+/// down; monotonic).
+pub fn now_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    ms(BASE.get_or_init(Instant::now).elapsed())
+}
+
+/// `d` in whole milliseconds (rounded down, saturating).
+pub fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether at least `limit` has passed since the stamp `since` (from
+/// [`now_ms`]). Both readings are rounded down, so one more millisecond than
+/// `limit` is asked of them: the answer is never early.
+pub fn passed(since: u64, limit: Duration) -> bool {
+    now_ms().saturating_sub(since) > ms(limit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passed_is_never_early() {
+        let stamp = now_ms();
+        let start = Instant::now();
+        let limit = Duration::from_millis(30);
+        while !passed(stamp, limit) {
+            assert!(start.elapsed() < Duration::from_secs(5), "the clock stopped");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(start.elapsed() >= limit, "passed after {:?}", start.elapsed());
+        assert!(!passed(now_ms(), Duration::from_secs(60)));
+    }
+}
