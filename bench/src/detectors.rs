@@ -36,12 +36,14 @@ fn time_loop(mut f: impl FnMut()) -> u128 {
     start.elapsed().as_nanos() / u128::from(n)
 }
 
-fn native(name: &str, data: &[u8], udp: bool) -> Result<u128> {
+/// ns per call of the plugin crate `name` linked natively, as `timer` times
+/// the call it is given.
+fn native(name: &str, data: &[u8], udp: bool, timer: &mut dyn FnMut(&mut dyn FnMut()) -> u128) -> Result<u128> {
     let peer = SdkPeer::test(if udp { Transport::Udp } else { Transport::Tcp });
     macro_rules! time {
         ($t:ty) => {{
             let d = <$t>::new("null").map_err(anyhow::Error::msg)?;
-            time_loop(|| {
+            timer(&mut || {
                 std::hint::black_box(d.detect(std::hint::black_box(data), &peer));
             })
         }};
@@ -89,8 +91,30 @@ fn inputs() -> Vec<(&'static str, bool, &'static [u8], &'static [u8])> {
     ]
 }
 
+const COLD_CALLS: usize = 300;
+
+/// Median ns of `f` when called with cold caches and TLBs, as on a proxy that
+/// slept between two connections while other processes ran.
+fn cold_loop(scratch: &mut [u8], mut f: impl FnMut()) -> u128 {
+    let mut times = Vec::with_capacity(COLD_CALLS);
+    for i in 0..COLD_CALLS {
+        for b in scratch.iter_mut().step_by(64) {
+            *b = b.wrapping_add(i as u8);
+        }
+        std::hint::black_box(&scratch);
+        let start = Instant::now();
+        f();
+        times.push(start.elapsed().as_nanos());
+    }
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
 /// Print the table.
-pub fn run() -> Result<()> {
+pub fn run(cold: Option<usize>) -> Result<()> {
+    if let Some(kib) = cold {
+        return run_cold(kib);
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let plugins = rt.block_on(PluginSet::load(&Config::default())).context("loading the built-in plugins")?;
     // One pass over everything first: the first cell measured used to pay
@@ -111,7 +135,7 @@ pub fn run() -> Result<()> {
         let plugin = plugins.detector(name).with_context(|| format!("built-in `{name}` missing"))?;
         let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "bench".into(), udp);
         for (label, data) in [("match", hit), ("no-match", miss)] {
-            let native_ns = native(name, data, udp)?;
+            let native_ns = native(name, data, udp, &mut |f| time_loop(f))?;
             let wasm_ns = rt.block_on(async {
                 for _ in 0..500 {
                     std::hint::black_box(plugin.detect(data, &peer).await);
@@ -129,6 +153,32 @@ pub fn run() -> Result<()> {
             println!(
                 "| {name} | {label} | {} | {native_ns} | {wasm_ns} | {:+.2} µs |",
                 data.len(),
+                (wasm_ns as f64 - native_ns as f64) / 1000.0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `detectors --cold KIB`: every built-in on its two inputs, each call
+/// after writing `KIB` KiB of other memory (what the client and the backend
+/// do to the proxy's caches between two connections at concurrency 1).
+fn run_cold(thrash_kib: usize) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let plugins = rt.block_on(PluginSet::load(&Config::default())).context("loading the built-in plugins")?;
+    let scratch = &mut vec![0u8; thrash_kib.max(1) << 10][..];
+    println!("| detector | input | native ns/call (cold) | Wasm ns/call (cold) | Wasm adds |");
+    println!("|---|---|---:|---:|---:|");
+    for (name, udp, hit, miss) in inputs() {
+        let plugin = plugins.detector(name).with_context(|| format!("built-in `{name}` missing"))?;
+        let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "bench".into(), udp);
+        for (label, data) in [("match", hit), ("no-match", miss)] {
+            let native_ns = native(name, data, udp, &mut |f| cold_loop(scratch, f))?;
+            let wasm_ns = cold_loop(scratch, || {
+                std::hint::black_box(rt.block_on(plugin.detect(std::hint::black_box(data), &peer)));
+            });
+            println!(
+                "| {name} | {label} | {native_ns} | {wasm_ns} | {:+.2} µs |",
                 (wasm_ns as f64 - native_ns as f64) / 1000.0
             );
         }

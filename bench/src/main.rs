@@ -43,7 +43,13 @@ enum Cmd {
         print_port: bool,
     },
     /// Micro benchmark of the built-in detectors: native Rust vs through Wasm.
-    Detectors,
+    Detectors {
+        /// Time single calls, each after writing this many KiB of other
+        /// memory (caches as a proxy finds them after sleeping), instead of
+        /// calls in a tight loop.
+        #[arg(long, value_name = "KIB", num_args = 0..=1, default_missing_value = "4096")]
+        cold: Option<usize>,
+    },
     /// Reload latency, and the connection rate during a reload storm.
     Reload {
         /// The refractium binary.
@@ -115,7 +121,7 @@ fn main() -> Result<()> {
             raise_nofile()?;
             backend::serve(bind, print_port)
         }
-        Cmd::Detectors => detectors::run(),
+        Cmd::Detectors { cold } => detectors::run(cold),
         Cmd::Reload { refractium, secs } => reload::run(&refractium, secs),
         Cmd::Udp { refractium, secs, workers } => udp::run(&refractium, secs, workers),
         Cmd::Short { to, conc, secs, tls, pid } => {
