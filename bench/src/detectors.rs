@@ -118,7 +118,7 @@ pub fn run(cold: Option<usize>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let plugins = rt.block_on(PluginSet::load(&Config::default())).context("loading the built-in plugins")?;
     // One pass over everything first: the first cell measured used to pay
-    // for the process settling (page faults, the epoch ticker starting).
+    // for the process settling (page faults, the plugin watchdog starting).
     for (name, udp, hit, miss) in inputs() {
         let plugin = plugins.detector(name).with_context(|| format!("built-in `{name}` missing"))?;
         let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "bench".into(), udp);

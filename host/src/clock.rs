@@ -1,6 +1,6 @@
-//! The process-wide millisecond clock of the timeouts that are looked at
-//! rather than armed as timers: relay and UDP-session idleness, and the
-//! back-off of a failing plugin. Such a deadline fits an `AtomicU64`, so a
+//! The process-wide clock of the timeouts that are looked at rather than
+//! armed as timers: relay and UDP-session idleness, the back-off of a
+//! failing plugin, and plugin call deadlines. Such a deadline fits an `AtomicU64`, so a
 //! hot path stamps it with one store and another thread can read it.
 
 use std::sync::OnceLock;
@@ -9,13 +9,27 @@ use std::time::{Duration, Instant};
 /// Milliseconds since the first use of this clock in the process (rounded
 /// down; monotonic).
 pub fn now_ms() -> u64 {
+    ms(base().elapsed())
+}
+
+/// Nanoseconds since the same start as [`now_ms`].
+pub fn now_ns() -> u64 {
+    ns(base().elapsed())
+}
+
+fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
-    ms(BASE.get_or_init(Instant::now).elapsed())
+    *BASE.get_or_init(Instant::now)
 }
 
 /// `d` in whole milliseconds (rounded down, saturating).
 pub fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `d` in nanoseconds (saturating).
+pub fn ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Whether at least `limit` has passed since the stamp `since` (from

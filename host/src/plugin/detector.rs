@@ -7,7 +7,8 @@ use super::bindings::refractium::plugin::types as wit;
 use super::bindings::sync::{DetectorPlugin as SyncBindings, DetectorPluginPre as SyncPre};
 use super::bindings::{DetectorPlugin as Bindings, DetectorPluginPre};
 use super::loader::Source;
-use super::sandbox::{HostState, LogBudget, deadline_ticks};
+use super::sandbox::{HostState, LogBudget};
+use super::watchdog;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -195,10 +196,10 @@ impl DetectorPlugin {
 
     async fn instantiate(&self) -> anyhow::Result<(Instance, Info)> {
         let engine = super::engine::engine();
-        let _running = super::engine::CallGuard::enter();
         let mut store = Store::new(engine, HostState::new(self.name.clone(), self.memory, self.log.clone()));
         store.limiter(|state| &mut state.cap);
-        store.set_epoch_deadline(deadline_ticks(self.budget.max(Duration::from_millis(100))));
+        store.epoch_deadline_callback(|store| Ok(watchdog::on_epoch(store.data().deadline)));
+        let _running = start_call(&mut store, self.budget.max(Duration::from_millis(100)));
         let failed = |e: wasmtime::Error, store: &Store<HostState>| anyhow::anyhow!(cause(&e, store, self));
         let (bindings, init) = match &self.pre {
             Pre::Async(pre) => {
@@ -324,8 +325,7 @@ impl DetectorPlugin {
     /// is then dropped: a trap poisons its store).
     async fn call_once(&self, data: &[u8], peer: &Peer) -> Result<Verdict, String> {
         let mut instance = self.take().await.map_err(|err| format!("could not instantiate: {err:#}"))?;
-        let _running = super::engine::CallGuard::enter();
-        instance.store.set_epoch_deadline(deadline_ticks(self.budget));
+        let _running = start_call(&mut instance.store, self.budget);
         let result = match &instance.bindings {
             Bound::Async(bindings) => {
                 let guest: &wit_detector::Guest = bindings.refractium_plugin_detector();
@@ -343,6 +343,17 @@ impl DetectorPlugin {
             Err(err) => Err(cause(&err, &instance.store, self)),
         }
     }
+}
+
+/// Give the store a call's deadline, `budget` from now; the call may run
+/// until the returned guard drops.
+fn start_call(store: &mut Store<HostState>, budget: Duration) -> watchdog::Call {
+    let call = watchdog::Call::start(store.engine(), budget);
+    store.data_mut().deadline = call.deadline();
+    // Consult the callback at the next epoch: the watchdog advances it
+    // only when some call's deadline has passed.
+    store.set_epoch_deadline(1);
+    call
 }
 
 /// Say why a call failed, in words an operator can act on.

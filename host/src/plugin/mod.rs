@@ -4,8 +4,8 @@
 //!
 //! 1. [`engine::engine`] — one wasmtime `Engine` per process: component
 //!    model on, component-model concurrency off (plain calls are 3× cheaper),
-//!    epoch interruption driven by a 1 ms ticker thread, pooling allocator
-//!    with small explicit limits.
+//!    epoch interruption (advanced by the [`watchdog`] thread when a call's
+//!    deadline passes), pooling allocator with small explicit limits.
 //! 2. [`cache`] — each plugin's bytes are compiled once per content hash and
 //!    engine version; the artifact is kept on disk so a restart does not
 //!    compile again.
@@ -13,8 +13,8 @@
 //!    `plugins.dir` are linked (an empty WASI context: no files, no sockets,
 //!    no environment, plus the `host` interface) and pre-instantiated once.
 //! 4. [`detector`] — per call: an instance is taken from the plugin's idle
-//!    pool (or created from the pre-instantiated component), given a fresh
-//!    epoch deadline, called, and put back. A trap, an exceeded deadline or an
+//!    pool (or created from the pre-instantiated component), given its
+//!    deadline, called, and put back. A trap, an exceeded deadline or an
 //!    exceeded memory cap ends the call as `no-match` and the instance is
 //!    dropped; a plugin that keeps failing is disabled for a while.
 //!
@@ -27,6 +27,7 @@ pub mod detector;
 pub mod engine;
 pub mod loader;
 pub mod sandbox;
+pub mod watchdog;
 
 pub use detector::{Detection, DetectorPlugin, Verdict};
 pub use loader::{PluginSet, Source};

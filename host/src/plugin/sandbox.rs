@@ -5,16 +5,16 @@
 //!   provides) plus the `host` interface, whose only function is `log`.
 //! - **Memory**: [`MemoryCap`] refuses any linear memory or table growth past
 //!   `plugins.limits.memory`; the guest's allocator then fails and traps.
-//! - **Time**: every call gets an epoch deadline of `plugins.limits.call_timeout`
-//!   ([`deadline_ticks`]); a guest still running then is interrupted (a trap),
-//!   at most one tick (2 ms) after its budget ran out.
+//! - **Time**: every call gets a deadline `plugins.limits.call_timeout` ahead;
+//!   a guest still running then is interrupted (a trap) by the
+//!   [`super::watchdog`], within its wake-up latency, never before.
 //! - **Log**: each message is cut to [`LOG_MAX_BYTES`], and each plugin may log
 //!   [`LOG_LINES_PER_SEC`] lines a second; the rest are counted and reported.
 
 use super::bindings::refractium::plugin::{host, types::Level};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -36,6 +36,9 @@ pub struct HostState {
     log: Arc<LogBudget>,
     /// The plugin's name, to tag its log lines.
     plugin: Arc<str>,
+    /// When the call under way is out of time (`clock::now_ns`): see
+    /// [`super::watchdog`].
+    pub deadline: u64,
 }
 
 impl HostState {
@@ -46,6 +49,7 @@ impl HostState {
             cap: MemoryCap { limit: usize::try_from(memory).unwrap_or(usize::MAX), hit: false },
             log,
             plugin,
+            deadline: 0,
         }
     }
 }
@@ -80,13 +84,6 @@ impl ResourceLimiter for MemoryCap {
         }
         Ok(true)
     }
-}
-
-/// Epoch ticks for a call budget: rounded up, plus one tick because the
-/// current tick may be about to end.
-pub fn deadline_ticks(budget: Duration) -> u64 {
-    let tick = super::engine::TICK.as_nanos().max(1);
-    u64::try_from(budget.as_nanos().div_ceil(tick)).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 /// A per-plugin rate limit on log lines: a fixed one-second window.
@@ -156,13 +153,6 @@ impl super::bindings::refractium::plugin::types::Host for HostState {}
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deadline_rounds_up_and_adds_a_tick() {
-        // With 2 ms ticks: 10 ms is 5 ticks, plus the one under way.
-        assert_eq!(deadline_ticks(Duration::from_millis(10)), 6);
-        assert_eq!(deadline_ticks(Duration::from_micros(2500)), 3);
-    }
 
     #[test]
     fn truncate_respects_char_boundaries() {
