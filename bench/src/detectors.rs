@@ -110,11 +110,10 @@ fn cold_loop(scratch: &mut [u8], mut f: impl FnMut()) -> u128 {
     times[times.len() / 2]
 }
 
-/// Print the table.
+/// Print the table: calls in a tight loop, or with `cold` (KiB), each call
+/// timed alone after writing that much other memory (what the client and the
+/// backend do to the proxy's caches between two connections at concurrency 1).
 pub fn run(cold: Option<usize>) -> Result<()> {
-    if let Some(kib) = cold {
-        return run_cold(kib);
-    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let plugins = rt.block_on(PluginSet::load(&Config::default())).context("loading the built-in plugins")?;
     // One pass over everything first: the first cell measured used to pay
@@ -129,59 +128,52 @@ pub fn run(cold: Option<usize>) -> Result<()> {
             }
         });
     }
-    println!("| detector | input | bytes | native ns/call | Wasm ns/call | Wasm adds |");
-    println!("|---|---|---:|---:|---:|---:|");
+    let mut scratch = cold.map(|kib| vec![0u8; kib.max(1) << 10]);
+    if scratch.is_some() {
+        println!("| detector | input | native ns/call (cold) | Wasm ns/call (cold) | Wasm adds |");
+        println!("|---|---|---:|---:|---:|");
+    } else {
+        println!("| detector | input | bytes | native ns/call | Wasm ns/call | Wasm adds |");
+        println!("|---|---|---:|---:|---:|---:|");
+    }
     for (name, udp, hit, miss) in inputs() {
         let plugin = plugins.detector(name).with_context(|| format!("built-in `{name}` missing"))?;
         let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "bench".into(), udp);
         for (label, data) in [("match", hit), ("no-match", miss)] {
-            let native_ns = native(name, data, udp, &mut |f| time_loop(f))?;
-            let wasm_ns = rt.block_on(async {
-                for _ in 0..500 {
-                    std::hint::black_box(plugin.detect(data, &peer).await);
+            let (native_ns, wasm_ns) = match scratch.as_deref_mut() {
+                Some(scratch) => (
+                    native(name, data, udp, &mut |f| cold_loop(scratch, f))?,
+                    cold_loop(scratch, || {
+                        std::hint::black_box(rt.block_on(plugin.detect(std::hint::black_box(data), &peer)));
+                    }),
+                ),
+                None => {
+                    (native(name, data, udp, &mut |f| time_loop(f))?, rt.block_on(wasm_loop(&**plugin, data, &peer)))
                 }
-                let start = Instant::now();
-                let mut n = 0u32;
-                while n < CALLS / 4 && start.elapsed() < BUDGET {
-                    for _ in 0..100 {
-                        std::hint::black_box(plugin.detect(std::hint::black_box(data), &peer).await);
-                    }
-                    n += 100;
-                }
-                start.elapsed().as_nanos() / u128::from(n)
-            });
-            println!(
-                "| {name} | {label} | {} | {native_ns} | {wasm_ns} | {:+.2} µs |",
-                data.len(),
-                (wasm_ns as f64 - native_ns as f64) / 1000.0
-            );
+            };
+            let adds = (wasm_ns as f64 - native_ns as f64) / 1000.0;
+            if scratch.is_some() {
+                println!("| {name} | {label} | {native_ns} | {wasm_ns} | {adds:+.2} µs |");
+            } else {
+                println!("| {name} | {label} | {} | {native_ns} | {wasm_ns} | {adds:+.2} µs |", data.len());
+            }
         }
     }
     Ok(())
 }
 
-/// `detectors --cold KIB`: every built-in on its two inputs, each call
-/// after writing `KIB` KiB of other memory (what the client and the backend
-/// do to the proxy's caches between two connections at concurrency 1).
-fn run_cold(thrash_kib: usize) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let plugins = rt.block_on(PluginSet::load(&Config::default())).context("loading the built-in plugins")?;
-    let scratch = &mut vec![0u8; thrash_kib.max(1) << 10][..];
-    println!("| detector | input | native ns/call (cold) | Wasm ns/call (cold) | Wasm adds |");
-    println!("|---|---|---:|---:|---:|");
-    for (name, udp, hit, miss) in inputs() {
-        let plugin = plugins.detector(name).with_context(|| format!("built-in `{name}` missing"))?;
-        let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "bench".into(), udp);
-        for (label, data) in [("match", hit), ("no-match", miss)] {
-            let native_ns = native(name, data, udp, &mut |f| cold_loop(scratch, f))?;
-            let wasm_ns = cold_loop(scratch, || {
-                std::hint::black_box(rt.block_on(plugin.detect(std::hint::black_box(data), &peer)));
-            });
-            println!(
-                "| {name} | {label} | {native_ns} | {wasm_ns} | {:+.2} µs |",
-                (wasm_ns as f64 - native_ns as f64) / 1000.0
-            );
-        }
+/// ns per call through the sandbox, in a tight loop.
+async fn wasm_loop(plugin: &dyn Detect, data: &[u8], peer: &Peer) -> u128 {
+    for _ in 0..500 {
+        std::hint::black_box(plugin.detect(data, peer).await);
     }
-    Ok(())
+    let start = Instant::now();
+    let mut n = 0u32;
+    while n < CALLS / 4 && start.elapsed() < BUDGET {
+        for _ in 0..100 {
+            std::hint::black_box(plugin.detect(std::hint::black_box(data), peer).await);
+        }
+        n += 100;
+    }
+    start.elapsed().as_nanos() / u128::from(n)
 }

@@ -36,7 +36,15 @@ pub fn ns(d: Duration) -> u64 {
 /// [`now_ms`]). Both readings are rounded down, so one more millisecond than
 /// `limit` is asked of them: the answer is never early.
 pub fn passed(since: u64, limit: Duration) -> bool {
-    now_ms().saturating_sub(since) > ms(limit)
+    left(since, limit).is_none()
+}
+
+/// How long until [`passed`] turns true for `since` and `limit` if nothing
+/// stamps again meanwhile; `None` once it has.
+pub fn left(since: u64, limit: Duration) -> Option<Duration> {
+    let wanted = ms(limit).saturating_add(1);
+    let waited = now_ms().saturating_sub(since);
+    (waited < wanted).then(|| Duration::from_millis(wanted - waited))
 }
 
 #[cfg(test)]

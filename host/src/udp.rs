@@ -343,13 +343,9 @@ async fn relay_down(
     stop: &CancellationToken,
 ) -> &'static str {
     loop {
-        let last = counters.last.load(Ordering::Relaxed);
-        if crate::clock::passed(last, timeout) {
+        let Some(wait) = crate::clock::left(counters.last.load(Ordering::Relaxed), timeout) else {
             return "idle timeout";
-        }
-        // Until the moment `passed` turns true if nothing moves meanwhile.
-        let idle_for = crate::clock::now_ms().saturating_sub(last);
-        let wait = Duration::from_millis(crate::clock::ms(timeout).saturating_add(1).saturating_sub(idle_for));
+        };
         tokio::select! {
             () = stop.cancelled() => return "shutdown",
             () = tokio::time::sleep(wait) => continue,

@@ -10,6 +10,11 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// `refractium check -c FILE` with the shared plugin cache: (ok, stdout, stderr).
+fn check(file: &std::path::Path, secs: u64) -> (bool, String, String) {
+    run_cmd(Command::new(bin()).args(["check", "-c"]).arg(file).env("REFRACTIUM_CACHE_DIR", cache_dir()), secs)
+}
+
 #[test]
 fn check_names_file_line_and_key_and_binds_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -33,7 +38,7 @@ fn check_reports_an_unknown_key_and_an_unknown_detector() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file =
         write(dir.path(), "typo.yaml", "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detectorz: [tls]\n");
-    let (ok, _, err) = run_cmd(Command::new(bin()).args(["check", "-c"]).arg(&file), 60);
+    let (ok, _, err) = check(&file, 60);
     assert!(!ok);
     assert!(err.contains(":4:") && err.contains("detectorz"), "{err}");
 
@@ -42,8 +47,7 @@ fn check_reports_an_unknown_key_and_an_unknown_detector() {
         "nodet.yaml",
         "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detectors: [tls, gopher]\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: { servers: [127.0.0.1:1] }\n",
     );
-    let (ok, _, err) =
-        run_cmd(Command::new(bin()).args(["check", "-c"]).arg(&file).env("REFRACTIUM_CACHE_DIR", cache_dir()), 60);
+    let (ok, _, err) = check(&file, 60);
     assert!(!ok);
     assert!(err.contains(":4:") && err.contains("listeners[0].detectors[1]") && err.contains("gopher"), "{err}");
 }
@@ -56,8 +60,7 @@ fn check_names_the_line_of_a_config_a_built_in_refuses() {
         "pattern.yaml",
         "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: { servers: [127.0.0.1:1] }\nplugins:\n  config:\n    pattern:\n      rules:\n        - protocol: gopher\n          prefix: \"\"\n",
     );
-    let (ok, _, err) =
-        run_cmd(Command::new(bin()).args(["check", "-c"]).arg(&file).env("REFRACTIUM_CACHE_DIR", cache_dir()), 60);
+    let (ok, _, err) = check(&file, 60);
     assert!(!ok);
     let f = file.display().to_string();
     assert!(err.contains(&format!("{f}:12:")) && err.contains("plugins.config.pattern"), "{err}");
@@ -68,10 +71,7 @@ fn check_names_the_line_of_a_config_a_built_in_refuses() {
 fn check_accepts_the_shipped_configs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     for file in ["config/refractium.yaml", "config/examples/sslh-like.yaml", "config/examples/sni-routing.yaml"] {
-        let (ok, out, err) = run_cmd(
-            Command::new(bin()).args(["check", "-c"]).arg(root.join(file)).env("REFRACTIUM_CACHE_DIR", cache_dir()),
-            120,
-        );
+        let (ok, out, err) = check(&root.join(file), 120);
         assert!(ok, "{file}: {err}");
         assert!(out.contains("is valid") && out.contains("tls"), "{file}: {out}");
     }
@@ -149,7 +149,6 @@ fn plugins_lists_the_builtins_and_a_broken_file_is_skipped_by_name() {
     }
     assert!(out.contains("skipped") && out.contains("broken.wasm"), "{out}");
     // `check` says so and fails; `run` still starts with the others.
-    let (ok, _, _) =
-        run_cmd(Command::new(bin()).args(["check", "-c"]).arg(&cfg).env("REFRACTIUM_CACHE_DIR", cache_dir()), 120);
+    let (ok, _, _) = check(&cfg, 120);
     assert!(!ok);
 }
