@@ -3,7 +3,9 @@
 //! Key: the SHA-256 of the plugin's bytes, under a directory named by the
 //! engine fingerprint (wasmtime version + engine settings). A component whose
 //! bytes did not change is never compiled twice by one process, nor by the
-//! next process that uses the same cache directory.
+//! next process that uses the same cache directory. A built-in is compiled
+//! as its core module ([`super::direct`]): the same key, its own file
+//! (`HASH.core.cwasm`).
 //!
 //! Neither grows without bound: the memory cache keeps only what the last
 //! plugin set loaded ([`retain`]), and on disk an artifact is touched when it
@@ -17,9 +19,61 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
+use wasmtime::Module;
 use wasmtime::component::Component;
 
-static MEMO: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
+/// What is compiled: a component, or a built-in's core module.
+pub trait Artifact: Clone + Sized + 'static {
+    /// File name suffix in the cache directory.
+    const SUFFIX: &'static str;
+    /// The compiled artifacts this process keeps in memory.
+    fn memo() -> &'static Mutex<HashMap<String, Self>>;
+    fn compile(bytes: &[u8]) -> wasmtime::Result<Self>;
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>>;
+    /// # Safety
+    /// `file` must hold what [`Artifact::serialize`] wrote with a compatible
+    /// engine (see [`load`]).
+    #[allow(unsafe_code)]
+    unsafe fn deserialize_file(file: &Path) -> wasmtime::Result<Self>;
+}
+
+impl Artifact for Component {
+    const SUFFIX: &'static str = "cwasm";
+    fn memo() -> &'static Mutex<HashMap<String, Self>> {
+        static MEMO: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
+        MEMO.get_or_init(Default::default)
+    }
+    fn compile(bytes: &[u8]) -> wasmtime::Result<Self> {
+        Component::new(engine::engine(), bytes)
+    }
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Component::serialize(self)
+    }
+    #[allow(unsafe_code)]
+    unsafe fn deserialize_file(file: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: passed on from the caller.
+        unsafe { Component::deserialize_file(engine::engine(), file) }
+    }
+}
+
+impl Artifact for Module {
+    const SUFFIX: &'static str = "core.cwasm";
+    fn memo() -> &'static Mutex<HashMap<String, Self>> {
+        static MEMO: OnceLock<Mutex<HashMap<String, Module>>> = OnceLock::new();
+        MEMO.get_or_init(Default::default)
+    }
+    fn compile(bytes: &[u8]) -> wasmtime::Result<Self> {
+        Module::new(engine::engine(), bytes)
+    }
+    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+        Module::serialize(self)
+    }
+    #[allow(unsafe_code)]
+    unsafe fn deserialize_file(file: &Path) -> wasmtime::Result<Self> {
+        // SAFETY: passed on from the caller.
+        unsafe { Module::deserialize_file(engine::engine(), file) }
+    }
+}
 
 /// Artifacts on disk unused for this long are removed.
 pub const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -42,22 +96,20 @@ pub fn default_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("refractium"))
 }
 
-/// The compiled component for `bytes` (whose hash is `hash`), from memory,
-/// from `dir`, or freshly compiled (and then stored in both).
-pub fn compile(bytes: &[u8], hash: &str, dir: Option<&Path>) -> anyhow::Result<Component> {
-    let memo = MEMO.get_or_init(Default::default);
-    if let Some(component) = memo.lock().ok().and_then(|m| m.get(hash).cloned()) {
-        return Ok(component);
+/// The compiled artifact for `bytes` (a plugin whose hash is `hash`), from
+/// memory, from `dir`, or freshly compiled (and then stored in both).
+pub fn compile<A: Artifact>(bytes: &[u8], hash: &str, dir: Option<&Path>) -> anyhow::Result<A> {
+    let memo = A::memo();
+    if let Some(compiled) = memo.lock().ok().and_then(|m| m.get(hash).cloned()) {
+        return Ok(compiled);
     }
-    let file = dir.map(|d| d.join(engine::fingerprint()).join(format!("{hash}.cwasm")));
-    let component = match file.as_deref().and_then(load) {
-        Some(component) => component,
+    let file = dir.map(|d| d.join(engine::fingerprint()).join(format!("{hash}.{}", A::SUFFIX)));
+    let compiled = match file.as_deref().and_then(load::<A>) {
+        Some(compiled) => compiled,
         None => {
-            let component = Component::new(engine::engine(), bytes)
-                .map_err(anyhow::Error::from)
-                .context("compiling the component")?;
+            let compiled = A::compile(bytes).map_err(anyhow::Error::from).context("compiling the plugin")?;
             if let Some(file) = &file {
-                match store(&component, file) {
+                match store(&compiled, file) {
                     Ok(()) => {
                         if let Some(root) = dir {
                             prune(root, MAX_AGE);
@@ -68,31 +120,31 @@ pub fn compile(bytes: &[u8], hash: &str, dir: Option<&Path>) -> anyhow::Result<C
                     }
                 }
             }
-            component
+            compiled
         }
     };
     if let Ok(mut m) = memo.lock() {
-        m.insert(hash.to_string(), component.clone());
+        m.insert(hash.to_string(), compiled.clone());
     }
-    Ok(component)
+    Ok(compiled)
 }
 
 /// Load a cached artifact; `None` (and a debug line) when absent or unusable.
 #[allow(unsafe_code)]
-fn load(file: &Path) -> Option<Component> {
+fn load<A: Artifact>(file: &Path) -> Option<A> {
     if !file.exists() {
         return None;
     }
     // SAFETY: `deserialize_file` trusts the file to be an artifact produced by
-    // `Component::serialize` of a compatible engine. Only this module writes
+    // `Artifact::serialize` of a compatible engine. Only this module writes
     // into the cache directory, under a subdirectory named by this engine's
     // fingerprint (wasmtime version + settings), and wasmtime checks the
     // artifact's header against the engine before using it.
-    match unsafe { Component::deserialize_file(engine::engine(), file) } {
-        Ok(component) => {
+    match unsafe { A::deserialize_file(file) } {
+        Ok(compiled) => {
             // Used now: not a candidate for pruning.
             let _ = std::fs::File::options().write(true).open(file).and_then(|f| f.set_modified(SystemTime::now()));
-            Some(component)
+            Some(compiled)
         }
         Err(err) => {
             tracing::debug!(file = %file.display(), error = %err, "ignoring unusable cached plugin");
@@ -101,10 +153,10 @@ fn load(file: &Path) -> Option<Component> {
     }
 }
 
-fn store(component: &Component, file: &Path) -> anyhow::Result<()> {
+fn store<A: Artifact>(compiled: &A, file: &Path) -> anyhow::Result<()> {
     let dir = file.parent().context("cache file has no directory")?;
     std::fs::create_dir_all(dir)?;
-    let bytes = component.serialize()?;
+    let bytes = compiled.serialize()?;
     let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), rand::random::<u64>()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, file)?;
@@ -114,7 +166,10 @@ fn store(component: &Component, file: &Path) -> anyhow::Result<()> {
 /// Keep in memory only the compiled plugins whose hashes are in `keep` (the
 /// set just loaded); the others are found on disk again if ever needed.
 pub fn retain(keep: &HashSet<&str>) {
-    if let Some(Ok(mut memo)) = MEMO.get().map(Mutex::lock) {
+    if let Ok(mut memo) = Component::memo().lock() {
+        memo.retain(|hash, _| keep.contains(hash.as_str()));
+    }
+    if let Ok(mut memo) = Module::memo().lock() {
         memo.retain(|hash, _| keep.contains(hash.as_str()));
     }
 }

@@ -4,8 +4,8 @@
 
 use super::bindings::exports::refractium::plugin::detector as wit_detector;
 use super::bindings::refractium::plugin::types as wit;
-use super::bindings::sync::{DetectorPlugin as SyncBindings, DetectorPluginPre as SyncPre};
 use super::bindings::{DetectorPlugin as Bindings, DetectorPluginPre};
+use super::direct;
 use super::loader::Source;
 use super::sandbox::{HostState, LogBudget};
 use super::watchdog;
@@ -91,17 +91,20 @@ struct Instance {
     bindings: Bound,
 }
 
-/// A plugin's instance factory: async for plugin files, sync for built-ins
-/// (see [`super::bindings`]).
+/// A plugin's instance factory: the component, called asynchronously, for
+/// plugin files (see [`super::bindings`]); the core module, called directly,
+/// for built-ins (see [`super::direct`]).
 pub(super) enum Pre {
     Async(DetectorPluginPre<HostState>),
-    Sync(SyncPre<HostState>),
+    Direct(direct::Pre),
 }
 
-/// An instance's exports, called the way its [`Pre`] says.
+/// An instance's exports, called the way its [`Pre`] says. Not boxed: it
+/// lives in the idle pool, and a box would be one more cold line per call.
+#[allow(clippy::large_enum_variant)]
 enum Bound {
     Async(Bindings),
-    Sync(SyncBindings),
+    Direct(direct::Exports),
 }
 
 /// Name and version a plugin reported from `init`.
@@ -207,10 +210,10 @@ impl DetectorPlugin {
                 let init = bindings.refractium_plugin_detector().call_init(&mut store, &self.config_json).await;
                 (Bound::Async(bindings), init)
             }
-            Pre::Sync(pre) => {
-                let bindings = pre.instantiate(&mut store).map_err(|e| failed(e, &store))?;
-                let init = bindings.refractium_plugin_detector().call_init(&mut store, &self.config_json);
-                (Bound::Sync(bindings), init)
+            Pre::Direct(pre) => {
+                let exports = pre.instantiate(&mut store).map_err(|e| failed(e, &store))?;
+                let init = exports.init(&mut store, &self.config_json);
+                (Bound::Direct(exports), init)
             }
         };
         let info = match init {
@@ -331,9 +334,7 @@ impl DetectorPlugin {
                 let guest: &wit_detector::Guest = bindings.refractium_plugin_detector();
                 guest.call_detect(&mut instance.store, data, &peer.0).await
             }
-            Bound::Sync(bindings) => {
-                bindings.refractium_plugin_detector().call_detect(&mut instance.store, data, &peer.0)
-            }
+            Bound::Direct(exports) => exports.detect(&mut instance.store, data, &peer.0),
         };
         match result {
             Ok(verdict) => {

@@ -3,11 +3,10 @@
 //! (`tls.wasm`) replaces it in place; a file that fails to load is reported
 //! by path with the reason and skipped.
 
-use super::bindings::sync::DetectorPluginPre as SyncPre;
 use super::bindings::{DetectorPlugin as Bindings, DetectorPluginPre};
 use super::detector::{DetectorPlugin, Pre};
 use super::sandbox::HostState;
-use super::{cache, engine};
+use super::{cache, direct, engine};
 use crate::config::Config;
 use anyhow::Context as _;
 use serde::Serialize;
@@ -73,54 +72,20 @@ fn linker() -> anyhow::Result<&'static Linker<HostState>> {
     Ok(LINKER.get_or_init(|| linker))
 }
 
-/// The linker a built-in is instantiated with, for synchronous calls (see
-/// [`super::bindings`]): the host interface, `wasi:random/insecure-seed`
-/// (the standard library seeds its hash maps from it), and every other
-/// import the component names — the standard library's WASI environment,
-/// stdio and exit — as a function that traps when called. A built-in never
-/// uses them; one that did (a panic message on its way to stderr) traps, as
-/// its panic would have anyway, and the call counts as failed.
-fn builtin_linker(component: &Component) -> anyhow::Result<Linker<HostState>> {
-    let engine = engine::engine();
-    let mut linker = Linker::new(engine);
-    Bindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-        .map_err(anyhow::Error::from)
-        .context("linking the host interface")?;
-    let seeds: Vec<String> = component
-        .component_type()
-        .imports(engine)
-        .map(|(name, _)| name.to_string())
-        .filter(|name| name.starts_with("wasi:random/insecure-seed@"))
-        .collect();
-    for name in seeds {
-        linker
-            .instance(&name)
-            .and_then(|mut i| {
-                i.func_wrap("insecure-seed", |_, (): ()| Ok(((rand::random::<u64>(), rand::random::<u64>()),)))
-            })
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("linking {name}"))?;
-    }
-    linker.define_unknown_imports_as_traps(component).map_err(anyhow::Error::from).context("linking WASI stubs")?;
-    Ok(linker)
-}
-
 impl PluginSet {
     /// Load the built-ins and the plugins directory named by `config`.
     pub async fn load(config: &Config) -> anyhow::Result<PluginSet> {
         let cache_dir = config.plugins.cache_dir.clone().or_else(cache::default_dir);
         let load = async |name: &str, source: Source, bytes: &[u8]| -> anyhow::Result<Arc<DetectorPlugin>> {
             let hash = cache::hash(bytes);
-            let component = cache::compile(bytes, &hash, cache_dir.as_deref())?;
             let builtin = matches!(source, Source::Builtin);
             const NO_EXPORT: &str = "it does not export the refractium:plugin/detector@0.1.0 interface";
             let pre = if builtin {
-                let pre = builtin_linker(&component)?
-                    .instantiate_pre(&component)
-                    .map_err(anyhow::Error::from)
-                    .context("linking")?;
-                Pre::Sync(SyncPre::new(pre).map_err(anyhow::Error::from).context(NO_EXPORT)?)
+                // Our own code: called through its core module (see `direct`).
+                let module = cache::compile(direct::main_module(bytes)?, &hash, cache_dir.as_deref())?;
+                Pre::Direct(direct::Pre::new(&module).context("linking")?)
             } else {
+                let component: Component = cache::compile(bytes, &hash, cache_dir.as_deref())?;
                 let pre = linker()?.instantiate_pre(&component).map_err(anyhow::Error::from).context("linking")?;
                 Pre::Async(DetectorPluginPre::new(pre).map_err(anyhow::Error::from).context(NO_EXPORT)?)
             };
@@ -243,11 +208,11 @@ mod tests {
         assert!((0..=255).all(|b| get("pattern").rules_out(b)));
     }
 
-    /// Built-ins run on the synchronous path, with the standard library's
-    /// WASI imports stubbed: `pattern` compiles its regular expressions
+    /// Built-ins run on the direct path, with the standard library's WASI
+    /// imports stubbed: `pattern` compiles its regular expressions
     /// (seeding hash maps from `wasi:random/insecure-seed`) and matches.
     #[tokio::test]
-    async fn a_builtin_with_rules_runs_on_the_synchronous_path() {
+    async fn a_builtin_with_rules_runs_on_the_direct_path() {
         let yaml = "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: { servers: [127.0.0.1:1] }\nplugins:\n  config:\n    pattern:\n      rules:\n        - protocol: irc\n          regex: '^(NICK|USER) [^\\r\\n]*\\r\\n'\n";
         let config = crate::config::parse(yaml, std::path::Path::new("test.yaml")).expect("config");
         let plugins = PluginSet::load(&config).await.expect("built-ins load");
@@ -258,5 +223,78 @@ mod tests {
             other => panic!("expected a match, got {other:?}"),
         }
         assert_eq!(pattern.detect(b"GET / HTTP/1.1\r\n\r\n", &peer).await, crate::plugin::Verdict::NoMatch);
+    }
+}
+
+/// The direct path ([`direct`]) against the component path, on the same bytes.
+#[cfg(test)]
+mod direct_tests {
+    use super::{PluginSet, builtin};
+    use crate::plugin::Verdict;
+    use crate::plugin::detector::{Detect, Peer};
+    use std::path::{Path, PathBuf};
+
+    /// Every file under `dir`, recursively.
+    fn files(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("corpus directory").filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(files(&path));
+            } else if path.extension().is_some_and(|e| e == "bin") {
+                found.push(path);
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Each built-in, called through its core module, answers exactly what
+    /// the same bytes loaded as a plugin file (a component, called through
+    /// wasmtime's component layer) answer: every real client flight of the
+    /// corpus and its prefixes, over each transport the built-in serves.
+    #[tokio::test]
+    async fn direct_calls_agree_with_the_component() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for &(name, _, bytes, _, _) in builtin::BUILTINS {
+            std::fs::write(dir.path().join(format!("component-{name}.wasm")), bytes).expect("write plugin");
+        }
+        let rules = "      rules:\n        - protocol: irc\n          regex: '^(NICK|USER) [^\\r\\n]*\\r\\n'\n";
+        let yaml = format!(
+            "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: {{ servers: [127.0.0.1:1] }}\nplugins:\n  dir: {}\n  config:\n    pattern:\n{rules}    component-pattern:\n{rules}",
+            dir.path().display()
+        );
+        let config = crate::config::parse(&yaml, Path::new("test.yaml")).expect("config");
+        let plugins = PluginSet::load(&config).await.expect("plugins load");
+        assert!(plugins.skipped.is_empty(), "{:?}", plugins.skipped.iter().map(|s| &s.reason).collect::<Vec<_>>());
+
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus");
+        let mut flights: Vec<(String, Vec<u8>)> =
+            files(&corpus).into_iter().map(|p| (p.display().to_string(), std::fs::read(&p).expect("read"))).collect();
+        flights.push(("irc".into(), b"NICK refractium\r\n".to_vec()));
+        flights.push(("empty".into(), Vec::new()));
+        assert!(flights.len() > 50, "the corpus is missing: {}", corpus.display());
+
+        for &(name, _, _, tcp, udp) in builtin::BUILTINS {
+            let direct = plugins.detector(name).expect("built-in");
+            let component = plugins.detector(&format!("component-{name}")).expect("plugin file");
+            assert!(
+                matches!(direct.source, super::Source::Builtin) && !matches!(component.source, super::Source::Builtin)
+            );
+            let mut matched = 0;
+            for (file, data) in &flights {
+                let lengths = (0..=data.len().min(24)).chain((25..data.len()).step_by(97)).chain([data.len()]);
+                for len in lengths {
+                    for over_udp in [false, true].into_iter().filter(|&u| if u { udp } else { tcp }) {
+                        let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "edge".into(), over_udp);
+                        let (want, got) =
+                            (component.detect(&data[..len], &peer).await, direct.detect(&data[..len], &peer).await);
+                        assert_eq!(got, want, "{name} on the first {len} bytes of {file} (udp: {over_udp})");
+                        matched += usize::from(matches!(got, Verdict::Matched(_)));
+                    }
+                }
+            }
+            assert!(matched > 0, "`{name}` matched nothing: the comparison proves little");
+        }
     }
 }

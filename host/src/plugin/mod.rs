@@ -12,6 +12,10 @@
 //! 3. [`loader`] — per snapshot: the built-in plugins and every `*.wasm` of
 //!    `plugins.dir` are linked (an empty WASI context: no files, no sockets,
 //!    no environment, plus the `host` interface) and pre-instantiated once.
+//!    A built-in is linked as the core module inside its component and
+//!    called with the canonical ABI written out ([`direct`]): our own code,
+//!    it needs nothing of the component layer, whose per-call lookups cost
+//!    more than a detection.
 //! 4. [`detector`] — per call: an instance is taken from the plugin's idle
 //!    pool (or created from the pre-instantiated component), given its
 //!    deadline, called, and put back. A trap, an exceeded deadline or an
@@ -24,6 +28,7 @@
 mod bindings;
 pub mod cache;
 pub mod detector;
+mod direct;
 pub mod engine;
 pub mod loader;
 pub mod sandbox;

@@ -1,0 +1,304 @@
+//! Built-in detectors called through their core module.
+//!
+//! A built-in is a component like any plugin file, but it is our own code: it
+//! makes no WASI call and exports exactly `refractium:plugin/detector@0.1.0`.
+//! Inside the component sits one main core module that implements the
+//! export with the canonical ABI (`cabi_realloc`, the export, its
+//! post-return); the rest of the component only wires WASI to it. Calling
+//! that module directly, with the canonical ABI for our two functions written
+//! out here, costs one guest entry per argument, one for the call and one for
+//! the post-return — without the component layer's per-call lookups of
+//! functions, options and memories, which cost more than the detection
+//! itself when the proxy wakes cache-cold for one connection.
+//!
+//! The sandbox is the same: same engine, store, memory cap, deadline and
+//! traps; the host interface (`log`) is the only import that does anything,
+//! `wasi:random/insecure-seed` seeds hash maps, and every other import traps.
+//! Everything read back from the guest is checked as the canonical ABI says
+//! (alignment, bounds, UTF-8, discriminants); a violation fails the call like
+//! a trap. `tests::direct_calls_agree_with_the_component` holds this path to
+//! the component's answers for every built-in.
+//!
+//! Layout of the values crossing (wasm32, canonical ABI): a `string` or
+//! `list` is `(ptr: u32, len: u32)`, alignment 4. `peer` flattens to four
+//! arguments after `data`. `verdict` comes back through a pointer: a `u8`
+//! discriminant at 0 (`matched`, `need-more`, `no-match`), its payload at 4;
+//! `detection` is `protocol` at 0, `sni` (an `option<string>`: `u8` at 8,
+//! string at 12), `alpn` at 20 (elements of 8 bytes), `attributes` at 28
+//! (elements of 16 bytes: two strings). `init`'s `result<plugin-info,
+//! string>` is a `u8` at 0 (`ok`, `err`) and its payload at 4.
+
+use super::bindings::refractium::plugin::host::Host as _;
+use super::bindings::refractium::plugin::types::{self as wit, Level};
+use super::sandbox::HostState;
+use anyhow::Context as _;
+use wasmtime::{Caller, InstancePre, Linker, Memory, Module, Store, TypedFunc};
+
+const HOST: &str = "refractium:plugin/host@0.1.0";
+const DETECT: &str = "refractium:plugin/detector@0.1.0#detect";
+const POST_DETECT: &str = "cabi_post_refractium:plugin/detector@0.1.0#detect";
+const INIT: &str = "refractium:plugin/detector@0.1.0#init";
+const POST_INIT: &str = "cabi_post_refractium:plugin/detector@0.1.0#init";
+const REALLOC: &str = "cabi_realloc";
+
+/// The core module of `component` that implements the detector export.
+pub fn main_module(component: &[u8]) -> anyhow::Result<&[u8]> {
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        if let wasmparser::Payload::ModuleSection { unchecked_range, .. } = payload.context("reading the component")? {
+            let module = component.get(unchecked_range).context("module section out of bounds")?;
+            if exports(module, DETECT)? {
+                return Ok(module);
+            }
+        }
+    }
+    anyhow::bail!("no core module of the component exports `{DETECT}`")
+}
+
+/// Whether the core module `module` exports `name` (nested modules are not
+/// looked into: a core module has none).
+fn exports(module: &[u8], name: &str) -> anyhow::Result<bool> {
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        if let wasmparser::Payload::ExportSection(section) = payload? {
+            for export in section {
+                if export?.name == name {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// A built-in's core module, linked and ready to instantiate.
+pub struct Pre(InstancePre<HostState>);
+
+impl Pre {
+    /// Link `module`: `log`, the seed, and a trap for every other import.
+    pub fn new(module: &Module) -> anyhow::Result<Pre> {
+        let mut linker = Linker::new(module.engine());
+        for import in module.imports() {
+            match (import.module(), import.name()) {
+                (HOST, "log") => {
+                    linker.func_wrap(HOST, "log", log).map_err(anyhow::Error::from)?;
+                }
+                (seed, name @ "insecure-seed") if seed.starts_with("wasi:random/insecure-seed@") => {
+                    linker.func_wrap(seed, name, insecure_seed).map_err(anyhow::Error::from)?;
+                }
+                _ => {}
+            }
+        }
+        linker.define_unknown_imports_as_traps(module).map_err(anyhow::Error::from)?;
+        let pre = linker.instantiate_pre(module).map_err(anyhow::Error::from)?;
+        Ok(Pre(pre))
+    }
+
+    /// A fresh instance in `store`, with its exports looked up once.
+    pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
+        let instance = self.0.instantiate(&mut *store)?;
+        let memory = instance
+            .get_memory(&mut *store, "memory")
+            .ok_or_else(|| wasmtime::format_err!("the module exports no `memory`"))?;
+        Ok(Exports {
+            memory,
+            realloc: instance.get_typed_func(&mut *store, REALLOC)?,
+            init: instance.get_typed_func(&mut *store, INIT)?,
+            post_init: instance.get_typed_func(&mut *store, POST_INIT)?,
+            detect: instance.get_typed_func(&mut *store, DETECT)?,
+            post_detect: instance.get_typed_func(&mut *store, POST_DETECT)?,
+        })
+    }
+}
+
+/// `detect`'s flattened parameters: `data`, the peer's three strings, its
+/// transport.
+type DetectParams = (u32, u32, u32, u32, u32, u32, u32, u32, u32);
+
+/// One instance's exports.
+pub struct Exports {
+    memory: Memory,
+    realloc: TypedFunc<(u32, u32, u32, u32), u32>,
+    init: TypedFunc<(u32, u32), u32>,
+    post_init: TypedFunc<u32, ()>,
+    detect: TypedFunc<DetectParams, u32>,
+    post_detect: TypedFunc<u32, ()>,
+}
+
+impl Exports {
+    /// `init(config) -> result<plugin-info, string>`.
+    pub fn init(
+        &self,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<wit::PluginInfo, String>> {
+        let (ptr, len) = self.put(store, config.as_bytes(), 1)?;
+        let ret = self.init.call(&mut *store, (ptr, len))?;
+        let answer = {
+            let view = View::new(self.memory.data(&*store), ret, 20)?;
+            match view.u8(0)? {
+                0 => Ok(wit::PluginInfo { name: view.string(4)?, version: view.string(12)? }),
+                1 => Err(view.string(4)?),
+                d => wasmtime::bail!("invalid `result` discriminant {d}"),
+            }
+        };
+        self.post_init.call(&mut *store, ret)?;
+        Ok(answer)
+    }
+
+    /// `detect(data, peer) -> verdict`.
+    pub fn detect(
+        &self,
+        store: &mut Store<HostState>,
+        data: &[u8],
+        peer: &wit::Peer,
+    ) -> wasmtime::Result<wit::Verdict> {
+        let (data_ptr, data_len) = self.put(store, data, 1)?;
+        let (client_ptr, client_len) = self.put(store, peer.client_addr.as_bytes(), 1)?;
+        let (local_ptr, local_len) = self.put(store, peer.local_addr.as_bytes(), 1)?;
+        let (listener_ptr, listener_len) = self.put(store, peer.listener.as_bytes(), 1)?;
+        let transport = match peer.transport {
+            wit::Transport::Tcp => 0,
+            wit::Transport::Udp => 1,
+        };
+        let params =
+            (data_ptr, data_len, client_ptr, client_len, local_ptr, local_len, listener_ptr, listener_len, transport);
+        let ret = self.detect.call(&mut *store, params)?;
+        let verdict = lift_verdict(&View::new(self.memory.data(&*store), ret, 40)?)?;
+        self.post_detect.call(&mut *store, ret)?;
+        Ok(verdict)
+    }
+
+    /// Copy `bytes` into memory the guest allocates for them.
+    fn put(&self, store: &mut Store<HostState>, bytes: &[u8], align: u32) -> wasmtime::Result<(u32, u32)> {
+        let len = u32::try_from(bytes.len())?;
+        let ptr = self.realloc.call(&mut *store, (0, 0, align, len))?;
+        if !ptr.is_multiple_of(align) {
+            wasmtime::bail!("`cabi_realloc` returned a misaligned pointer");
+        }
+        self.memory.write(&mut *store, ptr as usize, bytes)?;
+        Ok((ptr, len))
+    }
+}
+
+fn lift_verdict(view: &View<'_>) -> wasmtime::Result<wit::Verdict> {
+    Ok(match view.u8(0)? {
+        0 => {
+            let sni = match view.u8(12)? {
+                0 => None,
+                1 => Some(view.string(16)?),
+                d => wasmtime::bail!("invalid `option` discriminant {d}"),
+            };
+            let (alpn_at, alpn_len) = view.list(24, 8)?;
+            let alpn = (0..alpn_len).map(|i| view.string_at(alpn_at + 8 * i)).collect::<wasmtime::Result<_>>()?;
+            let (attrs_at, attrs_len) = view.list(32, 16)?;
+            let attributes = (0..attrs_len)
+                .map(|i| {
+                    let at = attrs_at + 16 * i;
+                    Ok((view.string_at(at)?, view.string_at(at + 8)?))
+                })
+                .collect::<wasmtime::Result<_>>()?;
+            wit::Verdict::Matched(wit::Detection { protocol: view.string(4)?, sni, alpn, attributes })
+        }
+        1 => wit::Verdict::NeedMore(view.u32(4)?),
+        2 => wit::Verdict::NoMatch,
+        d => wasmtime::bail!("invalid `verdict` discriminant {d}"),
+    })
+}
+
+/// A return area in guest memory: offsets are relative to `base`, and
+/// pointers read from it are checked against the whole memory.
+struct View<'a> {
+    memory: &'a [u8],
+    base: usize,
+}
+
+impl<'a> View<'a> {
+    fn new(memory: &'a [u8], ptr: u32, size: usize) -> wasmtime::Result<Self> {
+        let base = ptr as usize;
+        if !base.is_multiple_of(4) || base.checked_add(size).is_none_or(|end| end > memory.len()) {
+            wasmtime::bail!("return area out of bounds or misaligned");
+        }
+        Ok(View { memory, base })
+    }
+
+    fn bytes(&self, at: usize, len: usize) -> wasmtime::Result<&'a [u8]> {
+        at.checked_add(len)
+            .and_then(|end| self.memory.get(at..end))
+            .ok_or_else(|| wasmtime::format_err!("pointer out of bounds"))
+    }
+
+    fn u8(&self, offset: usize) -> wasmtime::Result<u8> {
+        Ok(self.bytes(self.base + offset, 1)?[0])
+    }
+
+    fn u32_at(&self, at: usize) -> wasmtime::Result<u32> {
+        let b = self.bytes(at, 4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u32(&self, offset: usize) -> wasmtime::Result<u32> {
+        self.u32_at(self.base + offset)
+    }
+
+    /// The string whose `(ptr, len)` is at absolute address `at`.
+    fn string_at(&self, at: usize) -> wasmtime::Result<String> {
+        let (ptr, len) = (self.u32_at(at)? as usize, self.u32_at(at + 4)? as usize);
+        let text = std::str::from_utf8(self.bytes(ptr, len)?).map_err(|_| wasmtime::format_err!("invalid UTF-8"))?;
+        Ok(text.to_string())
+    }
+
+    fn string(&self, offset: usize) -> wasmtime::Result<String> {
+        self.string_at(self.base + offset)
+    }
+
+    /// A list at `offset` of elements of `size` bytes (alignment 4): its
+    /// absolute address and length, checked to lie in memory.
+    fn list(&self, offset: usize, size: usize) -> wasmtime::Result<(usize, usize)> {
+        let (ptr, len) = (self.u32(offset)? as usize, self.u32(offset + 4)? as usize);
+        if !ptr.is_multiple_of(4) {
+            wasmtime::bail!("misaligned list");
+        }
+        self.bytes(ptr, len.checked_mul(size).ok_or_else(|| wasmtime::format_err!("list too long"))?)?;
+        Ok((ptr, len))
+    }
+}
+
+/// The guest's memory, as seen from an import.
+fn memory(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<Memory> {
+    caller
+        .get_export("memory")
+        .and_then(|export| export.into_memory())
+        .ok_or_else(|| wasmtime::format_err!("the module exports no `memory`"))
+}
+
+/// `host.log(level, message)`, lowered: `(level, ptr, len)`.
+fn log(mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32) -> wasmtime::Result<()> {
+    let level = match level {
+        0 => Level::Trace,
+        1 => Level::Debug,
+        2 => Level::Info,
+        3 => Level::Warn,
+        4 => Level::Error,
+        d => wasmtime::bail!("invalid `level` discriminant {d}"),
+    };
+    let memory = memory(&mut caller)?;
+    let (start, len) = (ptr as usize, len as usize);
+    let bytes = start.checked_add(len).and_then(|end| memory.data(&caller).get(start..end));
+    let bytes = bytes.ok_or_else(|| wasmtime::format_err!("log message out of bounds"))?;
+    let message = std::str::from_utf8(bytes).map_err(|_| wasmtime::format_err!("log message is not UTF-8"))?;
+    let message = message.to_string();
+    caller.data_mut().log(level, message);
+    Ok(())
+}
+
+/// `wasi:random/insecure-seed.insecure-seed() -> tuple<u64, u64>`, lowered:
+/// the two words are written where `ret` points.
+fn insecure_seed(mut caller: Caller<'_, HostState>, ret: u32) -> wasmtime::Result<()> {
+    if !ret.is_multiple_of(8) {
+        wasmtime::bail!("misaligned return area");
+    }
+    let mut words = [0u8; 16];
+    words[..8].copy_from_slice(&rand::random::<u64>().to_le_bytes());
+    words[8..].copy_from_slice(&rand::random::<u64>().to_le_bytes());
+    memory(&mut caller)?.write(&mut caller, ret as usize, &words)?;
+    Ok(())
+}
