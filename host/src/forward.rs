@@ -7,7 +7,9 @@
 //! as soon as it drains. Once it has moved 64 KiB it switches to `splice(2)`
 //! through a pooled pipe ([`splice`]), so bulk transfers never enter user
 //! space. An idle connection holds no buffer and no pipe. End of stream on
-//! one side is passed on as a half-close (`shutdown(SHUT_WR)`) to the other;
+//! one side is passed on as a half-close (`shutdown(SHUT_WR)`) to the other,
+//! and bytes read after that side's FIN arrived travel in the same segment
+//! as the FIN passed on (see [`send`]);
 //! the relay ends when both directions have ended, when either side fails, or
 //! after `idle_timeout` without a byte moving either way ([`idle`]).
 
@@ -22,6 +24,7 @@ use std::io::{self, ErrorKind};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Size of each worker thread's scratch buffer.
@@ -211,7 +214,7 @@ impl Direction<'_> {
         let (from, to) = (self.from, self.to);
         let mut moved = 0u64;
         loop {
-            from.readable().await.map_err(|e| (self.from_side, e))?;
+            let ready = from.ready(Interest::READABLE).await.map_err(|e| (self.from_side, e))?;
             let step = SCRATCH_BUF.with(|cell| {
                 let mut buf = cell.borrow_mut();
                 let n = match from.try_read(&mut buf) {
@@ -220,9 +223,13 @@ impl Direction<'_> {
                     Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Step::Spurious),
                     Err(e) => return Err((self.from_side, e)),
                 };
+                // The sender had finished (its FIN was in) and this read
+                // emptied the socket: end of stream comes next, and the
+                // half-close that passes it on will carry these bytes.
+                let last = ready.is_read_closed() && n < buf.len();
                 let mut written = 0;
                 while written < n {
-                    match to.try_write(&buf[written..n]) {
+                    match send(to, &buf[written..n], last) {
                         Ok(w) => written += w,
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => return Err((self.to_side, e)),
@@ -260,6 +267,22 @@ enum Step {
     Eof,
     Spurious,
     Moved(usize, Vec<u8>),
+}
+
+/// Write what `to` takes of `data` now. With `more`, the kernel holds the
+/// bytes (`MSG_MORE`) for what the caller sends next, which must follow
+/// without waiting: here, always the half-close (or the close) that ends the
+/// direction. The peer then gets the last bytes and the FIN in one segment
+/// and wakes once for both instead of twice (a short response costs the
+/// client one wake-up less).
+fn send(to: &TcpStream, data: &[u8], more: bool) -> io::Result<usize> {
+    if !more {
+        return to.try_write(data);
+    }
+    to.try_io(Interest::WRITABLE, || {
+        rustix::net::send(to, data, rustix::net::SendFlags::MORE | rustix::net::SendFlags::NOSIGNAL)
+            .map_err(io::Error::from)
+    })
 }
 
 /// Write all of `data`, waiting for the socket to drain as needed.

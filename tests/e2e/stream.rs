@@ -56,6 +56,50 @@ fn large_transfer_is_byte_exact_with_half_close() {
     assert_eq!(access[0]["close"], "closed");
 }
 
+/// A server that answers and closes while the client still has its side
+/// open (most short exchanges): the reply's last bytes are held for the FIN
+/// that follows them (`MSG_MORE`), so they must still arrive, whole, followed
+/// by the end of stream.
+#[test]
+fn a_reply_and_its_end_reach_a_client_whose_side_is_open() {
+    let body = "the whole body, then the end of stream";
+    let web = Backend::start(Reply::Http(body));
+    let yaml = format!(
+        "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detectors: [http]\n    default: web\nroutes:\n  - name: web\n    match: {{ protocol: http }}\n    to: web\nbackends:\n  web: {{ servers: [{}] }}\n",
+        web.addr
+    );
+    let proxy = Proxy::start(&yaml);
+    for i in 0..20 {
+        let mut client = TcpStream::connect(proxy.addr("edge")).expect("connect");
+        client.write_all(format!("GET /{i} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("write");
+        client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).expect("the reply, then end of stream");
+        let reply = String::from_utf8_lossy(&reply);
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n") && reply.ends_with(body), "{reply:?}");
+    }
+    let access = proxy.wait_access(20);
+    assert!(access.iter().all(|a| a["close"] == "closed"), "{access:?}");
+}
+
+/// The same when the client had half-closed first: the server's end of
+/// stream ends the relay, and the close of the client's socket is what
+/// carries the held last bytes.
+#[test]
+fn a_short_echo_after_the_client_half_closed_arrives_whole() {
+    let (proxy, _echo) = echo_proxy("");
+    for i in 0..20 {
+        let mut client = TcpStream::connect(proxy.addr("edge")).expect("connect");
+        let sent = format!("GET /{i} HTTP/1.1\r\n\r\nand some bytes after the head");
+        client.write_all(sent.as_bytes()).expect("write");
+        client.shutdown(Shutdown::Write).expect("half-close");
+        client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).expect("the echo, then end of stream");
+        assert_eq!(String::from_utf8_lossy(&back), sent);
+    }
+}
+
 #[test]
 fn per_ip_limit_refuses_extra_connections() {
     let (proxy, echo) = echo_proxy("limits: { max_connections: 100, max_connections_per_ip: 2 }");
