@@ -37,6 +37,9 @@ pub struct Target {
     pub name: &'static str,
     pub addr: SocketAddr,
     pub pid: Option<u32>,
+    /// The proxy's PSS (KiB) once started, before any workload: what (e)
+    /// measures from.
+    pub pss_start: Option<u64>,
 }
 
 impl Target {
@@ -232,11 +235,18 @@ async fn hold(plan: &Plan, t: &Target, i: usize, s: &mut Samples) -> Result<()> 
 }
 
 /// (e) + (f): open `idle_n` connections that send `IDLE`, time it, wait until
-/// the backend holds them all, take the proxy's PSS growth per connection.
+/// the backend holds them all, take the proxy's PSS over its PSS at start,
+/// per connection. Not the growth during this cell: the earlier cells (2,000
+/// holders, thousands of short connections) left every proxy with freed
+/// memory its allocator keeps, which idle connections reuse without growing
+/// (in a second round they reuse the first round's), so that growth says
+/// more about the order of the cells than about a connection's cost. Over
+/// the PSS at start, memory kept from earlier cells counts against the
+/// proxy: an upper bound, the same for every proxy and every round.
 async fn idle(plan: &Plan, t: &Target, i: usize, backend: SocketAddr, s: &mut Samples) -> Result<String> {
     // Connections a misbehaving proxy left open in an earlier cell.
     let base = timeout(Duration::from_secs(5), backend::idle_count(backend)).await.context("STAT timed out")??;
-    let pss0 = t.pid.map(procs::pss_kib);
+    let pss0 = t.pss_start;
     let opened = load::open_many(t.addr, plan.idle_n, INFLIGHT, b"IDLE\r\n", Duration::from_secs(30)).await;
     let n = opened.streams.len();
     let t_open = Instant::now();

@@ -103,8 +103,13 @@ pub fn run(opts: Opts) -> Result<()> {
         }
     }
 
-    let mut targets = vec![Target { name: "direct", addr: backend, pid: None }];
-    targets.extend(running.iter().map(|p| Target { name: p.name, addr: p.addr, pid: Some(p.group.pid) }));
+    let mut targets = vec![Target { name: "direct", addr: backend, pid: None, pss_start: None }];
+    targets.extend(running.iter().map(|p| Target {
+        name: p.name,
+        addr: p.addr,
+        pid: Some(p.group.pid),
+        pss_start: Some(procs::pss_kib(p.group.pid)),
+    }));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
