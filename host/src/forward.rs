@@ -161,11 +161,18 @@ impl Direction<'_> {
         if self.copy_pump(SPLICE_AFTER).await? == Copied::Ended {
             return Ok(());
         }
-        self.splice_pump().await
+        match self.splice_pump().await? {
+            Spliced::Ended => Ok(()),
+            // Awaited here rather than inside `splice_pump`, so that its
+            // future does not hold a second copy loop: every connection's
+            // task is sized for the largest state it can be in.
+            Spliced::NoPipe => self.copy_pump(u64::MAX).await.map(drop),
+        }
     }
 
-    /// Move bytes with `splice(2)` until end of stream on `from`.
-    async fn splice_pump(self) -> Result<(), Failure> {
+    /// Move bytes with `splice(2)` until end of stream on `from`, or say
+    /// that no pipe could be had (before anything went through one).
+    async fn splice_pump(self) -> Result<Spliced, Failure> {
         let (from, to) = (self.from, self.to);
         let mut pipe: Option<splice::Pipe> = None;
         loop {
@@ -184,7 +191,7 @@ impl Direction<'_> {
                     Ok(p) => pipe.insert(p),
                     Err(err) => {
                         tracing::debug!(error = %err, "no pipe for splice; copying instead");
-                        return self.copy_pump(u64::MAX).await.map(drop);
+                        return Ok(Spliced::NoPipe);
                     }
                 },
             };
@@ -193,7 +200,7 @@ impl Direction<'_> {
                     if let Some(p) = pipe.take() {
                         p.give_back();
                     }
-                    return self.half_close();
+                    return self.half_close().map(|()| Spliced::Ended);
                 }
                 Ok(n) => self.record(n),
                 Err(e) if splice::would_block(&e) => {
@@ -213,8 +220,32 @@ impl Direction<'_> {
     async fn copy_pump(self, until: u64) -> Result<Copied, Failure> {
         let (from, to) = (self.from, self.to);
         let mut moved = 0u64;
+        // Bytes read that `to` has not taken yet; while there are any,
+        // nothing more is read.
+        let mut rest: Vec<u8> = Vec::new();
         loop {
-            let ready = from.ready(Interest::READABLE).await.map_err(|e| (self.from_side, e))?;
+            // One await for both kinds of wait: a readiness future holds a
+            // waiter (~136 bytes), and every connection's task is as large
+            // as the largest state it can be in.
+            let (stream, interest, side) = match rest.is_empty() {
+                true => (from, Interest::READABLE, self.from_side),
+                false => (to, Interest::WRITABLE, self.to_side),
+            };
+            let ready = stream.ready(interest).await.map_err(|e| (side, e))?;
+            if !rest.is_empty() {
+                match to.try_write(&rest) {
+                    Ok(w) => drop(rest.drain(..w)),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => return Err((self.to_side, e)),
+                }
+                if rest.is_empty() {
+                    rest = Vec::new();
+                    if moved >= until {
+                        return Ok(Copied::Enough);
+                    }
+                }
+                continue;
+            }
             let step = SCRATCH_BUF.with(|cell| {
                 let mut buf = cell.borrow_mut();
                 let n = match from.try_read(&mut buf) {
@@ -241,19 +272,23 @@ impl Direction<'_> {
             match step {
                 Step::Eof => return self.half_close().map(|()| Copied::Ended),
                 Step::Spurious => continue,
-                Step::Moved(n, rest) => {
+                Step::Moved(n, unsent) => {
                     self.record(n);
-                    if !rest.is_empty() {
-                        write_all(to, &rest).await.map_err(|e| (self.to_side, e))?;
-                    }
                     moved += n as u64;
-                    if moved >= until {
+                    rest = unsent;
+                    if rest.is_empty() && moved >= until {
                         return Ok(Copied::Enough);
                     }
                 }
             }
         }
     }
+}
+
+/// How [`Direction::splice_pump`] stopped.
+enum Spliced {
+    Ended,
+    NoPipe,
 }
 
 /// How [`Direction::copy_pump`] stopped.

@@ -1,6 +1,7 @@
 //! The life of one TCP connection, top to bottom: detect → route → balance →
 //! forward → one access-log line.
 
+use crate::balance::Connected;
 use crate::config::ProxyProtocol;
 use crate::detect::{self, Outcome};
 use crate::forward::{self, Counters, proxy_protocol};
@@ -64,9 +65,35 @@ async fn serve(
     local: SocketAddr,
     entry: &mut Entry,
 ) {
+    // Detection, routing and the connect run in a future of their own, which
+    // is over before the relay starts: what they hold (the first bytes, the
+    // detectors' progress, the peer's strings) is not part of the state an
+    // established connection keeps for its whole life.
+    let Some((server, first_len)) = open(snapshot, listener, stream, client, local, entry).await else {
+        return;
+    };
+    let counters = Counters::default();
+    counters.up.store(first_len as u64, Ordering::Relaxed);
+    let idle = snapshot.config.limits.idle_timeout;
+    let end = forward::relay(stream, &server.stream, idle, &counters).await;
+    entry.up = counters.up.load(Ordering::Relaxed);
+    entry.down = counters.down.load(Ordering::Relaxed);
+    entry.close = end.to_string();
+}
+
+/// Detect, route, connect and send the first bytes: the backend connection
+/// and how many bytes went up, or `None` with `entry.close` saying why not.
+async fn open<'a>(
+    snapshot: &'a Snapshot,
+    listener: &str,
+    stream: &mut TcpStream,
+    client: SocketAddr,
+    local: SocketAddr,
+    entry: &mut Entry,
+) -> Option<(Connected<'a>, usize)> {
     let Some(plan) = snapshot.listeners.get(listener) else {
         entry.close = "listener not in the snapshot".into();
-        return;
+        return None;
     };
 
     // 1. Detect.
@@ -75,14 +102,14 @@ async fn serve(
         Ok(first) => first,
         Err(err) => {
             entry.close = format!("client error during detection: {err}");
-            return;
+            return None;
         }
     };
     let detected = match detect::detect(stream, first, &plan.detectors, &peer, plan.max_bytes, plan.timeout).await {
         Ok(detected) => detected,
         Err(err) => {
             entry.close = format!("client error during detection: {err}");
-            return;
+            return None;
         }
     };
 
@@ -93,7 +120,7 @@ async fn serve(
         Ok(route) => route,
         Err(why) => {
             entry.close = why;
-            return;
+            return None;
         }
     };
     entry.route = Some(route.name.clone());
@@ -101,7 +128,7 @@ async fn serve(
     // 3. Balance.
     let Some(pool) = snapshot.pools.get(&route.pool) else {
         entry.close = format!("route names missing pool `{}`", route.pool);
-        return;
+        return None;
     };
     // 4. Forward: PROXY header, the first bytes (the detection buffer as
     // it is; as much as the socket takes goes out with the connect), then
@@ -117,28 +144,21 @@ async fn serve(
         Ok(connected) => connected,
         Err(err) => {
             entry.close = err.to_string();
-            return;
+            return None;
         }
     };
     entry.backend = Some(connected.server.addr);
-    let server = &connected.stream;
     let mut sent = connected.sent;
     for part in [header, &detected.bytes] {
         let skip = sent.min(part.len());
         sent -= skip;
-        if let Err(err) = forward::write_all(server, &part[skip..]).await {
+        if let Err(err) = forward::write_all(&connected.stream, &part[skip..]).await {
             entry.close = format!("server error: {err}");
-            return;
+            return None;
         }
     }
-    let counters = Counters::default();
-    counters.up.store(detected.bytes.len() as u64, Ordering::Relaxed);
-    drop(detected.bytes);
-    let idle = snapshot.config.limits.idle_timeout;
-    let end = forward::relay(stream, server, idle, &counters).await;
-    entry.up = counters.up.load(Ordering::Relaxed);
-    entry.down = counters.down.load(Ordering::Relaxed);
-    entry.close = end.to_string();
+    let first_len = detected.bytes.len();
+    Some((connected, first_len))
 }
 
 /// The route for a detection outcome: the first route whose match holds for
