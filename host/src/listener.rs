@@ -334,12 +334,26 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared, stop: 
     // Registered once, not once per accepted connection.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);
+    let mut in_a_row = 0usize;
     loop {
+        // Empty the accept queue before serving what was accepted: the
+        // runtime's budget would otherwise stop this loop after 128 accepts
+        // to run those connections' tasks, the queue would drain only as
+        // fast as connections are served, and a burst larger than the
+        // backlog (a restart under load) would overflow it: the kernel drops
+        // the SYNs and those clients wait a second to retry. Accepting costs
+        // a few µs; serving waits for the queue to be empty, or for
+        // `BACKLOG` accepts in a row.
+        if in_a_row >= BACKLOG as usize {
+            in_a_row = 0;
+            tokio::task::yield_now().await;
+        }
         let accepted = tokio::select! {
             biased;
             () = &mut stopped => return,
-            accepted = listener.accept() => accepted,
+            accepted = tokio::task::unconstrained(listener.accept()) => accepted,
         };
+        in_a_row += 1;
         let (stream, client) = match accepted {
             Ok(pair) => pair,
             Err(err) => {
