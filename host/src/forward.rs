@@ -227,9 +227,10 @@ impl Direction<'_> {
             // One await for both kinds of wait: a readiness future holds a
             // waiter (~136 bytes), and every connection's task is as large
             // as the largest state it can be in.
-            let (stream, interest, side) = match rest.is_empty() {
-                true => (from, Interest::READABLE, self.from_side),
-                false => (to, Interest::WRITABLE, self.to_side),
+            let (stream, interest, side) = if rest.is_empty() {
+                (from, Interest::READABLE, self.from_side)
+            } else {
+                (to, Interest::WRITABLE, self.to_side)
             };
             let ready = stream.ready(interest).await.map_err(|e| (side, e))?;
             if !rest.is_empty() {

@@ -37,43 +37,33 @@ pub trait Artifact: Clone + Sized + 'static {
     unsafe fn deserialize_file(file: &Path) -> wasmtime::Result<Self>;
 }
 
-impl Artifact for Component {
-    const SUFFIX: &'static str = "cwasm";
-    fn memo() -> &'static Mutex<HashMap<String, Self>> {
-        static MEMO: OnceLock<Mutex<HashMap<String, Component>>> = OnceLock::new();
-        MEMO.get_or_init(Default::default)
-    }
-    fn compile(bytes: &[u8]) -> wasmtime::Result<Self> {
-        Component::new(engine::engine(), bytes)
-    }
-    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
-        Component::serialize(self)
-    }
-    #[allow(unsafe_code)]
-    unsafe fn deserialize_file(file: &Path) -> wasmtime::Result<Self> {
-        // SAFETY: passed on from the caller.
-        unsafe { Component::deserialize_file(engine::engine(), file) }
-    }
+/// `Component` and `Module` have the same compile/serialize API: one impl
+/// for both.
+macro_rules! artifact {
+    ($ty:ident, $suffix:literal) => {
+        impl Artifact for $ty {
+            const SUFFIX: &'static str = $suffix;
+            fn memo() -> &'static Mutex<HashMap<String, Self>> {
+                static MEMO: OnceLock<Mutex<HashMap<String, $ty>>> = OnceLock::new();
+                MEMO.get_or_init(Default::default)
+            }
+            fn compile(bytes: &[u8]) -> wasmtime::Result<Self> {
+                $ty::new(engine::engine(), bytes)
+            }
+            fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
+                $ty::serialize(self)
+            }
+            #[allow(unsafe_code)]
+            unsafe fn deserialize_file(file: &Path) -> wasmtime::Result<Self> {
+                // SAFETY: passed on from the caller.
+                unsafe { $ty::deserialize_file(engine::engine(), file) }
+            }
+        }
+    };
 }
 
-impl Artifact for Module {
-    const SUFFIX: &'static str = "core.cwasm";
-    fn memo() -> &'static Mutex<HashMap<String, Self>> {
-        static MEMO: OnceLock<Mutex<HashMap<String, Module>>> = OnceLock::new();
-        MEMO.get_or_init(Default::default)
-    }
-    fn compile(bytes: &[u8]) -> wasmtime::Result<Self> {
-        Module::new(engine::engine(), bytes)
-    }
-    fn serialize(&self) -> wasmtime::Result<Vec<u8>> {
-        Module::serialize(self)
-    }
-    #[allow(unsafe_code)]
-    unsafe fn deserialize_file(file: &Path) -> wasmtime::Result<Self> {
-        // SAFETY: passed on from the caller.
-        unsafe { Module::deserialize_file(engine::engine(), file) }
-    }
-}
+artifact!(Component, "cwasm");
+artifact!(Module, "core.cwasm");
 
 /// Artifacts on disk unused for this long are removed.
 pub const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -166,12 +156,13 @@ fn store<A: Artifact>(compiled: &A, file: &Path) -> anyhow::Result<()> {
 /// Keep in memory only the compiled plugins whose hashes are in `keep` (the
 /// set just loaded); the others are found on disk again if ever needed.
 pub fn retain(keep: &HashSet<&str>) {
-    if let Ok(mut memo) = Component::memo().lock() {
-        memo.retain(|hash, _| keep.contains(hash.as_str()));
+    fn retain_in<A: Artifact>(keep: &HashSet<&str>) {
+        if let Ok(mut memo) = A::memo().lock() {
+            memo.retain(|hash, _| keep.contains(hash.as_str()));
+        }
     }
-    if let Ok(mut memo) = Module::memo().lock() {
-        memo.retain(|hash, _| keep.contains(hash.as_str()));
-    }
+    retain_in::<Component>(keep);
+    retain_in::<Module>(keep);
 }
 
 /// Remove artifacts under `root` not used for `max_age`, and directories of

@@ -130,7 +130,7 @@ impl Exports {
         store: &mut Store<HostState>,
         config: &str,
     ) -> wasmtime::Result<Result<wit::PluginInfo, String>> {
-        let (ptr, len) = self.put(store, config.as_bytes(), 1)?;
+        let (ptr, len) = self.put(store, config.as_bytes())?;
         let ret = self.init.call(&mut *store, (ptr, len))?;
         let answer = {
             let view = View::new(self.memory.data(&*store), ret, 20)?;
@@ -151,10 +151,10 @@ impl Exports {
         data: &[u8],
         peer: &wit::Peer,
     ) -> wasmtime::Result<wit::Verdict> {
-        let (data_ptr, data_len) = self.put(store, data, 1)?;
-        let (client_ptr, client_len) = self.put(store, peer.client_addr.as_bytes(), 1)?;
-        let (local_ptr, local_len) = self.put(store, peer.local_addr.as_bytes(), 1)?;
-        let (listener_ptr, listener_len) = self.put(store, peer.listener.as_bytes(), 1)?;
+        let (data_ptr, data_len) = self.put(store, data)?;
+        let (client_ptr, client_len) = self.put(store, peer.client_addr.as_bytes())?;
+        let (local_ptr, local_len) = self.put(store, peer.local_addr.as_bytes())?;
+        let (listener_ptr, listener_len) = self.put(store, peer.listener.as_bytes())?;
         let transport = match peer.transport {
             wit::Transport::Tcp => 0,
             wit::Transport::Udp => 1,
@@ -167,13 +167,11 @@ impl Exports {
         Ok(verdict)
     }
 
-    /// Copy `bytes` into memory the guest allocates for them.
-    fn put(&self, store: &mut Store<HostState>, bytes: &[u8], align: u32) -> wasmtime::Result<(u32, u32)> {
+    /// Copy `bytes` (a `list<u8>` or a `string`: alignment 1) into memory the
+    /// guest allocates for them.
+    fn put(&self, store: &mut Store<HostState>, bytes: &[u8]) -> wasmtime::Result<(u32, u32)> {
         let len = u32::try_from(bytes.len())?;
-        let ptr = self.realloc.call(&mut *store, (0, 0, align, len))?;
-        if !ptr.is_multiple_of(align) {
-            wasmtime::bail!("`cabi_realloc` returned a misaligned pointer");
-        }
+        let ptr = self.realloc.call(&mut *store, (0, 0, 1, len))?;
         self.memory.write(&mut *store, ptr as usize, bytes)?;
         Ok((ptr, len))
     }
@@ -221,9 +219,7 @@ impl<'a> View<'a> {
     }
 
     fn bytes(&self, at: usize, len: usize) -> wasmtime::Result<&'a [u8]> {
-        at.checked_add(len)
-            .and_then(|end| self.memory.get(at..end))
-            .ok_or_else(|| wasmtime::format_err!("pointer out of bounds"))
+        bytes_in(self.memory, at, len)
     }
 
     fn u8(&self, offset: usize) -> wasmtime::Result<u8> {
@@ -242,8 +238,7 @@ impl<'a> View<'a> {
     /// The string whose `(ptr, len)` is at absolute address `at`.
     fn string_at(&self, at: usize) -> wasmtime::Result<String> {
         let (ptr, len) = (self.u32_at(at)? as usize, self.u32_at(at + 4)? as usize);
-        let text = std::str::from_utf8(self.bytes(ptr, len)?).map_err(|_| wasmtime::format_err!("invalid UTF-8"))?;
-        Ok(text.to_string())
+        Ok(str_in(self.memory, ptr, len)?.to_string())
     }
 
     fn string(&self, offset: usize) -> wasmtime::Result<String> {
@@ -260,6 +255,18 @@ impl<'a> View<'a> {
         self.bytes(ptr, len.checked_mul(size).ok_or_else(|| wasmtime::format_err!("list too long"))?)?;
         Ok((ptr, len))
     }
+}
+
+/// `len` bytes at `at` in guest memory, checked to lie in it.
+fn bytes_in(memory: &[u8], at: usize, len: usize) -> wasmtime::Result<&[u8]> {
+    at.checked_add(len)
+        .and_then(|end| memory.get(at..end))
+        .ok_or_else(|| wasmtime::format_err!("pointer out of bounds"))
+}
+
+/// The UTF-8 string of `len` bytes at `at` in guest memory.
+fn str_in(memory: &[u8], at: usize, len: usize) -> wasmtime::Result<&str> {
+    std::str::from_utf8(bytes_in(memory, at, len)?).map_err(|_| wasmtime::format_err!("invalid UTF-8"))
 }
 
 /// The guest's memory, as seen from an import.
@@ -281,11 +288,7 @@ fn log(mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32) -> was
         d => wasmtime::bail!("invalid `level` discriminant {d}"),
     };
     let memory = memory(&mut caller)?;
-    let (start, len) = (ptr as usize, len as usize);
-    let bytes = start.checked_add(len).and_then(|end| memory.data(&caller).get(start..end));
-    let bytes = bytes.ok_or_else(|| wasmtime::format_err!("log message out of bounds"))?;
-    let message = std::str::from_utf8(bytes).map_err(|_| wasmtime::format_err!("log message is not UTF-8"))?;
-    let message = message.to_string();
+    let message = str_in(memory.data(&caller), ptr as usize, len as usize)?.to_string();
     caller.data_mut().log(level, message);
     Ok(())
 }
