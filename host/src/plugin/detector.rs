@@ -22,6 +22,9 @@ pub const DISABLE_AFTER: u32 = 10;
 pub const DISABLED_FOR: Duration = Duration::from_secs(60);
 /// Idle instances kept per plugin.
 const MAX_IDLE: usize = 16;
+/// Time budget, at least, of the calls the host makes for itself at load
+/// (`init`, the first-byte probes), whatever `plugins.limits.call_timeout`.
+const SETUP_BUDGET: Duration = Duration::from_millis(100);
 
 /// What a detector found (the host's copy of the WIT record).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -202,7 +205,7 @@ impl DetectorPlugin {
         let mut store = Store::new(engine, HostState::new(self.name.clone(), self.memory, self.log.clone()));
         store.limiter(|state| &mut state.cap);
         store.epoch_deadline_callback(|store| Ok(watchdog::on_epoch(store.data().deadline)));
-        let _running = start_call(&mut store, self.budget.max(Duration::from_millis(100)));
+        let _running = start_call(&mut store, self.budget.max(SETUP_BUDGET));
         let failed = |e: wasmtime::Error, store: &Store<HostState>| anyhow::anyhow!(cause(&e, store, self));
         let (bindings, init) = match &self.pre {
             Pre::Async(pre) => {
@@ -255,7 +258,9 @@ impl DetectorPlugin {
         let peer = Peer::new("0.0.0.0:0".into(), "0.0.0.0:0".into(), String::new(), false);
         let mut table = FirstBytes::default();
         for b in 0..=255u8 {
-            match self.call_once(&[b], &peer).await {
+            // Our own calls at load, not a client's: a probe that lost the
+            // CPU for a moment must not cost the plugin its table.
+            match self.call_once(&[b], &peer, self.budget.max(SETUP_BUDGET)).await {
                 Ok(Verdict::NoMatch) => table.0[usize::from(b >> 6)] |= 1 << (b & 63),
                 Ok(_) => {}
                 Err(err) => {
@@ -312,7 +317,7 @@ impl DetectorPlugin {
         if self.is_disabled() {
             return Verdict::NoMatch;
         }
-        match self.call_once(data, peer).await {
+        match self.call_once(data, peer, self.budget).await {
             Ok(verdict) => {
                 self.failures.store(0, Ordering::Relaxed);
                 verdict
@@ -326,9 +331,9 @@ impl DetectorPlugin {
 
     /// One call on a pooled instance; `Err` says why it failed (the instance
     /// is then dropped: a trap poisons its store).
-    async fn call_once(&self, data: &[u8], peer: &Peer) -> Result<Verdict, String> {
+    async fn call_once(&self, data: &[u8], peer: &Peer, budget: Duration) -> Result<Verdict, String> {
         let mut instance = self.take().await.map_err(|err| format!("could not instantiate: {err:#}"))?;
-        let _running = start_call(&mut instance.store, self.budget);
+        let _running = start_call(&mut instance.store, budget);
         let result = match &instance.bindings {
             Bound::Async(bindings) => {
                 let guest: &wit_detector::Guest = bindings.refractium_plugin_detector();
