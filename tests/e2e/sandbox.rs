@@ -34,7 +34,7 @@ backends:
   fallback: {{ servers: [{fallback}] }}
 plugins:
   dir: plugins.d
-  limits: {{ memory: 4MiB, call_timeout: 20ms }}
+  limits: {{ memory: 4MiB, call_timeout: 100ms }}
 "#,
         web = web.addr,
         fallback = fallback.addr
