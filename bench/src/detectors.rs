@@ -120,7 +120,7 @@ pub fn run(cold: Option<usize>) -> Result<()> {
     // for the process settling (page faults, the plugin watchdog starting).
     for (name, udp, hit, miss) in inputs() {
         let plugin = plugins.detector(name).with_context(|| format!("built-in `{name}` missing"))?;
-        let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "bench".into(), udp);
+        let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "bench", udp);
         rt.block_on(async {
             for _ in 0..2_000 {
                 std::hint::black_box(plugin.detect(hit, &peer).await);
@@ -138,7 +138,7 @@ pub fn run(cold: Option<usize>) -> Result<()> {
     }
     for (name, udp, hit, miss) in inputs() {
         let plugin = plugins.detector(name).with_context(|| format!("built-in `{name}` missing"))?;
-        let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "bench".into(), udp);
+        let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "bench", udp);
         for (label, data) in [("match", hit), ("no-match", miss)] {
             let (native_ns, wasm_ns) = match scratch.as_deref_mut() {
                 Some(scratch) => (

@@ -262,7 +262,7 @@ fn detect_files(path: Option<&Path>, transport: TransportArg, flight: bool, file
     let udp = matches!(transport, TransportArg::Udp);
     let detectors: Vec<Arc<dyn Detect>> =
         plugins.detectors_for(udp).into_iter().map(|d| d as Arc<dyn Detect>).collect();
-    let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "detect".into(), udp);
+    let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "detect", udp);
     let mut inputs = Vec::new();
     for file in files {
         inputs.push(std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?);

@@ -63,12 +63,30 @@ pub enum End {
     Failed(Side, io::Error),
 }
 
+impl End {
+    /// The words for an end that has no details.
+    fn fixed(&self) -> Option<&'static str> {
+        match self {
+            End::Closed => Some("closed"),
+            End::Idle => Some("idle timeout"),
+            End::Failed(..) => None,
+        }
+    }
+
+    /// What the access log says, formatted only when there are details.
+    pub fn into_text(self) -> std::borrow::Cow<'static, str> {
+        match self.fixed() {
+            Some(words) => words.into(),
+            None => self.to_string().into(),
+        }
+    }
+}
+
 impl std::fmt::Display for End {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            End::Closed => f.write_str("closed"),
-            End::Idle => f.write_str("idle timeout"),
             End::Failed(side, err) => write!(f, "{side} error: {err}"),
+            fixed => f.write_str(fixed.fixed().unwrap_or_default()),
         }
     }
 }

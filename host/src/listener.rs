@@ -307,7 +307,17 @@ fn start_accepting(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<toki
                 if announce && let Ok(addr) = listener.local_addr() {
                     tracing::info!(listener = %name, %addr, transport = "tcp", "listening");
                 }
-                loops.push(tokio::spawn(accept_loop(name, listener, shared.clone(), stop)));
+                // The loop is stopped by aborting its task (it holds nothing
+                // that needs an orderly end between two accepts), rather than
+                // by polling the token beside every accept: a token's future
+                // takes a lock each time it is polled.
+                let accepting = tokio::spawn(accept_loop(name, listener, shared.clone()));
+                let abort = accepting.abort_handle();
+                tokio::spawn(async move {
+                    stop.cancelled().await;
+                    abort.abort();
+                });
+                loops.push(accepting);
             }
             Socket2Async::Udp(socket) => {
                 if announce && let Ok(addr) = socket.local_addr() {
@@ -327,13 +337,10 @@ fn start_accepting(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<toki
     loops
 }
 
-async fn accept_loop(name: String, listener: TcpListener, shared: Shared, stop: CancellationToken) {
+async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
     let Shared { state, limits, tracker, .. } = shared;
     let name: Arc<str> = name.into();
     let bound_to = listener.local_addr().ok();
-    // Registered once, not once per accepted connection.
-    let stopped = stop.cancelled();
-    tokio::pin!(stopped);
     let mut in_a_row = 0usize;
     loop {
         // Empty the accept queue before serving what was accepted: the
@@ -348,11 +355,7 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared, stop: 
             in_a_row = 0;
             tokio::task::yield_now().await;
         }
-        let accepted = tokio::select! {
-            biased;
-            () = &mut stopped => return,
-            accepted = tokio::task::unconstrained(listener.accept()) => accepted,
-        };
+        let accepted = tokio::task::unconstrained(listener.accept()).await;
         in_a_row += 1;
         let (stream, client) = match accepted {
             Ok(pair) => pair,

@@ -9,6 +9,7 @@ use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
 use crate::route::Route;
 use crate::snapshot::{ListenerPlan, Snapshot};
+use std::borrow::Cow;
 use std::io::{ErrorKind, IoSlice};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -20,19 +21,19 @@ use tokio::net::TcpStream;
 
 /// What the access log says about a connection.
 #[derive(Default)]
-struct Entry {
+struct Entry<'a> {
     detection: Option<Detection>,
-    route: Option<String>,
+    route: Option<&'a str>,
     backend: Option<SocketAddr>,
     up: u64,
     down: u64,
-    close: String,
+    close: Cow<'static, str>,
 }
 
 /// Serve one accepted connection to its end.
 pub async fn handle(
     snapshot: Arc<Snapshot>,
-    listener: &str,
+    listener: &Arc<str>,
     mut stream: TcpStream,
     client: SocketAddr,
     local: SocketAddr,
@@ -44,11 +45,11 @@ pub async fn handle(
     tracing::info!(
         target: "refractium::access",
         client = %client,
-        listener,
+        listener = &**listener,
         protocol = d.map(|d| d.protocol.as_str()).unwrap_or("-"),
         sni = d.and_then(|d| d.sni.as_deref()).unwrap_or("-"),
         alpn = %d.map(|d| d.alpn.join(",")).unwrap_or_default(),
-        route = entry.route.as_deref().unwrap_or("-"),
+        route = entry.route.unwrap_or("-"),
         backend = %entry.backend.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
         bytes_up = entry.up,
         bytes_down = entry.down,
@@ -57,13 +58,13 @@ pub async fn handle(
     );
 }
 
-async fn serve(
-    snapshot: &Snapshot,
-    listener: &str,
+async fn serve<'a>(
+    snapshot: &'a Snapshot,
+    listener: &Arc<str>,
     stream: &mut TcpStream,
     client: SocketAddr,
     local: SocketAddr,
-    entry: &mut Entry,
+    entry: &mut Entry<'a>,
 ) {
     // Detection, routing and the connect run in a future of their own, which
     // is over before the relay starts: what they hold (the first bytes, the
@@ -78,37 +79,37 @@ async fn serve(
     let end = forward::relay(stream, &server.stream, idle, &counters).await;
     entry.up = counters.up.load(Ordering::Relaxed);
     entry.down = counters.down.load(Ordering::Relaxed);
-    entry.close = end.to_string();
+    entry.close = end.into_text();
 }
 
 /// Detect, route, connect and send the first bytes: the backend connection
 /// and how many bytes went up, or `None` with `entry.close` saying why not.
 async fn open<'a>(
     snapshot: &'a Snapshot,
-    listener: &str,
+    listener: &Arc<str>,
     stream: &mut TcpStream,
     client: SocketAddr,
     local: SocketAddr,
-    entry: &mut Entry,
+    entry: &mut Entry<'a>,
 ) -> Option<(Connected<'a>, usize)> {
-    let Some(plan) = snapshot.listeners.get(listener) else {
+    let Some(plan) = snapshot.listeners.get(&**listener) else {
         entry.close = "listener not in the snapshot".into();
         return None;
     };
 
     // 1. Detect.
-    let peer = Peer::new(client.to_string(), local.to_string(), listener.to_string(), false);
+    let peer = Peer::new(client, local, listener.clone(), false);
     let first = match read_now(stream, plan.max_bytes) {
         Ok(first) => first,
         Err(err) => {
-            entry.close = format!("client error during detection: {err}");
+            entry.close = format!("client error during detection: {err}").into();
             return None;
         }
     };
     let detected = match detect::detect(stream, first, &plan.detectors, &peer, plan.max_bytes, plan.timeout).await {
         Ok(detected) => detected,
         Err(err) => {
-            entry.close = format!("client error during detection: {err}");
+            entry.close = format!("client error during detection: {err}").into();
             return None;
         }
     };
@@ -119,15 +120,15 @@ async fn open<'a>(
     let route = match route {
         Ok(route) => route,
         Err(why) => {
-            entry.close = why;
+            entry.close = why.into();
             return None;
         }
     };
-    entry.route = Some(route.name.clone());
+    entry.route = Some(&route.name);
 
     // 3. Balance.
     let Some(pool) = snapshot.pools.get(&route.pool) else {
-        entry.close = format!("route names missing pool `{}`", route.pool);
+        entry.close = format!("route names missing pool `{}`", route.pool).into();
         return None;
     };
     // 4. Forward: PROXY header, the first bytes (the detection buffer as
@@ -143,7 +144,7 @@ async fn open<'a>(
     let connected = match pool.connect(client.ip(), &first).await {
         Ok(connected) => connected,
         Err(err) => {
-            entry.close = err.to_string();
+            entry.close = err.to_string().into();
             return None;
         }
     };
@@ -153,7 +154,7 @@ async fn open<'a>(
         let skip = sent.min(part.len());
         sent -= skip;
         if let Err(err) = forward::write_all(&connected.stream, &part[skip..]).await {
-            entry.close = format!("server error: {err}");
+            entry.close = format!("server error: {err}").into();
             return None;
         }
     }

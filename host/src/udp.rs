@@ -155,12 +155,7 @@ pub async fn serve(
                 let now = Instant::now();
                 let deadline = now + plan.timeout;
                 deadlines.push(Reverse((deadline, client)));
-                let peer = Peer::new(
-                    client.to_string(),
-                    local.map(|l| l.to_string()).unwrap_or_default(),
-                    name.to_string(),
-                    true,
-                );
+                let peer = Peer::new(client, local.map(|l| l.to_string()).unwrap_or_default(), name.clone(), true);
                 let progress = Progress::new(plan.detectors.len());
                 Box::new(Detecting {
                     admitted,

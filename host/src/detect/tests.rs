@@ -45,7 +45,7 @@ impl Prefix {
 }
 
 fn peer() -> Peer {
-    Peer::new("127.0.0.1:1".into(), "127.0.0.1:2".into(), "test".into(), false)
+    Peer::new("127.0.0.1:1", "127.0.0.1:2", "test", false)
 }
 
 /// Feed `chunks` into one end of a pipe, pausing between them, then keep the

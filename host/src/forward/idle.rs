@@ -8,11 +8,12 @@
 //! shortest idle timeout (between 10 ms and 1 s) and wakes the relays whose
 //! time is up. With no relay open for [`LINGER`] it parks, and costs nothing.
 
+use futures_util::task::AtomicWaker;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::Poll;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 use crate::clock;
 
@@ -28,13 +29,23 @@ pub struct Idle {
     /// [`clock::now_ms`] when bytes last moved.
     last_ms: AtomicU64,
     limit: Duration,
-    notify: Notify,
+    /// Set by the sweeping thread once the limit has passed.
+    expired: AtomicBool,
+    /// The relay waiting for `expired`. Polling it costs two atomic
+    /// operations, where a `Notify` takes a lock each time the relay's task
+    /// runs.
+    waker: AtomicWaker,
 }
 
 impl Idle {
     /// Start watching a relay that ends after `limit` without a byte moving.
     pub fn watch(limit: Duration) -> Arc<Idle> {
-        let idle = Arc::new(Idle { last_ms: AtomicU64::new(clock::now_ms()), limit, notify: Notify::new() });
+        let idle = Arc::new(Idle {
+            last_ms: AtomicU64::new(clock::now_ms()),
+            limit,
+            expired: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
         registry().add(&idle);
         idle
     }
@@ -46,7 +57,20 @@ impl Idle {
 
     /// Resolves once the relay has been idle for its limit.
     pub async fn expired(&self) {
-        self.notify.notified().await;
+        std::future::poll_fn(|cx| {
+            if self.expired.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // The sweeper may have set the flag before the waker was in place.
+            if self.expired.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
+        })
+        .await;
+    }
+
+    fn expire(&self) {
+        self.expired.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     fn due(&self) -> bool {
@@ -100,7 +124,7 @@ impl Registry {
             list.retain(|weak| {
                 let Some(idle) = weak.upgrade() else { return false };
                 if idle.due() {
-                    idle.notify.notify_one();
+                    idle.expire();
                     return false;
                 }
                 finest = finest.min(idle.limit / 4);

@@ -11,6 +11,7 @@ use super::sandbox::{HostState, LogBudget};
 use super::watchdog;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -68,23 +69,95 @@ pub trait Detect: Send + Sync {
 /// The future a [`Detect::detect`] call returns.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
-/// Facts about the client handed to detectors, built once per connection.
+/// Facts about the client handed to detectors, built once per connection
+/// without touching the heap: the addresses are written out inline and the
+/// listener's name is shared.
 #[derive(Debug, Clone)]
-pub struct Peer(wit::Peer);
+pub struct Peer {
+    client: Text,
+    local: Text,
+    listener: Arc<str>,
+    udp: bool,
+}
 
 impl Peer {
-    /// Whether the client came over UDP.
-    pub fn is_udp(&self) -> bool {
-        self.0.transport == wit::Transport::Udp
+    /// `local` may be empty text where the local address is not known.
+    pub fn new(client: impl Display, local: impl Display, listener: impl Into<Arc<str>>, udp: bool) -> Self {
+        Peer { client: Text::of(client), local: Text::of(local), listener: listener.into(), udp }
     }
 
-    pub fn new(client: String, local: String, listener: String, udp: bool) -> Self {
-        Peer(wit::Peer {
-            client_addr: client,
-            local_addr: local,
-            listener,
-            transport: if udp { wit::Transport::Udp } else { wit::Transport::Tcp },
-        })
+    /// Whether the client came over UDP.
+    pub fn is_udp(&self) -> bool {
+        self.udp
+    }
+
+    pub fn client(&self) -> &str {
+        self.client.as_str()
+    }
+
+    pub fn local(&self) -> &str {
+        self.local.as_str()
+    }
+
+    pub fn listener(&self) -> &str {
+        &self.listener
+    }
+
+    /// The record the component bindings take (plugin files).
+    fn to_wit(&self) -> wit::Peer {
+        wit::Peer {
+            client_addr: self.client().to_owned(),
+            local_addr: self.local().to_owned(),
+            listener: self.listener().to_owned(),
+            transport: if self.udp { wit::Transport::Udp } else { wit::Transport::Tcp },
+        }
+    }
+}
+
+/// Short text kept inline: a socket address is at most 58 bytes written out
+/// (`[v6%scope]:port`); anything longer goes to the heap.
+#[derive(Clone)]
+enum Text {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Box<str>),
+}
+
+const INLINE: usize = 64;
+
+impl Text {
+    fn of(value: impl Display) -> Text {
+        struct Fill {
+            len: usize,
+            bytes: [u8; INLINE],
+        }
+        impl std::fmt::Write for Fill {
+            fn write_str(&mut self, s: &str) -> std::fmt::Result {
+                let end = self.len + s.len();
+                self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
+                self.len = end;
+                Ok(())
+            }
+        }
+        let mut fill = Fill { len: 0, bytes: [0; INLINE] };
+        match std::fmt::write(&mut fill, format_args!("{value}")) {
+            // `len` ≤ INLINE = 64 here, so it fits a `u8`.
+            Ok(()) => Text::Inline { len: fill.len as u8, bytes: fill.bytes },
+            Err(_) => Text::Heap(value.to_string().into_boxed_str()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Whole `&str`s were copied in, so this is valid UTF-8.
+            Text::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default(),
+            Text::Heap(text) => text,
+        }
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -255,7 +328,7 @@ impl DetectorPlugin {
             self.first_bytes = known;
             return;
         }
-        let peer = Peer::new("0.0.0.0:0".into(), "0.0.0.0:0".into(), String::new(), false);
+        let peer = Peer::new("0.0.0.0:0", "0.0.0.0:0", "", false);
         let mut table = FirstBytes::default();
         for b in 0..=255u8 {
             // Our own calls at load, not a client's: a probe that lost the
@@ -337,9 +410,9 @@ impl DetectorPlugin {
         let result = match &instance.bindings {
             Bound::Async(bindings) => {
                 let guest: &wit_detector::Guest = bindings.refractium_plugin_detector();
-                guest.call_detect(&mut instance.store, data, &peer.0).await
+                guest.call_detect(&mut instance.store, data, &peer.to_wit()).await
             }
-            Bound::Direct(exports) => exports.detect(&mut instance.store, data, &peer.0),
+            Bound::Direct(exports) => exports.detect(&mut instance.store, data, peer),
         };
         match result {
             Ok(verdict) => {
@@ -383,5 +456,33 @@ fn convert(verdict: wit::Verdict) -> Verdict {
         }
         wit::Verdict::NeedMore(n) => Verdict::NeedMore(n),
         wit::Verdict::NoMatch => Verdict::NoMatch,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Peer, Text};
+    use std::net::SocketAddr;
+
+    /// Every socket address fits inline and reads back as `Display` wrote
+    /// it; longer text goes to the heap intact.
+    #[test]
+    fn peer_text_keeps_what_was_written() {
+        let longest: SocketAddr =
+            "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535".parse().expect("v6");
+        for addr in [longest, "127.0.0.1:40000".parse().expect("v4")] {
+            let text = Text::of(addr);
+            assert!(matches!(text, Text::Inline { .. }), "{addr} not inline");
+            assert_eq!(text.as_str(), addr.to_string());
+        }
+        let long = "x".repeat(200);
+        let text = Text::of(&long);
+        assert!(matches!(text, Text::Heap(_)));
+        assert_eq!(text.as_str(), long);
+        let peer = Peer::new(longest, "", "edge", true);
+        assert_eq!(
+            (peer.client(), peer.local(), peer.listener(), peer.is_udp()),
+            (&*longest.to_string(), "", "edge", true)
+        );
     }
 }

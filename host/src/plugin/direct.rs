@@ -30,6 +30,7 @@
 
 use super::bindings::refractium::plugin::host::Host as _;
 use super::bindings::refractium::plugin::types::{self as wit, Level};
+use super::detector::Peer;
 use super::sandbox::HostState;
 use anyhow::Context as _;
 use wasmtime::{Caller, InstancePre, Linker, Memory, Module, Store, TypedFunc};
@@ -145,20 +146,13 @@ impl Exports {
     }
 
     /// `detect(data, peer) -> verdict`.
-    pub fn detect(
-        &self,
-        store: &mut Store<HostState>,
-        data: &[u8],
-        peer: &wit::Peer,
-    ) -> wasmtime::Result<wit::Verdict> {
+    pub fn detect(&self, store: &mut Store<HostState>, data: &[u8], peer: &Peer) -> wasmtime::Result<wit::Verdict> {
         let (data_ptr, data_len) = self.put(store, data)?;
-        let (client_ptr, client_len) = self.put(store, peer.client_addr.as_bytes())?;
-        let (local_ptr, local_len) = self.put(store, peer.local_addr.as_bytes())?;
-        let (listener_ptr, listener_len) = self.put(store, peer.listener.as_bytes())?;
-        let transport = match peer.transport {
-            wit::Transport::Tcp => 0,
-            wit::Transport::Udp => 1,
-        };
+        let (client_ptr, client_len) = self.put(store, peer.client().as_bytes())?;
+        let (local_ptr, local_len) = self.put(store, peer.local().as_bytes())?;
+        let (listener_ptr, listener_len) = self.put(store, peer.listener().as_bytes())?;
+        // `transport`'s cases in WIT order: tcp, udp.
+        let transport = u32::from(peer.is_udp());
         let params =
             (data_ptr, data_len, client_ptr, client_len, local_ptr, local_len, listener_ptr, listener_len, transport);
         let ret = self.detect.call(&mut *store, params)?;

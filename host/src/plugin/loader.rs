@@ -217,7 +217,7 @@ mod tests {
         let config = crate::config::parse(yaml, std::path::Path::new("test.yaml")).expect("config");
         let plugins = PluginSet::load(&config).await.expect("built-ins load");
         let pattern = plugins.detector("pattern").expect("pattern");
-        let peer = crate::plugin::detector::Peer::new("127.0.0.1:1".into(), "127.0.0.1:2".into(), "t".into(), false);
+        let peer = crate::plugin::detector::Peer::new("127.0.0.1:1", "127.0.0.1:2", "t", false);
         match pattern.detect(b"NICK refractium\r\n", &peer).await {
             crate::plugin::Verdict::Matched(d) => assert_eq!(d.protocol, "irc"),
             other => panic!("expected a match, got {other:?}"),
@@ -286,7 +286,7 @@ mod direct_tests {
                 let lengths = (0..=data.len().min(24)).chain((25..data.len()).step_by(97)).chain([data.len()]);
                 for len in lengths {
                     for over_udp in [false, true].into_iter().filter(|&u| if u { udp } else { tcp }) {
-                        let peer = Peer::new("127.0.0.1:40000".into(), "127.0.0.1:443".into(), "edge".into(), over_udp);
+                        let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "edge", over_udp);
                         let (want, got) =
                             (component.detect(&data[..len], &peer).await, direct.detect(&data[..len], &peer).await);
                         assert_eq!(got, want, "{name} on the first {len} bytes of {file} (udp: {over_udp})");

@@ -291,7 +291,7 @@ mod tests {
         let config = crate::config::parse(&yaml, &dir.path().join("t.yaml")).expect("config");
         let set = PluginSet::load(&config).await.expect("plugins load");
         let spin = set.detector("spin").expect("spin loaded");
-        let peer = Peer::new("127.0.0.1:1".into(), "127.0.0.1:2".into(), "edge".into(), false);
+        let peer = Peer::new("127.0.0.1:1", "127.0.0.1:2", "edge", false);
         let budget = Duration::from_millis(30);
         let mut took = Vec::new();
         for _ in 0..5 {
