@@ -337,6 +337,22 @@ fn start_accepting(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<toki
     loops
 }
 
+/// Let the tasks that are ready now run before the caller goes on. Unlike
+/// `yield_now`, which waits for the event loop to look at its sockets first
+/// (one more `epoll_wait`), this puts the task at the back of the run queue.
+async fn after_ready_tasks() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            return std::task::Poll::Ready(());
+        }
+        yielded = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+    .await;
+}
+
 async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
     let Shared { state, limits, tracker, .. } = shared;
     let name: Arc<str> = name.into();
@@ -351,12 +367,25 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
         // the SYNs and those clients wait a second to retry. Accepting costs
         // a few µs; serving waits for the queue to be empty, or for
         // `BACKLOG` accepts in a row.
+        //
+        // Except for the first connection of a wake-up, which is served
+        // at once: most wake-ups bring one connection, and the accept that
+        // finds the queue empty then happens while its backend works
+        // rather than before its first bytes go out.
         if in_a_row >= BACKLOG as usize {
             in_a_row = 0;
             tokio::task::yield_now().await;
+        } else if in_a_row == 1 {
+            after_ready_tasks().await;
         }
-        let accepted = tokio::task::unconstrained(listener.accept()).await;
-        in_a_row += 1;
+        let mut waited = false;
+        let accepted = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+            let polled = listener.poll_accept(cx);
+            waited |= polled.is_pending();
+            polled
+        }))
+        .await;
+        in_a_row = if waited { 1 } else { in_a_row + 1 };
         let (stream, client) = match accepted {
             Ok(pair) => pair,
             Err(err) => {
