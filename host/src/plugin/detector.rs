@@ -278,8 +278,9 @@ impl DetectorPlugin {
         let mut store = Store::new(engine, HostState::new(self.name.clone(), self.memory, self.log.clone()));
         store.limiter(|state| &mut state.cap);
         store.epoch_deadline_callback(|store| Ok(watchdog::on_epoch(store.data().deadline)));
-        let _running = start_call(&mut store, self.budget.max(SETUP_BUDGET));
-        let failed = |e: wasmtime::Error, store: &Store<HostState>| anyhow::anyhow!(cause(&e, store, self));
+        let budget = self.budget.max(SETUP_BUDGET);
+        let _running = start_call(&mut store, budget);
+        let failed = |e: wasmtime::Error, store: &Store<HostState>| anyhow::anyhow!(cause(&e, store, self, budget));
         let (bindings, init) = match &self.pre {
             Pre::Async(pre) => {
                 let bindings = pre.instantiate_async(&mut store).await.map_err(|e| failed(e, &store))?;
@@ -295,7 +296,7 @@ impl DetectorPlugin {
         let info = match init {
             Ok(Ok(info)) => Info { name: info.name, version: info.version },
             Ok(Err(refusal)) => anyhow::bail!("init refused its config: {refusal}"),
-            Err(err) => anyhow::bail!("init {}", cause(&err, &store, self)),
+            Err(err) => anyhow::bail!("init {}", cause(&err, &store, self, budget)),
         };
         Ok((Instance { store, bindings }, info))
     }
@@ -419,7 +420,7 @@ impl DetectorPlugin {
                 self.put_back(instance);
                 Ok(convert(verdict))
             }
-            Err(err) => Err(cause(&err, &instance.store, self)),
+            Err(err) => Err(cause(&err, &instance.store, self, budget)),
         }
     }
 }
@@ -435,14 +436,15 @@ fn start_call(store: &mut Store<HostState>, budget: Duration) -> watchdog::Call 
     call
 }
 
-/// Say why a call failed, in words an operator can act on.
-fn cause(err: &wasmtime::Error, store: &Store<HostState>, plugin: &DetectorPlugin) -> String {
+/// Say why a call that ran with `budget` failed, in words an operator can
+/// act on.
+fn cause(err: &wasmtime::Error, store: &Store<HostState>, plugin: &DetectorPlugin, budget: Duration) -> String {
     if store.data().cap.hit {
         return format!("exceeded its memory cap of {} bytes ({err})", plugin.memory);
     }
     match err.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => {
-            format!("exceeded its time budget of {}", humantime::format_duration(plugin.budget))
+            format!("exceeded its time budget of {}", humantime::format_duration(budget))
         }
         Some(trap) => format!("trapped: {trap}"),
         None => format!("failed: {err:#}"),
