@@ -86,9 +86,14 @@ pub fn default_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("refractium"))
 }
 
-/// The compiled artifact for `bytes` (a plugin whose hash is `hash`), from
-/// memory, from `dir`, or freshly compiled (and then stored in both).
-pub fn compile<A: Artifact>(bytes: &[u8], hash: &str, dir: Option<&Path>) -> anyhow::Result<A> {
+/// The compiled artifact for the bytes `source` gives (of a plugin whose
+/// hash is `hash`), from memory, from `dir`, or freshly compiled (and then
+/// stored in both). `source` runs only when compiling.
+pub fn compile<'b, A: Artifact>(
+    source: impl FnOnce() -> anyhow::Result<&'b [u8]>,
+    hash: &str,
+    dir: Option<&Path>,
+) -> anyhow::Result<A> {
     let memo = A::memo();
     if let Some(compiled) = memo.lock().ok().and_then(|m| m.get(hash).cloned()) {
         return Ok(compiled);
@@ -97,7 +102,7 @@ pub fn compile<A: Artifact>(bytes: &[u8], hash: &str, dir: Option<&Path>) -> any
     let compiled = match file.as_deref().and_then(load::<A>) {
         Some(compiled) => compiled,
         None => {
-            let compiled = A::compile(bytes).map_err(anyhow::Error::from).context("compiling the plugin")?;
+            let compiled = A::compile(source()?).map_err(anyhow::Error::from).context("compiling the plugin")?;
             if let Some(file) = &file {
                 match store(&compiled, file) {
                     Ok(()) => {

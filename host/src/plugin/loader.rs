@@ -81,11 +81,12 @@ impl PluginSet {
             let builtin = matches!(source, Source::Builtin);
             const NO_EXPORT: &str = "it does not export the refractium:plugin/detector@0.1.0 interface";
             let pre = if builtin {
-                // Our own code: called through its core module (see `direct`).
-                let module = cache::compile(direct::main_module(bytes)?, &hash, cache_dir.as_deref())?;
+                // Our own code: called through its core module (see `direct`),
+                // taken out of the component only when it must be compiled.
+                let module = cache::compile(|| direct::main_module(bytes), &hash, cache_dir.as_deref())?;
                 Pre::Direct(direct::Pre::new(&module).context("linking")?)
             } else {
-                let component: Component = cache::compile(bytes, &hash, cache_dir.as_deref())?;
+                let component: Component = cache::compile(|| Ok(bytes), &hash, cache_dir.as_deref())?;
                 let pre = linker()?.instantiate_pre(&component).map_err(anyhow::Error::from).context("linking")?;
                 Pre::Async(DetectorPluginPre::new(pre).map_err(anyhow::Error::from).context(NO_EXPORT)?)
             };
