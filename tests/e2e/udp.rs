@@ -318,13 +318,17 @@ backends:
   a: {{ servers: [{a}] }}
   b: {{ servers: [{b}] }}
   other: {{ servers: [{other}] }}
-udp: {{ session_timeout: 500ms }}
+udp: {{ session_timeout: 3s }}
 "#,
         a = a.addr,
         b = b.addr,
         other = other.addr
     ));
     let addr = proxy.addr("quic");
+    // Each client's session outlives the client (1.5 s): its retransmissions
+    // back off to 0.8 s apart, and the CONNECTION_CLOSE it sends when it gives
+    // up carries no ClientHello, so a session that expired in between would
+    // rightly send that datagram to the default route.
     quic_client(addr, "a.example.com", 0);
     // 60 extra ALPN names push the ClientHello over two Initial datagrams.
     quic_client(addr, "www.b.example.com", 60);
