@@ -30,6 +30,14 @@ struct Entry<'a> {
     close: Cow<'static, str>,
 }
 
+/// Where a connection came in: what serving it needs besides its socket.
+struct Arrival<'a> {
+    snapshot: &'a Snapshot,
+    listener: &'a Arc<str>,
+    client: SocketAddr,
+    local: SocketAddr,
+}
+
 /// Serve one accepted connection to its end.
 pub async fn handle(
     snapshot: Arc<Snapshot>,
@@ -40,7 +48,8 @@ pub async fn handle(
 ) {
     let start = Instant::now();
     let mut entry = Entry::default();
-    serve(&snapshot, listener, &mut stream, client, local, &mut entry).await;
+    let at = Arrival { snapshot: &snapshot, listener, client, local };
+    serve(&at, &mut stream, &mut entry).await;
     let d = entry.detection.as_ref();
     tracing::info!(
         target: "refractium::access",
@@ -58,24 +67,17 @@ pub async fn handle(
     );
 }
 
-async fn serve<'a>(
-    snapshot: &'a Snapshot,
-    listener: &Arc<str>,
-    stream: &mut TcpStream,
-    client: SocketAddr,
-    local: SocketAddr,
-    entry: &mut Entry<'a>,
-) {
+async fn serve<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a>) {
     // Detection, routing and the connect run in a future of their own, which
     // is over before the relay starts: what they hold (the first bytes, the
     // detectors' progress, the peer's strings) is not part of the state an
     // established connection keeps for its whole life.
-    let Some((server, first_len)) = open(snapshot, listener, stream, client, local, entry).await else {
+    let Some((server, first_len)) = open(at, stream, entry).await else {
         return;
     };
     let counters = Counters::default();
     counters.up.store(first_len as u64, Ordering::Relaxed);
-    let idle = snapshot.config.limits.idle_timeout;
+    let idle = at.snapshot.config.limits.idle_timeout;
     let end = forward::relay(stream, &server.stream, idle, &counters).await;
     entry.up = counters.up.load(Ordering::Relaxed);
     entry.down = counters.down.load(Ordering::Relaxed);
@@ -84,14 +86,8 @@ async fn serve<'a>(
 
 /// Detect, route, connect and send the first bytes: the backend connection
 /// and how many bytes went up, or `None` with `entry.close` saying why not.
-async fn open<'a>(
-    snapshot: &'a Snapshot,
-    listener: &Arc<str>,
-    stream: &mut TcpStream,
-    client: SocketAddr,
-    local: SocketAddr,
-    entry: &mut Entry<'a>,
-) -> Option<(Connected<'a>, usize)> {
+async fn open<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a>) -> Option<(Connected<'a>, usize)> {
+    let &Arrival { snapshot, listener, client, local } = at;
     let Some(plan) = snapshot.listeners.get(&**listener) else {
         entry.close = "listener not in the snapshot".into();
         return None;

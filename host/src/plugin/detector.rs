@@ -273,12 +273,17 @@ impl DetectorPlugin {
         Ok(plugin)
     }
 
+    /// The budget of the calls the host makes for itself at load.
+    fn setup_budget(&self) -> Duration {
+        self.budget.max(SETUP_BUDGET)
+    }
+
     async fn instantiate(&self) -> anyhow::Result<(Instance, Info)> {
         let engine = super::engine::engine();
         let mut store = Store::new(engine, HostState::new(self.name.clone(), self.memory, self.log.clone()));
         store.limiter(|state| &mut state.cap);
         store.epoch_deadline_callback(|store| Ok(watchdog::on_epoch(store.data().deadline)));
-        let budget = self.budget.max(SETUP_BUDGET);
+        let budget = self.setup_budget();
         let _running = start_call(&mut store, budget);
         let failed = |e: wasmtime::Error, store: &Store<HostState>| anyhow::anyhow!(cause(&e, store, self, budget));
         let (bindings, init) = match &self.pre {
@@ -334,7 +339,7 @@ impl DetectorPlugin {
         for b in 0..=255u8 {
             // Our own calls at load, not a client's: a probe that lost the
             // CPU for a moment must not cost the plugin its table.
-            match self.call_once(&[b], &peer, self.budget.max(SETUP_BUDGET)).await {
+            match self.call_once(&[b], &peer, self.setup_budget()).await {
                 Ok(Verdict::NoMatch) => table.0[usize::from(b >> 6)] |= 1 << (b & 63),
                 Ok(_) => {}
                 Err(err) => {
