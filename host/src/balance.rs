@@ -35,6 +35,10 @@ impl Server {
     }
 }
 
+/// Servers in the order to try them, by index: inline for pools of up to
+/// eight servers, so picking one allocates nothing.
+pub type Order = smallvec::SmallVec<[usize; 8]>;
+
 /// A backend pool of one snapshot.
 #[derive(Debug)]
 pub struct Pool {
@@ -89,10 +93,10 @@ impl Pool {
 
     /// The order in which to try servers for this client: the policy's pick
     /// first, then the others; servers marked down go last.
-    pub fn order(&self, client: IpAddr) -> Vec<usize> {
+    pub fn order(&self, client: IpAddr) -> Order {
         let n = self.servers.len();
         if n == 0 {
-            return Vec::new();
+            return Order::new();
         }
         let first = match self.policy {
             Balance::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
@@ -111,7 +115,7 @@ impl Pool {
                 (h.finish() % n as u64) as usize
             }
         };
-        let mut order: Vec<usize> = (0..n).map(|i| (first + i) % n).collect();
+        let mut order: Order = (0..n).map(|i| (first + i) % n).collect();
         order.sort_by_key(|&i| !self.servers[i].up.load(Ordering::Relaxed));
         order
     }
@@ -123,7 +127,7 @@ impl Pool {
     pub async fn connect(&self, client: IpAddr, first: &[IoSlice<'_>]) -> Result<Connected<'_>, ConnectError> {
         let order = self.order(client);
         let attempts = order.len().min(self.retries as usize + 1);
-        let mut last = String::from("pool has no servers");
+        let mut last = None;
         for &i in order.iter().take(attempts) {
             let server = &self.servers[i];
             match tokio::time::timeout(self.connect_timeout, connect_sending(server.addr, first)).await {
@@ -134,13 +138,15 @@ impl Pool {
                     server.active.fetch_add(1, Ordering::Relaxed);
                     return Ok(Connected { stream, server, sent });
                 }
-                Ok(Err(err)) => last = format!("{}: {err}", server.addr),
-                Err(_) => last = format!("{}: connect timed out after {:?}", server.addr, self.connect_timeout),
+                Ok(Err(err)) => last = Some(format!("{}: {err}", server.addr)),
+                Err(_) => last = Some(format!("{}: connect timed out after {:?}", server.addr, self.connect_timeout)),
             }
             if server.up.swap(false, Ordering::Relaxed) {
-                tracing::warn!(pool = %self.name, server = %server.addr, error = %last, "backend server marked down");
+                let error = last.as_deref().unwrap_or_default();
+                tracing::warn!(pool = %self.name, server = %server.addr, error, "backend server marked down");
             }
         }
+        let last = last.unwrap_or_else(|| "pool has no servers".into());
         Err(ConnectError { pool: self.name.clone(), attempts, last })
     }
 }

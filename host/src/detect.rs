@@ -11,6 +11,7 @@
 
 use crate::plugin::detector::{Detect, Peer};
 use crate::plugin::{Detection, Verdict};
+use smallvec::SmallVec;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,8 +26,8 @@ pub enum Outcome {
     /// A detector recognised the bytes.
     Matched {
         detection: Detection,
-        /// The detector that answered.
-        detector: String,
+        /// The detector that answered: its place in the listener's list.
+        detector: usize,
     },
     /// Every detector said `no-match` (or the listener has none).
     Unknown,
@@ -66,7 +67,9 @@ pub async fn detect<S: AsyncRead + Unpin>(
         return Ok(Detected { outcome: Outcome::Unknown, bytes: data });
     }
     let max = max_bytes.max(1);
-    let deadline = Instant::now() + timeout;
+    // Set when the first read has to wait: most clients' first bytes are
+    // already there and decide it.
+    let mut deadline = None;
     let mut progress = Progress::new(detectors.len());
     let mut fresh = !data.is_empty();
     loop {
@@ -78,6 +81,7 @@ pub async fn detect<S: AsyncRead + Unpin>(
                 return Ok(Detected { outcome: Outcome::Full, bytes: data });
             }
         }
+        let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
         let read = match tokio::time::timeout_at(deadline, read_more(stream, &mut data, max)).await {
             Ok(read) => read?,
             Err(_elapsed) => return Ok(Detected { outcome: Outcome::TimedOut, bytes: data }),
@@ -108,13 +112,13 @@ async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, data: &mut Vec<u8>, max
 #[derive(Debug, Clone)]
 pub struct Progress {
     /// Per detector: `None` once it said no-match, else the length it waits for.
-    waiting: Vec<Option<usize>>,
+    waiting: SmallVec<[Option<usize>; 8]>,
 }
 
 impl Progress {
     /// Every detector still in the running.
     pub fn new(detectors: usize) -> Self {
-        Progress { waiting: vec![Some(1); detectors] }
+        Progress { waiting: smallvec::smallvec![Some(1); detectors] }
     }
 
     /// Ask the detectors still in the running about `data` (every byte so
@@ -124,7 +128,7 @@ impl Progress {
         let len = data.len();
         // First-byte tables describe TCP flights only.
         let first = if peer.is_udp() { None } else { data.first().copied() };
-        for (detector, wait) in detectors.iter().zip(self.waiting.iter_mut()) {
+        for (i, (detector, wait)) in detectors.iter().zip(self.waiting.iter_mut()).enumerate() {
             let Some(wanted) = *wait else { continue };
             if len < wanted {
                 continue;
@@ -135,7 +139,7 @@ impl Progress {
             }
             match detector.detect(data, peer).await {
                 Verdict::Matched(detection) => {
-                    return Some(Outcome::Matched { detection, detector: detector.name().to_string() });
+                    return Some(Outcome::Matched { detection, detector: i });
                 }
                 Verdict::NeedMore(n) => *wait = Some((n as usize).max(len + 1)),
                 Verdict::NoMatch => *wait = None,

@@ -72,7 +72,7 @@ async fn run(detectors: Vec<Arc<dyn Detect>>, chunks: Vec<&'static [u8]>, close:
 async fn one_byte_at_a_time_matches_and_keeps_every_byte() {
     let chunks: Vec<&'static [u8]> = b"SSH-2.0-x\r\n".chunks(1).collect();
     let d = run(vec![Prefix::new("http", b"GET "), Prefix::new("ssh", b"SSH-")], chunks, false, 4096).await;
-    assert!(matches!(&d.outcome, Outcome::Matched { detector, .. } if detector == "ssh"), "{:?}", d.outcome);
+    assert!(matches!(&d.outcome, Outcome::Matched { detector: 1, .. }), "{:?}", d.outcome);
     assert_eq!(d.bytes, b"SSH-");
 }
 
@@ -145,12 +145,12 @@ async fn no_match_detectors_are_not_asked_again() {
     let http = Prefix::new("http", b"GET /abcdef");
     let chunks: Vec<&'static [u8]> = b"GET /abcdef".chunks(1).collect();
     let d = run(vec![ssh.clone(), http], chunks, false, 4096).await;
-    assert!(matches!(&d.outcome, Outcome::Matched { detector, .. } if detector == "http"));
+    assert!(matches!(&d.outcome, Outcome::Matched { detector: 1, .. }));
     assert_eq!(ssh.calls.load(Ordering::Relaxed), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn first_match_in_order_wins() {
     let d = run(vec![Prefix::new("a", b"XY"), Prefix::new("b", b"X")], vec![b"XY"], false, 4096).await;
-    assert!(matches!(&d.outcome, Outcome::Matched { detector, .. } if detector == "a"));
+    assert!(matches!(&d.outcome, Outcome::Matched { detector: 0, .. }));
 }
