@@ -137,7 +137,11 @@ impl Progress {
                 *wait = None;
                 continue;
             }
-            match detector.detect(data, peer).await {
+            let verdict = match detector.detect_now(data, peer) {
+                Some(verdict) => verdict,
+                None => detector.detect(data, peer).await,
+            };
+            match verdict {
                 Verdict::Matched(detection) => {
                     return Some(Outcome::Matched { detection, detector: i });
                 }

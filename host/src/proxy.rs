@@ -46,7 +46,8 @@ pub async fn handle(
     client: SocketAddr,
     local: SocketAddr,
 ) {
-    let start = Instant::now();
+    // The clock is read for the access log's duration only.
+    let start = tracing::enabled!(target: "refractium::access", tracing::Level::INFO).then(Instant::now);
     let mut entry = Entry::default();
     let at = Arrival { snapshot: &snapshot, listener, client, local };
     serve(&at, &mut stream, &mut entry).await;
@@ -62,7 +63,7 @@ pub async fn handle(
         backend = %entry.backend.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
         bytes_up = entry.up,
         bytes_down = entry.down,
-        duration_ms = crate::clock::ms(start.elapsed()),
+        duration_ms = start.map_or(0, |start| crate::clock::ms(start.elapsed())),
         close = %entry.close,
     );
 }

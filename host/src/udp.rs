@@ -155,7 +155,10 @@ pub async fn serve(
                 let now = Instant::now();
                 let deadline = now + plan.timeout;
                 deadlines.push(Reverse((deadline, client)));
-                let peer = Peer::new(client, local.map(|l| l.to_string()).unwrap_or_default(), name.clone(), true);
+                let peer = match local {
+                    Some(local) => Peer::new(client, local, name.clone(), true),
+                    None => Peer::new(client, "", name.clone(), true),
+                };
                 let progress = Progress::new(plan.detectors.len());
                 Box::new(Detecting {
                     admitted,

@@ -59,6 +59,11 @@ pub trait Detect: Send + Sync {
     fn name(&self) -> &str;
     /// Look at every byte the client sent so far.
     fn detect<'a>(&'a self, data: &'a [u8], peer: &'a Peer) -> BoxFuture<'a, Verdict>;
+    /// The same answer when it needs no waiting (a built-in with an idle
+    /// instance); `None` means ask through [`Detect::detect`].
+    fn detect_now(&self, _data: &[u8], _peer: &Peer) -> Option<Verdict> {
+        None
+    }
     /// Whether a TCP flight starting with `first` is known to be `no-match`
     /// without asking (see [`FirstBytes`]).
     fn rules_out(&self, _first: u8) -> bool {
@@ -356,7 +361,9 @@ impl DetectorPlugin {
 
     /// Whether the plugin is currently disabled after repeated failures.
     pub fn is_disabled(&self) -> bool {
-        self.disabled_until.load(Ordering::Relaxed) > crate::clock::now_ms()
+        // A plugin that never failed has no time to compare with.
+        let until = self.disabled_until.load(Ordering::Relaxed);
+        until != 0 && until > crate::clock::now_ms()
     }
 
     fn failed(&self, what: &str) {
@@ -386,6 +393,29 @@ impl Detect for DetectorPlugin {
         Box::pin(self.call(data, peer))
     }
 
+    /// A built-in's call is synchronous: made here, it needs neither a boxed
+    /// future nor a poll through one.
+    fn detect_now(&self, data: &[u8], peer: &Peer) -> Option<Verdict> {
+        if !matches!(self.pre, Pre::Direct(_)) {
+            return None;
+        }
+        if self.is_disabled() {
+            return Some(Verdict::NoMatch);
+        }
+        let mut instance = self.idle.lock().ok()?.pop()?;
+        let result = match &instance.bindings {
+            Bound::Direct(exports) => {
+                let _running = start_call(&mut instance.store, self.budget);
+                exports.detect(&mut instance.store, data, peer)
+            }
+            Bound::Async(_) => {
+                self.put_back(instance);
+                return None;
+            }
+        };
+        Some(self.settle(self.finish(instance, result, self.budget)))
+    }
+
     fn rules_out(&self, first: u8) -> bool {
         self.first_bytes.contains(first)
     }
@@ -396,7 +426,13 @@ impl DetectorPlugin {
         if self.is_disabled() {
             return Verdict::NoMatch;
         }
-        match self.call_once(data, peer, self.budget).await {
+        let result = self.call_once(data, peer, self.budget).await;
+        self.settle(result)
+    }
+
+    /// A call's verdict, counting its failure (which answers `no-match`).
+    fn settle(&self, result: Result<Verdict, String>) -> Verdict {
+        match result {
             Ok(verdict) => {
                 self.failures.store(0, Ordering::Relaxed);
                 verdict
@@ -412,14 +448,27 @@ impl DetectorPlugin {
     /// is then dropped: a trap poisons its store).
     async fn call_once(&self, data: &[u8], peer: &Peer, budget: Duration) -> Result<Verdict, String> {
         let mut instance = self.take().await.map_err(|err| format!("could not instantiate: {err:#}"))?;
-        let _running = start_call(&mut instance.store, budget);
-        let result = match &instance.bindings {
-            Bound::Async(bindings) => {
-                let guest: &wit_detector::Guest = bindings.refractium_plugin_detector();
-                guest.call_detect(&mut instance.store, data, &peer.to_wit()).await
+        let result = {
+            let _running = start_call(&mut instance.store, budget);
+            match &instance.bindings {
+                Bound::Async(bindings) => {
+                    let guest: &wit_detector::Guest = bindings.refractium_plugin_detector();
+                    guest.call_detect(&mut instance.store, data, &peer.to_wit()).await
+                }
+                Bound::Direct(exports) => exports.detect(&mut instance.store, data, peer),
             }
-            Bound::Direct(exports) => exports.detect(&mut instance.store, data, peer),
         };
+        self.finish(instance, result, budget)
+    }
+
+    /// After a call: the instance goes back to the pool with the verdict, or
+    /// is dropped with the reason it failed.
+    fn finish(
+        &self,
+        instance: Instance,
+        result: wasmtime::Result<wit::Verdict>,
+        budget: Duration,
+    ) -> Result<Verdict, String> {
         match result {
             Ok(verdict) => {
                 self.put_back(instance);

@@ -291,6 +291,10 @@ mod direct_tests {
                         let (want, got) =
                             (component.detect(&data[..len], &peer).await, direct.detect(&data[..len], &peer).await);
                         assert_eq!(got, want, "{name} on the first {len} bytes of {file} (udp: {over_udp})");
+                        // The synchronous call the proxy makes answers the same.
+                        let now = direct.detect_now(&data[..len], &peer);
+                        assert_eq!(now.as_ref(), Some(&want), "{name} called now on {len} bytes of {file}");
+                        assert_eq!(component.detect_now(&data[..len], &peer), None, "plugin files are awaited");
                         matched += usize::from(matches!(got, Verdict::Matched(_)));
                     }
                 }
