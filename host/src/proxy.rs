@@ -95,7 +95,7 @@ async fn open<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a
     };
 
     // 1. Detect.
-    let peer = Peer::new(client, local, listener.clone(), false);
+    let peer = Peer::of(client, Some(local), listener.clone(), false);
     let first = match read_now(stream, plan.max_bytes) {
         Ok(first) => first,
         Err(err) => {

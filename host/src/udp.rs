@@ -155,10 +155,7 @@ pub async fn serve(
                 let now = Instant::now();
                 let deadline = now + plan.timeout;
                 deadlines.push(Reverse((deadline, client)));
-                let peer = match local {
-                    Some(local) => Peer::new(client, local, name.clone(), true),
-                    None => Peer::new(client, "", name.clone(), true),
-                };
+                let peer = Peer::of(client, local, name.clone(), true);
                 let progress = Progress::new(plan.detectors.len());
                 Box::new(Detecting {
                     admitted,

@@ -12,6 +12,7 @@ use super::watchdog;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -75,20 +76,47 @@ pub trait Detect: Send + Sync {
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Facts about the client handed to detectors, built once per connection
-/// without touching the heap: the addresses are written out inline and the
-/// listener's name is shared.
+/// without touching the heap: the addresses are kept as they are and written
+/// out only for a plugin file (the component's `peer` record); built-ins are
+/// not given them (see [`direct`]). The listener's name is shared.
 #[derive(Debug, Clone)]
 pub struct Peer {
-    client: Text,
-    local: Text,
+    client: Addr,
+    local: Addr,
     listener: Arc<str>,
     udp: bool,
 }
 
+/// An address of the peer record.
+#[derive(Debug, Clone)]
+enum Addr {
+    Socket(SocketAddr),
+    /// Given as text (the CLI's `detect`, tests).
+    Text(Arc<str>),
+    /// A local address the socket could not say: empty text.
+    Unknown,
+}
+
+impl Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::Socket(addr) => addr.fmt(f),
+            Addr::Text(text) => f.write_str(text),
+            Addr::Unknown => Ok(()),
+        }
+    }
+}
+
 impl Peer {
-    /// `local` may be empty text where the local address is not known.
-    pub fn new(client: impl Display, local: impl Display, listener: impl Into<Arc<str>>, udp: bool) -> Self {
-        Peer { client: Text::of(client), local: Text::of(local), listener: listener.into(), udp }
+    /// The peer of a connection or UDP session.
+    pub fn of(client: SocketAddr, local: Option<SocketAddr>, listener: impl Into<Arc<str>>, udp: bool) -> Self {
+        let local = local.map_or(Addr::Unknown, Addr::Socket);
+        Peer { client: Addr::Socket(client), local, listener: listener.into(), udp }
+    }
+
+    /// A peer with addresses given as text.
+    pub fn new(client: &str, local: &str, listener: impl Into<Arc<str>>, udp: bool) -> Self {
+        Peer { client: Addr::Text(client.into()), local: Addr::Text(local.into()), listener: listener.into(), udp }
     }
 
     /// Whether the client came over UDP.
@@ -96,73 +124,14 @@ impl Peer {
         self.udp
     }
 
-    pub fn client(&self) -> &str {
-        self.client.as_str()
-    }
-
-    pub fn local(&self) -> &str {
-        self.local.as_str()
-    }
-
-    pub fn listener(&self) -> &str {
-        &self.listener
-    }
-
     /// The record the component bindings take (plugin files).
     fn to_wit(&self) -> wit::Peer {
         wit::Peer {
-            client_addr: self.client().to_owned(),
-            local_addr: self.local().to_owned(),
-            listener: self.listener().to_owned(),
+            client_addr: self.client.to_string(),
+            local_addr: self.local.to_string(),
+            listener: self.listener.to_string(),
             transport: if self.udp { wit::Transport::Udp } else { wit::Transport::Tcp },
         }
-    }
-}
-
-/// Short text kept inline: a socket address is at most 58 bytes written out
-/// (`[v6%scope]:port`); anything longer goes to the heap.
-#[derive(Clone)]
-enum Text {
-    Inline { len: u8, bytes: [u8; INLINE] },
-    Heap(Box<str>),
-}
-
-const INLINE: usize = 64;
-
-impl Text {
-    fn of(value: impl Display) -> Text {
-        struct Fill {
-            len: usize,
-            bytes: [u8; INLINE],
-        }
-        impl std::fmt::Write for Fill {
-            fn write_str(&mut self, s: &str) -> std::fmt::Result {
-                let end = self.len + s.len();
-                self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?.copy_from_slice(s.as_bytes());
-                self.len = end;
-                Ok(())
-            }
-        }
-        let mut fill = Fill { len: 0, bytes: [0; INLINE] };
-        match std::fmt::write(&mut fill, format_args!("{value}")) {
-            // `len` ≤ INLINE = 64 here, so it fits a `u8`.
-            Ok(()) => Text::Inline { len: fill.len as u8, bytes: fill.bytes },
-            Err(_) => Text::Heap(value.to_string().into_boxed_str()),
-        }
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            // Whole `&str`s were copied in, so this is valid UTF-8.
-            Text::Inline { len, bytes } => std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default(),
-            Text::Heap(text) => text,
-        }
-    }
-}
-
-impl std::fmt::Debug for Text {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -517,28 +486,25 @@ fn convert(verdict: wit::Verdict) -> Verdict {
 
 #[cfg(test)]
 mod tests {
-    use super::{Peer, Text};
+    use super::Peer;
     use std::net::SocketAddr;
 
-    /// Every socket address fits inline and reads back as `Display` wrote
-    /// it; longer text goes to the heap intact.
+    /// Plugin files get the addresses written out as `Display` writes them,
+    /// an unknown local address as empty text.
     #[test]
-    fn peer_text_keeps_what_was_written() {
+    fn peer_record_writes_addresses_out() {
         let longest: SocketAddr =
             "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%4294967295]:65535".parse().expect("v6");
-        for addr in [longest, "127.0.0.1:40000".parse().expect("v4")] {
-            let text = Text::of(addr);
-            assert!(matches!(text, Text::Inline { .. }), "{addr} not inline");
-            assert_eq!(text.as_str(), addr.to_string());
-        }
-        let long = "x".repeat(200);
-        let text = Text::of(&long);
-        assert!(matches!(text, Text::Heap(_)));
-        assert_eq!(text.as_str(), long);
-        let peer = Peer::new(longest, "", "edge", true);
+        let local: SocketAddr = "127.0.0.1:443".parse().expect("v4");
+        let wit = Peer::of(longest, Some(local), "edge", true).to_wit();
         assert_eq!(
-            (peer.client(), peer.local(), peer.listener(), peer.is_udp()),
-            (&*longest.to_string(), "", "edge", true)
+            (wit.client_addr.as_str(), wit.local_addr.as_str(), wit.listener.as_str()),
+            (&*longest.to_string(), "127.0.0.1:443", "edge")
         );
+        assert!(matches!(wit.transport, super::wit::Transport::Udp));
+        let wit = Peer::of(local, None, "edge", false).to_wit();
+        assert_eq!((wit.local_addr.as_str(), matches!(wit.transport, super::wit::Transport::Tcp)), ("", true));
+        let wit = Peer::new("client text", "local text", "cli", false).to_wit();
+        assert_eq!((wit.client_addr.as_str(), wit.local_addr.as_str()), ("client text", "local text"));
     }
 }
