@@ -25,13 +25,17 @@ pub struct ListenerPlan {
     pub on_timeout: Option<String>,
 }
 
+/// A map keyed by a name from the config, looked up for every connection:
+/// foldhash costs a fraction of SipHash, and the keys are the operator's.
+pub type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 /// The state every new connection reads.
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub plugins: Arc<PluginSet>,
-    pub listeners: HashMap<String, ListenerPlan>,
+    pub listeners: NameMap<ListenerPlan>,
     pub routes: RouteTable,
-    pub pools: HashMap<String, Arc<Pool>>,
+    pub pools: NameMap<Arc<Pool>>,
     /// Pools a UDP listener may send to: never health-checked with TCP
     /// connects.
     pub udp_pools: std::collections::HashSet<String>,
@@ -51,7 +55,7 @@ impl Snapshot {
     /// Build a snapshot from already loaded plugins.
     pub fn with_plugins(config: Config, plugins: Arc<PluginSet>) -> anyhow::Result<Snapshot> {
         let mut problems = Vec::new();
-        let mut listeners = HashMap::new();
+        let mut listeners = NameMap::default();
         for (i, l) in config.listeners.iter().enumerate() {
             let detectors: Vec<Arc<dyn Detect>> = match &l.detectors {
                 Some(names) => names
@@ -152,7 +156,7 @@ fn names_of(plugins: &PluginSet) -> String {
 /// Pools reachable from a UDP listener: through its `default` or `on_timeout`
 /// route, or through a route matching a protocol one of its detectors may
 /// report (a detector's name; any unknown protocol when it runs `pattern`).
-fn udp_pools(config: &Config, plans: &HashMap<String, ListenerPlan>) -> std::collections::HashSet<String> {
+fn udp_pools(config: &Config, plans: &NameMap<ListenerPlan>) -> std::collections::HashSet<String> {
     let mut pools = std::collections::HashSet::new();
     let known: Vec<&str> = plans.values().flat_map(|p| p.detectors.iter().map(|d| d.name())).collect();
     for l in config.listeners.iter().filter(|l| l.transport == Transport::Udp) {

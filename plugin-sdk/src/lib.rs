@@ -41,6 +41,7 @@
 
 extern crate self as refractium_plugin_sdk;
 
+pub mod alloc;
 pub mod bytes;
 pub mod log;
 pub mod testing;
@@ -101,10 +102,21 @@ pub mod __rt {
         static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     }
 
-    pub fn init<D: Detector>(config: String) -> Result<wit::PluginInfo, String> {
-        let detector = D::new(&config)?;
-        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(detector)));
-        Ok(wit::PluginInfo { name: D::NAME.to_string(), version: D::VERSION.to_string() })
+    /// `arena` is the plugin's allocator when the export macro installed
+    /// it: the detector outlives the call, so it is built outside the arena.
+    pub fn init<D: Detector>(
+        config: String,
+        arena: Option<&crate::alloc::CallArena>,
+    ) -> Result<wit::PluginInfo, String> {
+        let build = || {
+            let detector = D::new(&config)?;
+            INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(detector)));
+            Ok(wit::PluginInfo { name: D::NAME.to_string(), version: D::VERSION.to_string() })
+        };
+        match arena {
+            Some(arena) => crate::alloc::bypass(arena, build),
+            None => build(),
+        }
     }
 
     pub fn detect<D: Detector>(data: Vec<u8>, peer: wit::Peer) -> wit::Verdict {
@@ -122,11 +134,25 @@ pub mod __rt {
 
 /// Export a [`Detector`] implementation as the plugin's `detector` interface.
 ///
+/// Also installs the SDK's allocator ([`alloc::CallArena`]), which makes the
+/// small allocations of a call nearly free. A plugin that brings its own
+/// `#[global_allocator]` writes `export_detector!(MyDetector, own_allocator)`.
+///
 /// Expands to nothing when not compiling for WebAssembly, so the same crate
 /// can be unit-tested natively.
 #[macro_export]
 macro_rules! export_detector {
     ($detector:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        #[global_allocator]
+        static REFRACTIUM_CALL_ARENA: $crate::alloc::CallArena = $crate::alloc::CallArena::new();
+
+        $crate::export_detector!(@export $detector, Some(&REFRACTIUM_CALL_ARENA));
+    };
+    ($detector:ty, own_allocator) => {
+        $crate::export_detector!(@export $detector, None);
+    };
+    (@export $detector:ty, $arena:expr) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::__bindings::exports::refractium::plugin::detector::Guest;
@@ -136,7 +162,7 @@ macro_rules! export_detector {
 
             impl Guest for RefractiumDetectorExport {
                 fn init(config: String) -> Result<wit::PluginInfo, String> {
-                    $crate::__rt::init::<$detector>(config)
+                    $crate::__rt::init::<$detector>(config, $arena)
                 }
                 fn detect(data: Vec<u8>, peer: wit::Peer) -> wit::Verdict {
                     $crate::__rt::detect::<$detector>(data, peer)

@@ -12,23 +12,23 @@
 use refractium_plugin_sdk::{Detection, Detector, Peer, Verdict};
 
 /// Methods recognised: RFC 9110 and PATCH, plus common WebDAV ones.
-const METHODS: &[&[u8]] = &[
-    b"GET",
-    b"HEAD",
-    b"POST",
-    b"PUT",
-    b"DELETE",
-    b"CONNECT",
-    b"OPTIONS",
-    b"TRACE",
-    b"PATCH",
-    b"PROPFIND",
-    b"PROPPATCH",
-    b"MKCOL",
-    b"COPY",
-    b"MOVE",
-    b"LOCK",
-    b"UNLOCK",
+const METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
 ];
 
 /// Bytes of request line and headers waited for; past this the request
@@ -51,9 +51,8 @@ impl Detector for Http {
             Ok(line) => line,
             Err(verdict) => return verdict,
         };
-        let mut detection = Detection::new("http")
-            .attr("method", String::from_utf8_lossy(line.method))
-            .attr("version", version_name(line.minor));
+        let mut detection =
+            Detection::new("http").attr("method", line.method).attr("version", version_name(line.minor));
         match header_block(data.get(line.len..).unwrap_or_default()) {
             Some(headers) => {
                 if let Some(host) = host(headers, &line) {
@@ -78,7 +77,8 @@ fn version_name(minor: u8) -> String {
 }
 
 struct RequestLine<'a> {
-    method: &'a [u8],
+    /// One of [`METHODS`].
+    method: &'static str,
     target: &'a [u8],
     minor: u8,
     /// Bytes of the line, its terminator included.
@@ -89,12 +89,16 @@ struct RequestLine<'a> {
 /// it is incomplete or invalid.
 fn request_line(data: &[u8]) -> Result<RequestLine<'_>, Verdict> {
     let Some(sp) = data.iter().position(|&b| b == b' ') else {
-        return Err(if METHODS.iter().any(|m| m.starts_with(data)) { Verdict::NeedMore(0) } else { Verdict::NoMatch });
+        return Err(if METHODS.iter().any(|m| m.as_bytes().starts_with(data)) {
+            Verdict::NeedMore(0)
+        } else {
+            Verdict::NoMatch
+        });
     };
     let (method, rest) = data.split_at(sp);
-    if !METHODS.contains(&method) {
+    let Some(&method) = METHODS.iter().find(|m| m.as_bytes() == method) else {
         return Err(Verdict::NoMatch);
-    }
+    };
     let rest = rest.get(1..).unwrap_or_default();
     // The target: visible bytes (obs-text tolerated) up to the next space.
     let target_len = rest.iter().position(|&b| b <= b' ' || b == 0x7f);
@@ -157,7 +161,7 @@ fn host(headers: &[u8], line: &RequestLine<'_>) -> Option<String> {
             let end = rest.iter().position(|&b| matches!(b, b'/' | b'?' | b'#'));
             rest.get(..end.unwrap_or(rest.len()))?
         }
-        (None, _) if line.method == b"CONNECT" => target,
+        (None, _) if line.method == "CONNECT" => target,
         (None, Some(value)) => value.trim_ascii(),
         (None, None) => return None,
     };
@@ -231,8 +235,8 @@ mod tests {
     #[test]
     fn every_method() {
         for m in METHODS {
-            let req = [m, &b" * HTTP/1.1\r\n\r\n"[..]].concat();
-            assert_eq!(matched(&req).attribute("method").map(str::as_bytes), Some(*m));
+            let req = [m.as_bytes(), &b" * HTTP/1.1\r\n\r\n"[..]].concat();
+            assert_eq!(matched(&req).attribute("method"), Some(*m));
         }
     }
 
