@@ -153,8 +153,9 @@ fn host(headers: &[u8], line: &RequestLine<'_>) -> Option<String> {
         name.eq_ignore_ascii_case(b"host").then(|| value.get(1..).unwrap_or_default())
     });
     let target = line.target;
-    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
-    let scheme = [&b"http://"[..], b"https://"].into_iter().find(|s| lower.starts_with(s));
+    let scheme = [&b"http://"[..], b"https://"]
+        .into_iter()
+        .find(|s| target.get(..s.len()).is_some_and(|t| t.eq_ignore_ascii_case(s)));
     let authority = match (scheme, from_header) {
         (Some(scheme), _) => {
             let rest = target.get(scheme.len()..)?;
