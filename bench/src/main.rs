@@ -9,6 +9,7 @@ mod backend;
 mod cells;
 mod detectors;
 mod hello;
+mod instructions;
 mod load;
 mod procs;
 mod proxies;
@@ -90,6 +91,17 @@ enum Cmd {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// User-space instructions per short connection at concurrency 1, for
+    /// refractium and each peer installed, counted by callgrind (needs
+    /// valgrind): a figure the machine's load does not move.
+    Instructions {
+        /// The refractium binary.
+        #[arg(long, default_value = "target/release/refractium")]
+        refractium: PathBuf,
+        /// Seconds of counted connections per proxy.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
     /// Start the backend and the proxies, run the workloads, print the table.
     Run {
         /// The refractium binary (default: target/release/refractium if present).
@@ -122,6 +134,10 @@ fn main() -> Result<()> {
             backend::serve(bind, print_port)
         }
         Cmd::Detectors { cold } => detectors::run(cold),
+        Cmd::Instructions { refractium, secs } => {
+            let nofile = raise_nofile()?;
+            instructions::run(&refractium, secs, nofile)
+        }
         Cmd::Reload { refractium, secs } => reload::run(&refractium, secs),
         Cmd::Udp { refractium, secs, workers } => udp::run(&refractium, secs, workers),
         Cmd::Short { to, conc, secs, tls, pid } => {

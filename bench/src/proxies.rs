@@ -42,6 +42,21 @@ impl Kind {
 /// Write the config for `kind` into `dir`, start it, wait until it proxies.
 /// `nofile` is the fd limit the children inherit (HAProxy sizes `maxconn` to it).
 pub fn start(kind: &Kind, backend: u16, dir: &Path, nofile: u64) -> Result<Proxy> {
+    start_with(kind, backend, dir, nofile, &[], Duration::from_secs(15))
+}
+
+/// [`start`], with the proxy's command run under `wrap` (a tool and its
+/// arguments, e.g. valgrind) when not empty, and `ready` to start in. nginx
+/// then runs without a master process, so that the wrapped process is the
+/// one that serves.
+pub fn start_with(
+    kind: &Kind,
+    backend: u16,
+    dir: &Path,
+    nofile: u64,
+    wrap: &[String],
+    ready: Duration,
+) -> Result<Proxy> {
     let name = kind.name();
     let port = procs::free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -67,9 +82,20 @@ pub fn start(kind: &Kind, backend: u16, dir: &Path, nofile: u64) -> Result<Proxy
             (nginx_conf(port, backend, dir, module.as_deref(), nofile), cmd, procs::first_line(bin, "-v"))
         }
     };
+    let (text, cmd) = match wrap.split_first() {
+        None => (text, cmd),
+        Some((tool, args)) => {
+            let mut wrapped = Command::new(tool);
+            wrapped.args(args).arg(cmd.get_program()).args(cmd.get_args());
+            if let Some(cwd) = cmd.get_current_dir() {
+                wrapped.current_dir(cwd);
+            }
+            (text.replacen("daemon off;", "daemon off;\nmaster_process off;", 1), wrapped)
+        }
+    };
     fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
     let mut group = Group::spawn(name, cmd, log)?;
-    procs::wait_ready(&mut group, addr, Duration::from_secs(15))?;
+    procs::wait_ready(&mut group, addr, ready)?;
     Ok(Proxy { name, addr, version, group })
 }
 

@@ -31,7 +31,7 @@ const WORKLOADS: [&str; 5] = ["bulk", "short", "tls", "hold", "idle"];
 const PROXIES: [&str; 3] = ["refractium", "haproxy", "nginx"];
 
 /// A temp dir removed on drop.
-struct TempDir(PathBuf);
+pub struct TempDir(pub PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -139,7 +139,7 @@ pub fn run(opts: Opts) -> Result<()> {
 }
 
 /// Start `refractium-bench backend` and read the port it prints.
-fn start_backend(dir: &Path) -> Result<(Group, SocketAddr)> {
+pub fn start_backend(dir: &Path) -> Result<(Group, SocketAddr)> {
     let exe = std::env::current_exe().context("locating refractium-bench")?;
     let mut cmd = Command::new(exe);
     cmd.args(["backend", "--bind", "127.0.0.1:0", "--print-port"]);
