@@ -79,18 +79,20 @@ pub fn start_with(
             let mut cmd = Command::new(bin);
             cmd.arg("-p").arg(dir).arg("-c").arg(&conf).arg("-e").arg("stderr");
             let module = nginx_stream_module(bin)?;
-            (nginx_conf(port, backend, dir, module.as_deref(), nofile), cmd, procs::first_line(bin, "-v"))
+            // Wrapped, the process that serves must be the one started.
+            let master = wrap.is_empty();
+            (nginx_conf(port, backend, dir, module.as_deref(), nofile, master), cmd, procs::first_line(bin, "-v"))
         }
     };
-    let (text, cmd) = match wrap.split_first() {
-        None => (text, cmd),
+    let cmd = match wrap.split_first() {
+        None => cmd,
         Some((tool, args)) => {
             let mut wrapped = Command::new(tool);
             wrapped.args(args).arg(cmd.get_program()).args(cmd.get_args());
             if let Some(cwd) = cmd.get_current_dir() {
                 wrapped.current_dir(cwd);
             }
-            (text.replacen("daemon off;", "daemon off;\nmaster_process off;", 1), wrapped)
+            wrapped
         }
     };
     fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
@@ -198,15 +200,18 @@ backend be_other
 }
 
 /// nginx `stream` with `ssl_preread`, one worker, SNI mapped to the upstream.
-pub fn nginx_conf(port: u16, backend: u16, dir: &Path, module: Option<&Path>, nofile: u64) -> String {
+/// Without `master`, the process started is the one that serves
+/// (`master_process off`), as a wrapper such as callgrind needs.
+pub fn nginx_conf(port: u16, backend: u16, dir: &Path, module: Option<&Path>, nofile: u64, master: bool) -> String {
     let pid = dir.join("nginx.pid");
     let load = module.map(|m| format!("load_module {};\n", m.display())).unwrap_or_default();
+    let master = if master { "" } else { "master_process off;\n" };
     format!(
         "\
 {load}worker_processes 1;
 worker_rlimit_nofile {nofile};
 daemon off;
-error_log stderr warn;
+{master}error_log stderr warn;
 pid {pid};
 
 events {{
