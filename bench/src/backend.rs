@@ -26,13 +26,15 @@ const MAX_HEAD: usize = 64 * 1024;
 /// Buffer size for bulk reads and writes.
 const BULK_BUF: usize = 256 * 1024;
 
-/// Bind, print the port when asked, and serve forever on a 1-worker runtime.
+/// Bind, print the port when asked, and serve forever on one thread.
+///
+/// One thread, like a single nginx worker: a runtime that accepts on one
+/// thread and serves on another hands every connection across (a futex wake
+/// each), which costs the machine CPU the proxy under test would otherwise
+/// get and makes the results depend on where the scheduler puts two threads.
 pub fn serve(bind: SocketAddr, print_port: bool) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("building the backend runtime")?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("building the backend runtime")?;
     rt.block_on(async move {
         let listener = listen(bind)?;
         let port = listener.local_addr().context("backend local_addr")?.port();

@@ -103,7 +103,7 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let config_path = config.file.clone();
     let workers = config.runtime.resolved_workers();
     // This thread is worker 0; `listener::serve` starts the others.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
+    let runtime = listener::worker_runtime().context("starting the runtime")?;
     runtime.block_on(async {
         let snapshot = Snapshot::build(config).await?;
         let bound = listener::bind_all(&snapshot, workers)?;

@@ -163,7 +163,7 @@ pub async fn serve(
     for (i, set) in sets.enumerate() {
         let shared = shared.clone();
         let thread = std::thread::Builder::new().name(format!("refractium-worker-{}", i + 1)).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match worker_runtime() {
                 Ok(runtime) => runtime,
                 Err(err) => {
                     tracing::error!(error = %err, "cannot start a worker; its sockets stay unserved");
@@ -425,4 +425,18 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
             drop(admitted);
         });
     }
+}
+
+/// The single-threaded runtime of one worker.
+///
+/// Before it sleeps in the poller the worker yields its core once. A socket
+/// write usually woke the peer on this very core (the kernel places a woken
+/// task beside its waker); yielding lets that peer run now, and when it
+/// answers at once (a nearby backend) the answer is waiting when the worker
+/// polls, so it does not go to sleep and get woken again. With nothing else
+/// runnable the yield returns at once. At concurrency 1 this took the
+/// proxy's CPU per connection from 71 to 66 µs and its rate up 7-12 %
+/// (bench/README.md); at 16 and 64 connections in flight it is within noise.
+pub fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(std::thread::yield_now).build()
 }

@@ -195,21 +195,31 @@ pub fn choose_route<'a>(
 /// A client usually sends its first bytes right behind the handshake, so
 /// they are often waiting when the connection is accepted (the event loop
 /// assumes a fresh socket readable for the same reason). When this read
-/// took less than it could, the socket is drained, so the event loop is told
-/// to wait for its next readiness event instead of trying the socket again
-/// when the relay starts, which would only say "would block". That is safe:
-/// anything the client sends after this read raises a new event.
+/// took less than it could, or found nothing yet, the socket is drained, so
+/// the event loop is told to wait for its next readiness event instead of
+/// trying the socket again (in detection or when the relay starts), which
+/// would only say "would block". That is safe: anything the client sends
+/// after this read raises a new event.
 fn read_now(stream: &TcpStream, max: usize) -> std::io::Result<Vec<u8>> {
     let mut chunk = [MaybeUninit::<u8>::uninit(); detect::CHUNK];
     let room = max.clamp(1, chunk.len());
     match rustix::net::recv(stream, &mut chunk[..room], rustix::net::RecvFlags::empty()) {
         Ok(((read, _), _)) => {
             if !read.is_empty() && read.len() < room {
-                let _ = stream.try_io(Interest::READABLE, || Err::<(), _>(ErrorKind::WouldBlock.into()));
+                drained(stream);
             }
             Ok(read.to_vec())
         }
-        Err(rustix::io::Errno::AGAIN) => Ok(Vec::new()),
+        Err(rustix::io::Errno::AGAIN) => {
+            drained(stream);
+            Ok(Vec::new())
+        }
         Err(err) => Err(err.into()),
     }
+}
+
+/// Tell the event loop that `stream` has nothing to read until its next
+/// readiness event (see [`read_now`]).
+fn drained(stream: &TcpStream) {
+    let _ = stream.try_io(Interest::READABLE, || Err::<(), _>(ErrorKind::WouldBlock.into()));
 }
