@@ -3,6 +3,11 @@
 //! until allocation fails (the allocation error aborts: a Wasm trap). It
 //! proves the proxy's per-instance memory cap holds. A prefix of `hog!`
 //! needs 4 bytes; anything else does not match.
+//!
+//! It brings its own global allocator (the standard one) and so exports
+//! itself with `export_detector!(Hog, own_allocator)`: the one plugin in the
+//! repository that builds the SDK's opt-out, which the sandbox tests then
+//! load and run.
 
 use refractium_plugin_sdk::{Detector, Peer, Verdict};
 
@@ -42,4 +47,8 @@ fn hog() -> ! {
     }
 }
 
-refractium_plugin_sdk::export_detector!(Hog);
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: std::alloc::System = std::alloc::System;
+
+refractium_plugin_sdk::export_detector!(Hog, own_allocator);
