@@ -434,9 +434,10 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
 /// task beside its waker); yielding lets that peer run now, and when it
 /// answers at once (a nearby backend) the answer is waiting when the worker
 /// polls, so it does not go to sleep and get woken again. With nothing else
-/// runnable the yield returns at once. At concurrency 1 this took the
-/// proxy's CPU per connection from 71 to 66 µs and its rate up 7-12 %
-/// (bench/README.md); at 16 and 64 connections in flight it is within noise.
+/// runnable the yield returns at once. At concurrency 1 it took the proxy's
+/// CPU per connection from 64-71 to 63-66 µs and its rate up 4-12 % in three
+/// sets of alternating rounds (README, "Performance"); at 16 and 64
+/// connections in flight it is within noise.
 pub fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(std::thread::yield_now).build()
 }

@@ -222,6 +222,25 @@ fn a_silent_client_reaches_on_timeout_and_hears_the_server_first() {
     assert_eq!(access[0]["route"], "server-first");
 }
 
+/// The client connects and says nothing for a while: the proxy's first read
+/// finds the socket empty, and the bytes sent later must still wake
+/// detection (not wait for `detect.timeout` and go to `on_timeout`).
+#[test]
+fn a_client_that_pauses_before_its_first_bytes_is_still_detected() {
+    let e = edge();
+    let mut client = TcpStream::connect(e.proxy.addr("edge")).expect("connect");
+    std::thread::sleep(Duration::from_millis(150));
+    client.write_all(b"GET /late HTTP/1.1\r\nHost: late.example\r\n\r\n").expect("write");
+    client.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let answer = reply(&mut client);
+    assert!(answer.ends_with("web"), "{answer:?}");
+    assert!(contains(&e.web.wait_seen(1)[0], b"GET /late HTTP/1.1\r\n"));
+    drop(client);
+    let access = e.proxy.wait_access(1);
+    assert_eq!(access[0]["route"], "http");
+    assert_eq!(access[0]["protocol"], "http");
+}
+
 #[test]
 fn garbage_reaches_default_byte_exact() {
     let e = edge();
