@@ -285,12 +285,19 @@ impl Direction<'_> {
                         Err(e) => return Err((self.to_side, e)),
                     }
                 }
+                if written == n && last {
+                    return Ok(Step::Last(n));
+                }
                 let rest = if written < n { buf[written..n].to_vec() } else { Vec::new() };
                 Ok(Step::Moved(n, rest))
             })?;
             match step {
                 Step::Eof => return self.half_close().map(|()| Copied::Ended),
                 Step::Spurious => continue,
+                Step::Last(n) => {
+                    self.record(n);
+                    return self.half_close().map(|()| Copied::Ended);
+                }
                 Step::Moved(n, unsent) => {
                     self.record(n);
                     moved += n as u64;
@@ -321,6 +328,11 @@ enum Step {
     Eof,
     Spurious,
     Moved(usize, Vec<u8>),
+    /// These bytes, all passed on, were the last: the read that took them
+    /// emptied a socket whose FIN was already in, so the end of stream is
+    /// known without reading it (one `recvfrom` less, as HAProxy does with
+    /// `EPOLLRDHUP`).
+    Last(usize),
 }
 
 /// Write what `to` takes of `data` now. With `more`, the kernel holds the
