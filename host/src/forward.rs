@@ -246,7 +246,9 @@ impl Direction<'_> {
             // waiter (~136 bytes), and every connection's task is as large
             // as the largest state it can be in.
             let (stream, interest, side) = if rest.is_empty() {
-                (from, Interest::READABLE, self.from_side)
+                // With the error: a reset must not pass for an end of stream
+                // (see `last` below).
+                (from, Interest::READABLE | Interest::ERROR, self.from_side)
             } else {
                 (to, Interest::WRITABLE, self.to_side)
             };
@@ -275,8 +277,10 @@ impl Direction<'_> {
                 };
                 // The sender had finished (its FIN was in) and this read
                 // emptied the socket: end of stream comes next, and the
-                // half-close that passes it on will carry these bytes.
-                let last = ready.is_read_closed() && n < buf.len();
+                // half-close that passes it on will carry these bytes. A
+                // reset brings the same readiness, with an error: the next
+                // read reports it.
+                let last = ready.is_read_closed() && !ready.is_error() && n < buf.len();
                 let mut written = 0;
                 while written < n {
                     match send(to, &buf[written..n], last) {

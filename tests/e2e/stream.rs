@@ -100,6 +100,55 @@ fn a_short_echo_after_the_client_half_closed_arrives_whole() {
     }
 }
 
+/// A server that answers and then resets instead of closing: its reply is
+/// relayed, and the access log says the server failed, not that it closed.
+/// The reset usually arrives before the proxy reads the reply, with the same
+/// readiness that a FIN brings; only the error in it tells them apart.
+#[test]
+fn a_reset_after_the_last_bytes_is_logged_as_a_server_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let server_addr = listener.local_addr().expect("addr");
+    let server = std::thread::spawn(move || {
+        for _ in 0..5 {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 256];
+            let _ = conn.read(&mut buf).expect("request");
+            conn.write_all(b"partial reply").expect("reply");
+            // Linger 0: the close sends a reset.
+            socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO)).expect("linger");
+        }
+    });
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detectors: []
+    default: resets
+routes:
+  - name: resets
+    to: resets
+backends:
+  resets: {{ servers: [{server_addr}], connect_timeout: 1s }}
+"#
+    );
+    let proxy = Proxy::start(&yaml);
+    for _ in 0..5 {
+        let mut client = TcpStream::connect(proxy.addr("edge")).expect("connect");
+        client.write_all(b"hello").expect("write");
+        client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        // The reply, then an end of stream or a reset: either way, no hang.
+        let mut back = Vec::new();
+        let _ = client.read_to_end(&mut back);
+    }
+    server.join().expect("server");
+    let access = proxy.wait_access(5);
+    for a in &access {
+        let close = a["close"].as_str().unwrap_or_default();
+        assert!(close.starts_with("server error"), "a reset logged as {close:?}: {access:?}");
+    }
+}
+
 #[test]
 fn per_ip_limit_refuses_extra_connections() {
     let (proxy, echo) = echo_proxy("limits: { max_connections: 100, max_connections_per_ip: 2 }");
