@@ -437,7 +437,9 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
 /// runnable the yield returns at once. At concurrency 1 it took the proxy's
 /// CPU per connection from 64-71 to 63-66 µs and its rate up 4-12 % in three
 /// sets of alternating rounds (README, "Performance"); at 16 and 64
-/// connections in flight it is within noise.
+/// connections in flight it is within noise. Those rounds gave each process
+/// a session of its own; the bench runs all in one, where the README says
+/// the order at 64 can differ.
 pub fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(std::thread::yield_now).build()
 }

@@ -31,6 +31,25 @@ backends:
     (Proxy::start(&yaml), echo)
 }
 
+/// A config with one listener, `edge`, that detects nothing and sends every
+/// connection to the backend `name`, whose definition is `backend` (YAML).
+fn pass_through(name: &str, backend: &str) -> String {
+    format!(
+        "\
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detectors: []
+    default: {name}
+routes:
+  - name: {name}
+    to: {name}
+backends:
+  {name}: {backend}
+"
+    )
+}
+
 #[test]
 fn large_transfer_is_byte_exact_with_half_close() {
     let (proxy, _echo) = echo_proxy("");
@@ -118,21 +137,7 @@ fn a_reset_after_the_last_bytes_is_logged_as_a_server_error() {
             socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO)).expect("linger");
         }
     });
-    let yaml = format!(
-        r#"
-listeners:
-  - name: edge
-    bind: 127.0.0.1:0
-    detectors: []
-    default: resets
-routes:
-  - name: resets
-    to: resets
-backends:
-  resets: {{ servers: [{server_addr}], connect_timeout: 1s }}
-"#
-    );
-    let proxy = Proxy::start(&yaml);
+    let proxy = Proxy::start(&pass_through("resets", &format!("{{ servers: [{server_addr}], connect_timeout: 1s }}")));
     for _ in 0..5 {
         let mut client = TcpStream::connect(proxy.addr("edge")).expect("connect");
         client.write_all(b"hello").expect("write");
@@ -176,22 +181,8 @@ fn a_dead_server_is_skipped_for_the_next_one() {
     let echo = Backend::start(Reply::Echo);
     // A port with nobody listening.
     let dead = TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
-    let yaml = format!(
-        r#"
-listeners:
-  - name: edge
-    bind: 127.0.0.1:0
-    detectors: []
-    default: echo
-routes:
-  - name: echo
-    to: echo
-backends:
-  echo: {{ servers: [{dead}, {echo}], retries: 1, connect_timeout: 1s }}
-"#,
-        echo = echo.addr
-    );
-    let proxy = Proxy::start(&yaml);
+    let backend = format!("{{ servers: [{dead}, {echo}], retries: 1, connect_timeout: 1s }}", echo = echo.addr);
+    let proxy = Proxy::start(&pass_through("echo", &backend));
     for _ in 0..3 {
         let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
         c.write_all(b"ping").expect("write");
@@ -280,24 +271,11 @@ fn active_health_checks_mark_servers_down_and_up() {
     let later = TcpListener::bind("127.0.0.1:0").expect("bind");
     let later_addr = later.local_addr().expect("addr");
     drop(later);
-    let yaml = format!(
-        r#"
-listeners:
-  - name: edge
-    bind: 127.0.0.1:0
-    detectors: []
-    default: echo
-routes:
-  - name: echo
-    to: echo
-backends:
-  echo:
-    servers: [{later_addr}, {echo}]
-    health: {{ interval: 100ms, timeout: 500ms, rise: 1, fall: 2 }}
-"#,
+    let backend = format!(
+        "{{ servers: [{later_addr}, {echo}], health: {{ interval: 100ms, timeout: 500ms, rise: 1, fall: 2 }} }}",
         echo = echo.addr
     );
-    let proxy = Proxy::start(&yaml);
+    let proxy = Proxy::start(&pass_through("echo", &backend));
     proxy.wait_log(10, |v| v["message"] == "health check: server is down" && v["server"] == later_addr.to_string());
     // Down servers are tried last: the echo server answers every time.
     for _ in 0..4 {
