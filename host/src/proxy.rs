@@ -83,6 +83,15 @@ async fn serve<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'
     entry.up = counters.up.load(Ordering::Relaxed);
     entry.down = counters.down.load(Ordering::Relaxed);
     entry.close = end.into_text();
+    // Closing both sockets (two `epoll_ctl` removals and two `close`s,
+    // about a fifth of the proxy's CPU per short connection) is work no
+    // client or backend waits for. It waits for the event loop's next look
+    // at its sockets, so that the replies and new connections that arrived
+    // meanwhile are served first: under load the clients and backends get
+    // their next work sooner and the cores idle less. Alternating rounds
+    // against the same build without it: +0.3 to +4.3 % connections/s at
+    // concurrency 64 (five sets), +4.4 and +10.8 % at 16, level at 1.
+    tokio::task::yield_now().await;
 }
 
 /// Detect, route, connect and send the first bytes: the backend connection
