@@ -100,6 +100,19 @@ pub struct Counters {
     pub down: AtomicU64,
     /// Set by the first direction to reach end of stream.
     one_done: AtomicBool,
+    /// Set when the client-to-server direction ended last: the server's FIN
+    /// is left for the close of the server socket to send (see
+    /// [`Direction::half_close`]).
+    server_fin_left: AtomicBool,
+}
+
+impl Counters {
+    /// Whether the relay ended with only the server still to be sent its
+    /// FIN, which closing the server socket does: the client has been sent
+    /// everything, its FIN included, and waits for nothing more.
+    pub fn server_fin_left(&self) -> bool {
+        self.server_fin_left.load(Ordering::Relaxed)
+    }
 }
 
 /// One direction of a relay: where bytes come from and go to, and what to
@@ -113,6 +126,7 @@ struct Direction<'a> {
     moved: &'a AtomicU64,
     idle: &'a Idle,
     one_done: &'a AtomicBool,
+    server_fin_left: &'a AtomicBool,
 }
 
 /// Relay between `client` and `server` until both have closed.
@@ -126,6 +140,7 @@ pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, count
         moved: &counters.up,
         idle: &idle,
         one_done: &counters.one_done,
+        server_fin_left: &counters.server_fin_left,
     };
     let down = Direction {
         from: server,
@@ -135,6 +150,7 @@ pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, count
         moved: &counters.down,
         idle: &idle,
         one_done: &counters.one_done,
+        server_fin_left: &counters.server_fin_left,
     };
     let both = async { tokio::try_join!(up.pump(), down.pump()) };
     tokio::select! {
@@ -162,6 +178,9 @@ impl Direction<'_> {
     /// `shutdown` would be one more system call for nothing.
     fn half_close(&self) -> Result<(), Failure> {
         if self.one_done.swap(true, Ordering::Relaxed) {
+            if self.to_side == Side::Server {
+                self.server_fin_left.store(true, Ordering::Relaxed);
+            }
             return Ok(());
         }
         match SockRef::from(self.to).shutdown(Shutdown::Write) {
@@ -366,4 +385,76 @@ pub async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Counters, End, relay};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A connected pair of loopback sockets: (the far end, the proxy's end).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let far = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let (near, _) = listener.accept().await.expect("accept");
+        (far, near)
+    }
+
+    async fn read_all(s: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.expect("read");
+        got
+    }
+
+    /// Relay one exchange in which `server_first` says which side sends
+    /// its last byte and FIN first; answer what the counters say at the end.
+    async fn exchange(server_first: bool) -> Counters {
+        let (mut client, proxy_client) = pair().await;
+        let (mut server, proxy_server) = pair().await;
+        let counters = Counters::default();
+        let apps = async {
+            if server_first {
+                server.write_all(b"banner").await.expect("loopback I/O");
+                server.shutdown().await.expect("loopback I/O");
+                assert_eq!(read_all(&mut client).await, b"banner");
+                client.write_all(b"bye").await.expect("loopback I/O");
+                client.shutdown().await.expect("loopback I/O");
+                assert_eq!(read_all(&mut server).await, b"bye");
+            } else {
+                client.write_all(b"request").await.expect("loopback I/O");
+                client.shutdown().await.expect("loopback I/O");
+                assert_eq!(read_all(&mut server).await, b"request");
+                server.write_all(b"reply").await.expect("loopback I/O");
+                server.shutdown().await.expect("loopback I/O");
+                assert_eq!(read_all(&mut client).await, b"reply");
+            }
+        };
+        // The relay leaves the last FIN to the close, as `proxy` does.
+        let relayed = async {
+            let end = relay(&proxy_client, &proxy_server, Duration::from_secs(10), &counters).await;
+            drop((proxy_client, proxy_server));
+            end
+        };
+        let ((), end) = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(apps, relayed) })
+            .await
+            .expect("the exchange ends");
+        assert!(matches!(end, End::Closed), "ended with {end}");
+        counters
+    }
+
+    #[tokio::test]
+    async fn the_server_fin_is_left_for_the_close_when_the_client_ended_last() {
+        let counters = exchange(true).await;
+        assert!(counters.server_fin_left());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_left_for_the_close_to_the_server_when_it_ended_last() {
+        // The client's FIN is the one the close would send: the proxy must
+        // not hold it back.
+        let counters = exchange(false).await;
+        assert!(!counters.server_fin_left());
+    }
 }
