@@ -408,6 +408,13 @@ mod tests {
         got
     }
 
+    /// `from` sends `bytes` and its FIN; `to` reads them to the end.
+    async fn say(from: &mut TcpStream, to: &mut TcpStream, bytes: &[u8]) {
+        from.write_all(bytes).await.expect("loopback I/O");
+        from.shutdown().await.expect("loopback I/O");
+        assert_eq!(read_all(to).await, bytes);
+    }
+
     /// Relay one exchange in which `server_first` says which side sends
     /// its last byte and FIN first; answer what the counters say at the end.
     async fn exchange(server_first: bool) -> Counters {
@@ -416,19 +423,11 @@ mod tests {
         let counters = Counters::default();
         let apps = async {
             if server_first {
-                server.write_all(b"banner").await.expect("loopback I/O");
-                server.shutdown().await.expect("loopback I/O");
-                assert_eq!(read_all(&mut client).await, b"banner");
-                client.write_all(b"bye").await.expect("loopback I/O");
-                client.shutdown().await.expect("loopback I/O");
-                assert_eq!(read_all(&mut server).await, b"bye");
+                say(&mut server, &mut client, b"banner").await;
+                say(&mut client, &mut server, b"bye").await;
             } else {
-                client.write_all(b"request").await.expect("loopback I/O");
-                client.shutdown().await.expect("loopback I/O");
-                assert_eq!(read_all(&mut server).await, b"request");
-                server.write_all(b"reply").await.expect("loopback I/O");
-                server.shutdown().await.expect("loopback I/O");
-                assert_eq!(read_all(&mut client).await, b"reply");
+                say(&mut client, &mut server, b"request").await;
+                say(&mut server, &mut client, b"reply").await;
             }
         };
         // The relay leaves the last FIN to the close, as `proxy` does.
