@@ -113,7 +113,11 @@ fn cold_loop(scratch: &mut [u8], mut f: impl FnMut()) -> u128 {
 /// Print the table: calls in a tight loop, or with `cold` (KiB), each call
 /// timed alone after writing that much other memory (what the client and the
 /// backend do to the proxy's caches between two connections at concurrency 1).
-pub fn run(cold: Option<usize>) -> Result<()> {
+pub fn run(cold: Option<usize>, only: &[String]) -> Result<()> {
+    let inputs = || inputs().into_iter().filter(|(name, ..)| only.is_empty() || only.iter().any(|o| o == name));
+    if inputs().next().is_none() {
+        anyhow::bail!("no built-in detector is named {}", only.join(" or "));
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let plugins = rt.block_on(PluginSet::load(&Config::default())).context("loading the built-in plugins")?;
     // One pass over everything first: the first cell measured used to pay

@@ -50,6 +50,9 @@ enum Cmd {
         /// calls in a tight loop.
         #[arg(long, value_name = "KIB", num_args = 0..=1, default_missing_value = "4096")]
         cold: Option<usize>,
+        /// Only these detectors (comma list, e.g. `quic,tls`); default: all.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Reload latency, and the connection rate during a reload storm.
     Reload {
@@ -133,7 +136,7 @@ fn main() -> Result<()> {
             raise_nofile()?;
             backend::serve(bind, print_port)
         }
-        Cmd::Detectors { cold } => detectors::run(cold),
+        Cmd::Detectors { cold, only } => detectors::run(cold, &only),
         Cmd::Instructions { refractium, secs } => {
             let nofile = raise_nofile()?;
             instructions::run(&refractium, secs, nofile)

@@ -34,7 +34,8 @@
 //!
 //! [`testing`] has helpers for a detector's tests (other protocols' first
 //! bytes, verdict and prefix checks); [`bytes`] a checked big-endian reader
-//! for messages that may not have arrived whole.
+//! for messages that may not have arrived whole; [`crypto`] the AES and
+//! HKDF the proxy computes natively for a plugin.
 //!
 //! The SDK hides the generated WIT bindings (`wit/` at the root of the
 //! refractium repository is the ABI) and converts them to the types below.
@@ -43,6 +44,7 @@ extern crate self as refractium_plugin_sdk;
 
 pub mod alloc;
 pub mod bytes;
+pub mod crypto;
 pub mod log;
 pub mod testing;
 pub mod tls;

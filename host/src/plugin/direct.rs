@@ -19,8 +19,9 @@
 //! the real peer, fails for a built-in that starts to read it.
 //!
 //! The sandbox is the same: same engine, store, memory cap, deadline and
-//! traps; the host interface (`log`) is the only import that does anything,
-//! `wasi:random/insecure-seed` seeds hash maps, and every other import traps.
+//! traps; the host interface (`log`) and the `crypto` interface are the
+//! imports that do anything, `wasi:random/insecure-seed` seeds hash maps,
+//! and every other import traps.
 //! Everything read back from the guest is checked as the canonical ABI says
 //! (alignment, bounds, UTF-8, discriminants); a violation fails the call like
 //! a trap. `tests::direct_calls_agree_with_the_component` holds this path to
@@ -34,15 +35,24 @@
 //! string at 12), `alpn` at 20 (elements of 8 bytes), `attributes` at 28
 //! (elements of 16 bytes: two strings). `init`'s `result<plugin-info,
 //! string>` is a `u8` at 0 (`ok`, `err`) and its payload at 4.
+//!
+//! The `crypto` imports take their `list<u8>` arguments as `(ptr, len)`
+//! pairs (`expand`'s `u32` among them in WIT order) and a last argument: the
+//! guest's return area, where a `list<u8>` result is `(ptr, len)` at 0 and an
+//! `option<list<u8>>` a `u8` at 0 (`none`, `some`) with the list at 4. The
+//! result's bytes go in memory the host asks the guest's `cabi_realloc` for,
+//! as the component layer would.
 
 use super::bindings::refractium::plugin::host::Host as _;
 use super::bindings::refractium::plugin::types::{self as wit, Level};
 use super::detector::Peer;
 use super::sandbox::HostState;
 use anyhow::Context as _;
+use refractium_plugin_sdk::crypto::native as crypto;
 use wasmtime::{Caller, InstancePre, Linker, Memory, Module, Store, TypedFunc};
 
 const HOST: &str = "refractium:plugin/host@0.1.0";
+const CRYPTO: &str = "refractium:plugin/crypto@0.1.0";
 const DETECT: &str = "refractium:plugin/detector@0.1.0#detect";
 const POST_DETECT: &str = "cabi_post_refractium:plugin/detector@0.1.0#detect";
 const INIT: &str = "refractium:plugin/detector@0.1.0#init";
@@ -84,13 +94,17 @@ fn exports(module: &[u8], name: &str) -> anyhow::Result<bool> {
 pub struct Pre(InstancePre<HostState>);
 
 impl Pre {
-    /// Link `module`: `log`, the seed, and a trap for every other import.
+    /// Link `module`: `log`, `crypto`, the seed, and a trap for every other
+    /// import.
     pub fn new(module: &Module) -> anyhow::Result<Pre> {
         let mut linker = Linker::new(module.engine());
         for import in module.imports() {
             match (import.module(), import.name()) {
                 (HOST, "log") => {
                     linker.func_wrap(HOST, "log", log).map_err(anyhow::Error::from)?;
+                }
+                (CRYPTO, name) => {
+                    link_crypto(&mut linker, name).map_err(anyhow::Error::from)?;
                 }
                 (seed, name @ "insecure-seed") if seed.starts_with("wasi:random/insecure-seed@") => {
                     linker.func_wrap(seed, name, insecure_seed).map_err(anyhow::Error::from)?;
@@ -109,9 +123,11 @@ impl Pre {
         let memory = instance
             .get_memory(&mut *store, "memory")
             .ok_or_else(|| wasmtime::format_err!("the module exports no `memory`"))?;
+        let realloc = instance.get_typed_func(&mut *store, REALLOC)?;
+        store.data_mut().guest = Some((memory, realloc.clone()));
         Ok(Exports {
             memory,
-            realloc: instance.get_typed_func(&mut *store, REALLOC)?,
+            realloc,
             init: instance.get_typed_func(&mut *store, INIT)?,
             post_init: instance.get_typed_func(&mut *store, POST_INIT)?,
             detect: instance.get_typed_func(&mut *store, DETECT)?,
@@ -124,10 +140,17 @@ impl Pre {
 /// transport.
 type DetectParams = (u32, u32, u32, u32, u32, u32, u32, u32, u32);
 
+/// The guest's `cabi_realloc(old_ptr, old_size, align, new_size) -> ptr`.
+type Realloc = TypedFunc<(u32, u32, u32, u32), u32>;
+
+/// What an import needs to hand bytes to the guest: its memory and
+/// allocator (kept in the store's [`HostState`]).
+pub type Guest = (Memory, Realloc);
+
 /// One instance's exports.
 pub struct Exports {
     memory: Memory,
-    realloc: TypedFunc<(u32, u32, u32, u32), u32>,
+    realloc: Realloc,
     init: TypedFunc<(u32, u32), u32>,
     post_init: TypedFunc<u32, ()>,
     detect: TypedFunc<DetectParams, u32>,
@@ -293,6 +316,123 @@ fn log(mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32) -> was
     let message = str_in(memory.data(&caller), ptr as usize, len as usize)?.to_string();
     caller.data_mut().log(level, message);
     Ok(())
+}
+
+/// A `list<u8>` argument, lowered: `(ptr, len)`.
+type List = (u32, u32);
+
+/// Define the `crypto` function `name` (an unknown name is left to trap).
+fn link_crypto(linker: &mut Linker<HostState>, name: &str) -> wasmtime::Result<()> {
+    match name {
+        "hkdf-sha256-extract" => linker.func_wrap(
+            CRYPTO,
+            name,
+            |caller: Caller<'_, HostState>, salt_p: u32, salt_l: u32, ikm_p: u32, ikm_l: u32, ret: u32| {
+                crypto_call(caller, &[(salt_p, salt_l), (ikm_p, ikm_l)], ret, Ret::List, |a| {
+                    Some(crypto::hkdf_sha256_extract(a[0], a[1]).to_vec())
+                })
+            },
+        ),
+        "hkdf-sha256-expand" => linker.func_wrap(
+            CRYPTO,
+            name,
+            |caller: Caller<'_, HostState>, prk_p: u32, prk_l: u32, info_p: u32, info_l: u32, len: u32, ret: u32| {
+                crypto_call(caller, &[(prk_p, prk_l), (info_p, info_l)], ret, Ret::Option, |a| {
+                    crypto::hkdf_sha256_expand(a[0], a[1], len as usize)
+                })
+            },
+        ),
+        "aes128-ecb-encrypt" => linker.func_wrap(
+            CRYPTO,
+            name,
+            |caller: Caller<'_, HostState>, key_p: u32, key_l: u32, data_p: u32, data_l: u32, ret: u32| {
+                crypto_call(caller, &[(key_p, key_l), (data_p, data_l)], ret, Ret::Option, |a| {
+                    crypto::aes128_ecb_encrypt(a[0], a[1])
+                })
+            },
+        ),
+        "aes128-gcm-open" => linker.func_wrap(
+            CRYPTO,
+            name,
+            |caller: Caller<'_, HostState>,
+             key_p: u32,
+             key_l: u32,
+             nonce_p: u32,
+             nonce_l: u32,
+             aad_p: u32,
+             aad_l: u32,
+             sealed_p: u32,
+             sealed_l: u32,
+             ret: u32| {
+                let args = [(key_p, key_l), (nonce_p, nonce_l), (aad_p, aad_l), (sealed_p, sealed_l)];
+                crypto_call(caller, &args, ret, Ret::Option, |a| crypto::aes128_gcm_open(a[0], a[1], a[2], a[3]))
+            },
+        ),
+        _ => return Ok(()),
+    }
+    .map(|_| ())
+}
+
+/// How a `crypto` function's result is laid out in the return area.
+#[derive(Clone, Copy, PartialEq)]
+enum Ret {
+    /// `list<u8>`.
+    List,
+    /// `option<list<u8>>`.
+    Option,
+}
+
+/// Serve one `crypto` call: read the `list<u8>` arguments from guest
+/// memory, compute, and write the result into the return area at `ret`.
+fn crypto_call(
+    mut caller: Caller<'_, HostState>,
+    args: &[List],
+    ret: u32,
+    shape: Ret,
+    compute: impl FnOnce(&[&[u8]]) -> Option<Vec<u8>>,
+) -> wasmtime::Result<()> {
+    if !ret.is_multiple_of(4) {
+        wasmtime::bail!("misaligned return area");
+    }
+    let (memory, realloc) =
+        caller.data().guest.clone().ok_or_else(|| wasmtime::format_err!("an import called before the instance was"))?;
+    let out = {
+        let data = memory.data(&caller);
+        let mut slices: smallvec::SmallVec<[&[u8]; 4]> = smallvec::SmallVec::new();
+        for &(ptr, len) in args {
+            slices.push(bytes_in(data, ptr as usize, len as usize)?);
+        }
+        compute(&slices)
+    };
+    let mut area = [0u8; 12];
+    let at = match (shape, &out) {
+        (Ret::List, _) => 0,
+        (Ret::Option, None) => {
+            memory.write(&mut caller, ret as usize, &[0])?;
+            return Ok(());
+        }
+        (Ret::Option, Some(_)) => {
+            area[0] = 1;
+            4
+        }
+    };
+    let (ptr, len) = give(&mut caller, (memory, realloc), out.as_deref().unwrap_or_default())?;
+    area[at..at + 4].copy_from_slice(&ptr.to_le_bytes());
+    area[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+    memory.write(&mut caller, ret as usize, &area[..at + 8])?;
+    Ok(())
+}
+
+/// Copy `bytes` into memory the guest allocates for them (its
+/// `cabi_realloc`), as the canonical ABI lowers a returned `list<u8>`.
+fn give(caller: &mut Caller<'_, HostState>, (memory, realloc): Guest, bytes: &[u8]) -> wasmtime::Result<List> {
+    if bytes.is_empty() {
+        return Ok(EMPTY);
+    }
+    let len = u32::try_from(bytes.len())?;
+    let ptr = realloc.call(&mut *caller, (0, 0, 1, len))?;
+    memory.write(&mut *caller, ptr as usize, bytes)?;
+    Ok((ptr, len))
 }
 
 /// `wasi:random/insecure-seed.insecure-seed() -> tuple<u64, u64>`, lowered:

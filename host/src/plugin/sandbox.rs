@@ -12,6 +12,7 @@
 //!   [`LOG_LINES_PER_SEC`] lines a second; the rest are counted and reported.
 
 use super::bindings::refractium::plugin::{host, types::Level};
+use refractium_plugin_sdk::crypto::native as crypto;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -39,6 +40,9 @@ pub struct HostState {
     /// When the call under way is out of time (`clock::now_ns`): see
     /// [`super::watchdog`].
     pub deadline: u64,
+    /// A built-in's memory and allocator, looked up once when it is
+    /// instantiated, for the imports that return bytes ([`super::direct`]).
+    pub guest: Option<super::direct::Guest>,
 }
 
 impl HostState {
@@ -50,6 +54,7 @@ impl HostState {
             log,
             plugin,
             deadline: 0,
+            guest: None,
         }
     }
 }
@@ -149,6 +154,26 @@ impl host::Host for HostState {
 }
 
 impl super::bindings::refractium::plugin::types::Host for HostState {}
+
+/// The `crypto` interface: the SDK's native implementation, which a plugin
+/// compiled natively for its tests runs too, so both give the same answers.
+impl super::bindings::refractium::plugin::crypto::Host for HostState {
+    fn hkdf_sha256_extract(&mut self, salt: Vec<u8>, ikm: Vec<u8>) -> Vec<u8> {
+        crypto::hkdf_sha256_extract(&salt, &ikm).to_vec()
+    }
+
+    fn hkdf_sha256_expand(&mut self, prk: Vec<u8>, info: Vec<u8>, len: u32) -> Option<Vec<u8>> {
+        crypto::hkdf_sha256_expand(&prk, &info, len as usize)
+    }
+
+    fn aes128_ecb_encrypt(&mut self, key: Vec<u8>, blocks: Vec<u8>) -> Option<Vec<u8>> {
+        crypto::aes128_ecb_encrypt(&key, &blocks)
+    }
+
+    fn aes128_gcm_open(&mut self, key: Vec<u8>, nonce: Vec<u8>, aad: Vec<u8>, sealed: Vec<u8>) -> Option<Vec<u8>> {
+        crypto::aes128_gcm_open(&key, &nonce, &aad, &sealed)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -56,20 +56,28 @@ impl CryptoStream {
         if start >= end {
             return;
         }
-        if self.data.len() < end {
-            self.data.resize(end, 0);
-            self.filled.resize(end, false);
-        }
-        let slots = self.data.iter_mut().zip(self.filled.iter_mut()).skip(start).take(end - start);
-        for ((slot, filled), &byte) in slots.zip(bytes) {
-            if !*filled {
-                *slot = byte;
-                *filled = true;
+        let bytes = bytes.get(..end - start).unwrap_or_default();
+        if start >= self.data.len() {
+            // Nothing received at or past `start` yet (frames in order): append.
+            self.data.resize(start, 0);
+            self.filled.resize(start, false);
+            self.data.extend_from_slice(bytes);
+            self.filled.resize(end, true);
+        } else {
+            if self.data.len() < end {
+                self.data.resize(end, 0);
+                self.filled.resize(end, false);
+            }
+            let slots = self.data.iter_mut().zip(self.filled.iter_mut()).skip(start);
+            for ((slot, filled), &byte) in slots.zip(bytes) {
+                if !*filled {
+                    *slot = byte;
+                    *filled = true;
+                }
             }
         }
-        while self.filled.get(self.contiguous).copied().unwrap_or(false) {
-            self.contiguous += 1;
-        }
+        let rest = self.filled.get(self.contiguous..).unwrap_or_default();
+        self.contiguous += rest.iter().position(|&f| !f).unwrap_or(rest.len());
     }
 }
 
@@ -81,7 +89,13 @@ pub fn read_frames(payload: &[u8], stream: &mut CryptoStream) -> FramesEnd {
     };
     while !r.is_empty() {
         let end = match r.varint() {
-            Some(FRAME_PADDING | FRAME_PING) => None,
+            // A datagram is padded to 1,200 bytes with PADDING frames: skip
+            // the whole run at once rather than as hundreds of frames.
+            Some(FRAME_PADDING) => {
+                r.skip_zeros();
+                None
+            }
+            Some(FRAME_PING) => None,
             Some(kind @ (FRAME_ACK | FRAME_ACK_ECN)) => skip_ack(&mut r, kind == FRAME_ACK_ECN),
             Some(FRAME_CRYPTO) => read_crypto(&mut r, stream),
             Some(FRAME_CONNECTION_CLOSE) => Some(FramesEnd::Closed),
@@ -133,5 +147,29 @@ fn read_crypto(r: &mut Reader<'_>, stream: &mut CryptoStream) -> Option<FramesEn
             None
         }
         None => Some(FramesEnd::Invalid),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CryptoStream;
+
+    /// In order, with a gap, overlapping and repeated: the first copy of each
+    /// byte is kept and the gap-free prefix ends at the first missing byte.
+    #[test]
+    fn crypto_stream_reassembles_any_order() {
+        let mut s = CryptoStream::default();
+        s.insert(0, b"abc");
+        assert_eq!(s.contiguous(), b"abc");
+        s.insert(6, b"ghi");
+        assert_eq!(s.contiguous(), b"abc", "bytes 3..6 are missing");
+        s.insert(2, b"XdeY");
+        assert_eq!(s.contiguous(), b"abcdeYghi", "byte 2 was already there, 3..6 fill the gap");
+        s.insert(9, b"");
+        s.insert(8, b"Zj");
+        assert_eq!(s.contiguous(), b"abcdeYghij");
+        s.insert(20, b"u");
+        s.insert(u64::MAX, b"v");
+        assert_eq!(s.contiguous(), b"abcdeYghij");
     }
 }

@@ -131,6 +131,12 @@ impl<'a> Reader<'a> {
         self.pos >= self.data.len()
     }
 
+    /// Step over a run of zero bytes (PADDING frames, one byte each).
+    pub fn skip_zeros(&mut self) {
+        let rest = self.data.get(self.pos..).unwrap_or_default();
+        self.pos += rest.iter().position(|&b| b != 0).unwrap_or(rest.len());
+    }
+
     pub fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
         let end = self.pos.checked_add(n)?;
         let bytes = self.data.get(self.pos..end)?;

@@ -139,7 +139,9 @@ fn detection(hello: &ClientHello, version: Version, dcid: &[u8]) -> Detection {
     if let Some(sni) = &hello.sni {
         detection = detection.sni(sni.clone());
     }
-    let dcid: String = dcid.iter().map(|b| format!("{b:02x}")).collect();
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let dcid: String =
+        dcid.iter().flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]).map(char::from).collect();
     detection.attr("version", version.name()).attr("dcid", dcid)
 }
 

@@ -2,12 +2,13 @@
 //! Initial packets sealed with the real Initial keys (the inverse of
 //! `crypto::InitialKeys::open`), so tests can shape flights freely.
 
-use crate::crypto::{Secrets, TAG_LEN};
+use crate::crypto::Secrets;
 use crate::header::{VERSION_1, VERSION_2, Version};
 use aes::Aes128;
 use aes::cipher::{BlockEncrypt, KeyInit};
 use aes_gcm::Aes128Gcm;
 use aes_gcm::aead::AeadInPlace;
+use refractium_plugin_sdk::crypto::TAG_LEN;
 
 pub const DCID: &[u8] = b"\x11\x22\x33\x44\x55\x66\x77\x88";
 
