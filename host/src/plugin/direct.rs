@@ -447,3 +447,30 @@ fn insecure_seed(mut caller: Caller<'_, HostState>, ret: u32) -> wasmtime::Resul
     memory(&mut caller)?.write(&mut caller, ret as usize, &words)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::{cache, loader::builtin};
+    use std::sync::Arc;
+
+    /// Every built-in runs with the SDK's call arena, which
+    /// `export_detector!` installs: two blocks allocated back to back, with
+    /// nothing freed, are adjacent bytes of the arena, where the standard
+    /// allocator puts a chunk header between them.
+    #[test]
+    fn builtins_allocate_from_the_call_arena() {
+        for &(name, _, bytes, _, _) in builtin::BUILTINS {
+            let module: Module =
+                cache::compile(|| main_module(bytes), &cache::hash(bytes), cache::default_dir().as_deref())
+                    .expect("compile");
+            let pre = Pre::new(&module).expect("link");
+            let mut store = Store::new(module.engine(), HostState::new(name.into(), 64 << 20, Arc::default()));
+            store.set_epoch_deadline(1 << 40);
+            let exports = pre.instantiate(&mut store).expect("instantiate");
+            let first = exports.realloc.call(&mut store, (0, 0, 1, 1)).expect("allocate");
+            let second = exports.realloc.call(&mut store, (0, 0, 1, 1)).expect("allocate");
+            assert_eq!(second, first + 1, "`{name}` does not allocate from the call arena");
+        }
+    }
+}

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use wasmtime::component::{Component, HasSelf, Linker};
 
-mod builtin {
+pub(super) mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
 }
 
