@@ -114,15 +114,15 @@ fn cold_loop(scratch: &mut [u8], mut f: impl FnMut()) -> u128 {
 /// timed alone after writing that much other memory (what the client and the
 /// backend do to the proxy's caches between two connections at concurrency 1).
 pub fn run(cold: Option<usize>, only: &[String]) -> Result<()> {
-    let inputs = || inputs().into_iter().filter(|(name, ..)| only.is_empty() || only.iter().any(|o| o == name));
-    if inputs().next().is_none() {
+    let chosen = || inputs().into_iter().filter(|(name, ..)| only.is_empty() || only.iter().any(|o| o == name));
+    if chosen().next().is_none() {
         anyhow::bail!("no built-in detector is named {}", only.join(" or "));
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let plugins = rt.block_on(PluginSet::load(&Config::default())).context("loading the built-in plugins")?;
     // One pass over everything first: the first cell measured used to pay
     // for the process settling (page faults, the plugin watchdog starting).
-    for (name, udp, hit, miss) in inputs() {
+    for (name, udp, hit, miss) in chosen() {
         let plugin = plugins.detector(name).with_context(|| format!("built-in `{name}` missing"))?;
         let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "bench", udp);
         rt.block_on(async {
@@ -140,7 +140,7 @@ pub fn run(cold: Option<usize>, only: &[String]) -> Result<()> {
         println!("| detector | input | bytes | native ns/call | Wasm ns/call | Wasm adds |");
         println!("|---|---|---:|---:|---:|---:|");
     }
-    for (name, udp, hit, miss) in inputs() {
+    for (name, udp, hit, miss) in chosen() {
         let plugin = plugins.detector(name).with_context(|| format!("built-in `{name}` missing"))?;
         let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "bench", udp);
         for (label, data) in [("match", hit), ("no-match", miss)] {

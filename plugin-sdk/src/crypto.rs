@@ -130,12 +130,9 @@ pub mod native {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::hex;
     use aes_gcm::aead::AeadInPlace;
     use aes_gcm::{Aes128Gcm, KeyInit};
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex")).collect()
-    }
 
     /// RFC 5869 test case 1.
     #[test]

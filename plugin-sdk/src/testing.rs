@@ -39,6 +39,17 @@
 
 use crate::{Detector, Peer, Verdict};
 
+/// Bytes from hex text, as test vectors and captures are written; anything
+/// but hex digits (spaces, line breaks) is ignored. Panics on an odd count.
+pub fn hex(text: &str) -> Vec<u8> {
+    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+    assert!(digits.len().is_multiple_of(2), "an odd number of hex digits");
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).expect("ascii"), 16).expect("hex"))
+        .collect()
+}
+
 /// The largest `NeedMore(n)` the host honours.
 pub const MAX_NEED_MORE: usize = 65536;
 

@@ -4,7 +4,7 @@
 use super::*;
 use proptest::prelude::*;
 use refractium_plugin_sdk::testing::{
-    check_counted_prefixes_until, check_datagram_prefixes, check_datagram_verdict, check_verdict, flipped,
+    check_counted_prefixes_until, check_datagram_prefixes, check_datagram_verdict, check_verdict, flipped, hex,
     other_protocols_except,
 };
 
@@ -43,14 +43,6 @@ fn question(verdict: &Verdict) -> (Option<&str>, Option<&str>) {
 fn with_prefix(message: &[u8]) -> Vec<u8> {
     let len = u16::try_from(message.len()).expect("fits u16");
     [&len.to_be_bytes()[..], message].concat()
-}
-
-fn hex(text: &str) -> Vec<u8> {
-    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-    digits
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).expect("ascii"), 16).expect("hex"))
-        .collect()
 }
 
 #[test]

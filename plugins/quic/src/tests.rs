@@ -10,17 +10,9 @@ mod fuzz;
 use super::*;
 use crate::crypto::Secrets;
 use build::{Initial, ack_and_ping, client_hello, crypto, crypto_reversed, zero_rtt};
+use refractium_plugin_sdk::testing::hex;
 
 const RFC_DCID: &[u8] = b"\x83\x94\xc8\xf0\x3e\x51\x57\x08";
-
-/// Bytes from hex text; whitespace is ignored.
-pub fn hex(text: &str) -> Vec<u8> {
-    let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-    digits
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).expect("ascii"), 16).expect("hex"))
-        .collect()
-}
 
 /// The datagrams of a capture: each a 2-byte big-endian length and its bytes.
 pub fn datagrams(capture: &[u8]) -> Vec<Vec<u8>> {
