@@ -1,5 +1,7 @@
 //! The workloads, run target after target within each round (so the targets
-//! see the same machine conditions), and the table rows built from their
+//! see the same machine conditions; each round starts one target later, so
+//! that none always runs right after the same other), and the table rows
+//! built from their
 //! medians: (a) bulk on one connection, (b) short HTTP connections at
 //! concurrency 1/16/64, (c) TLS hellos routed by SNI, (d) clients holding a
 //! 1-byte first flight, (e) PSS per idle proxied connection and (f) the time
@@ -51,6 +53,24 @@ impl Target {
 pub const CONCURRENCY: [usize; 3] = [1, 16, 64];
 pub const INFLIGHT: usize = 256;
 
+/// The targets of round `round` (from 1), each with its index, in the
+/// order of a Williams square: over `n` rounds (`2n` when `n` is odd) every
+/// target runs once in each place and right after each other target once.
+/// A cell can leave the machine in a state the next one inherits (sockets in
+/// TIME_WAIT, caches, the scheduler's view of who is busy); this spreads
+/// that over all targets instead of handing it to the same one each round.
+fn in_turn(targets: &[Target], round: usize) -> impl Iterator<Item = (usize, &Target)> {
+    let n = targets.len();
+    let k = round.saturating_sub(1);
+    // 0, 1, n-1, 2, n-2, …: consecutive differences are all distinct.
+    let mut first: Vec<usize> =
+        (0..n).map(|j| if j % 2 == 1 { j.div_ceil(2) } else { (n - j / 2) % n.max(1) }).collect();
+    if n % 2 == 1 && (k / n) % 2 == 1 {
+        first.reverse();
+    }
+    first.into_iter().map(move |j| (j + k) % n).map(|i| (i, &targets[i]))
+}
+
 /// Extra time a timed cell may take before it is reported as timed out.
 const SLACK: Duration = Duration::from_secs(30);
 
@@ -72,7 +92,7 @@ pub async fn run_all(plan: &Plan, targets: &[Target], backend: SocketAddr, s: &m
     }
     if plan.has("idle") {
         for round in 1..=plan.rounds {
-            for (i, t) in targets.iter().enumerate() {
+            for (i, t) in in_turn(targets, round) {
                 match timeout(Duration::from_secs(90), idle(plan, t, i, backend, s)).await {
                     Ok(Ok(msg)) => progress(round, "idle", t, &msg),
                     Ok(Err(e)) => fail(s, "idle", i, t, e),
@@ -88,7 +108,7 @@ async fn bulk_cells(plan: &Plan, targets: &[Target], s: &mut Samples) {
     let slack = SLACK;
     for round in 1..=plan.rounds {
         for dir in ["up", "down"] {
-            for (i, t) in targets.iter().enumerate() {
+            for (i, t) in in_turn(targets, round) {
                 let c0 = t.cpu();
                 let r = match dir {
                     "up" => timeout(plan.cell + slack, load::bulk_up(t.addr, plan.cell)).await,
@@ -148,7 +168,7 @@ async fn short_cells(plan: &Plan, targets: &[Target], s: &mut Samples) {
     }
     for (key, conc, ex) in &short_cells {
         for round in 1..=plan.rounds {
-            for (i, t) in targets.iter().enumerate() {
+            for (i, t) in in_turn(targets, round) {
                 let c0 = t.cpu();
                 let r = timeout(plan.cell + slack, load::short(t.addr, *conc, plan.cell, ex.clone())).await;
                 let cpu = t.cpu() - c0;
@@ -289,4 +309,57 @@ async fn wait_idle(backend: SocketAddr, ok: impl Fn(usize) -> bool, limit: Durat
         sleep(Duration::from_millis(50)).await;
     }
     bail!("backend held {last:?} idle connections after {limit:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Target, in_turn};
+
+    fn targets(n: usize) -> Vec<Target> {
+        const NAMES: [&str; 4] = ["direct", "refractium", "haproxy", "nginx"];
+        (0..n)
+            .map(|i| Target { name: NAMES[i], addr: ([127, 0, 0, 1], 1).into(), pid: None, pss_start: None })
+            .collect()
+    }
+
+    #[test]
+    fn four_targets_take_turns_in_a_williams_square() {
+        let all = targets(4);
+        let order = |round| in_turn(&all, round).map(|(i, t)| (i, t.name)).collect::<Vec<_>>();
+        assert_eq!(order(1), [(0, "direct"), (1, "refractium"), (3, "nginx"), (2, "haproxy")]);
+        assert_eq!(order(2), [(1, "refractium"), (2, "haproxy"), (0, "direct"), (3, "nginx")]);
+        assert_eq!(order(5), order(1));
+        balanced(4, 4);
+    }
+
+    /// Over `rounds` rounds of `n` targets, each runs once per round, and
+    /// each ordered pair of targets is adjacent equally often.
+    fn balanced(n: usize, rounds: usize) {
+        let all = targets(n);
+        let mut pairs = std::collections::HashMap::new();
+        for round in 1..=rounds {
+            let order: Vec<usize> = in_turn(&all, round).map(|(i, _)| i).collect();
+            let mut seen = order.clone();
+            seen.sort();
+            assert_eq!(seen, (0..n).collect::<Vec<_>>(), "round {round}: {order:?}");
+            for w in order.windows(2) {
+                *pairs.entry((w[0], w[1])).or_insert(0) += 1;
+            }
+        }
+        assert_eq!(pairs.len(), n * (n - 1), "n = {n}: {pairs:?}");
+        let counts: std::collections::HashSet<_> = pairs.values().collect();
+        assert_eq!(counts.len(), 1, "n = {n}: {pairs:?}");
+    }
+
+    #[test]
+    fn an_odd_number_of_targets_balances_over_twice_as_many_rounds() {
+        balanced(3, 6);
+        balanced(2, 2);
+    }
+
+    #[test]
+    fn one_target_or_none() {
+        assert_eq!(in_turn(&targets(1), 3).map(|(i, _)| i).collect::<Vec<_>>(), [0]);
+        assert_eq!(in_turn(&[], 2).count(), 0);
+    }
 }
