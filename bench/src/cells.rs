@@ -1,11 +1,10 @@
 //! The workloads, run target after target within each round (so the targets
-//! see the same machine conditions; each round starts one target later, so
-//! that none always runs right after the same other), and the table rows
-//! built from their
-//! medians: (a) bulk on one connection, (b) short HTTP connections at
-//! concurrency 1/16/64, (c) TLS hellos routed by SNI, (d) clients holding a
-//! 1-byte first flight, (e) PSS per idle proxied connection and (f) the time
-//! to open that many connections. Proxy CPU comes from `/proc`.
+//! see the same machine conditions, in an order that changes from round to
+//! round: `in_turn`), and the table rows built from their medians: (a) bulk
+//! on one connection, (b) short HTTP connections at concurrency 1/16/64, (c)
+//! TLS hellos routed by SNI, (d) clients holding a 1-byte first flight, (e)
+//! PSS per idle proxied connection and (f) the time to open that many
+//! connections. Proxy CPU comes from `/proc`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
