@@ -49,7 +49,7 @@ use super::detector::Peer;
 use super::sandbox::HostState;
 use anyhow::Context as _;
 use refractium_plugin_sdk::crypto::native as crypto;
-use wasmtime::{Caller, InstancePre, Linker, Memory, Module, Store, TypedFunc};
+use wasmtime::{AsContextMut, Caller, InstancePre, Linker, Memory, Module, Store, TypedFunc};
 
 const HOST: &str = "refractium:plugin/host@0.1.0";
 const CRYPTO: &str = "refractium:plugin/crypto@0.1.0";
@@ -123,11 +123,10 @@ impl Pre {
         let memory = instance
             .get_memory(&mut *store, "memory")
             .ok_or_else(|| wasmtime::format_err!("the module exports no `memory`"))?;
-        let realloc = instance.get_typed_func(&mut *store, REALLOC)?;
-        store.data_mut().guest = Some((memory, realloc.clone()));
+        let guest: Guest = (memory, instance.get_typed_func(&mut *store, REALLOC)?);
+        store.data_mut().guest = Some(guest.clone());
         Ok(Exports {
-            memory,
-            realloc,
+            guest,
             init: instance.get_typed_func(&mut *store, INIT)?,
             post_init: instance.get_typed_func(&mut *store, POST_INIT)?,
             detect: instance.get_typed_func(&mut *store, DETECT)?,
@@ -149,8 +148,7 @@ pub type Guest = (Memory, Realloc);
 
 /// One instance's exports.
 pub struct Exports {
-    memory: Memory,
-    realloc: Realloc,
+    guest: Guest,
     init: TypedFunc<(u32, u32), u32>,
     post_init: TypedFunc<u32, ()>,
     detect: TypedFunc<DetectParams, u32>,
@@ -164,10 +162,10 @@ impl Exports {
         store: &mut Store<HostState>,
         config: &str,
     ) -> wasmtime::Result<Result<wit::PluginInfo, String>> {
-        let (ptr, len) = self.put(store, config.as_bytes())?;
+        let (ptr, len) = put(&mut *store, &self.guest, config.as_bytes())?;
         let ret = self.init.call(&mut *store, (ptr, len))?;
         let answer = {
-            let view = View::new(self.memory.data(&*store), ret, 20)?;
+            let view = View::new(self.guest.0.data(&*store), ret, 20)?;
             match view.u8(0)? {
                 0 => Ok(wit::PluginInfo { name: view.string(4)?, version: view.string(12)? }),
                 1 => Err(view.string(4)?),
@@ -180,26 +178,31 @@ impl Exports {
 
     /// `detect(data, peer) -> verdict`.
     pub fn detect(&self, store: &mut Store<HostState>, data: &[u8], peer: &Peer) -> wasmtime::Result<wit::Verdict> {
-        let (data_ptr, data_len) = self.put(store, data)?;
+        let (data_ptr, data_len) = put(&mut *store, &self.guest, data)?;
         // The peer's strings go in empty: see the module's doc.
         let (ptr, len) = EMPTY;
         // `transport`'s cases in WIT order: tcp, udp.
         let transport = u32::from(peer.is_udp());
         let params = (data_ptr, data_len, ptr, len, ptr, len, ptr, len, transport);
         let ret = self.detect.call(&mut *store, params)?;
-        let verdict = lift_verdict(&View::new(self.memory.data(&*store), ret, 40)?)?;
+        let verdict = lift_verdict(&View::new(self.guest.0.data(&*store), ret, 40)?)?;
         self.post_detect.call(&mut *store, ret)?;
         Ok(verdict)
     }
+}
 
-    /// Copy `bytes` (a `list<u8>` or a `string`: alignment 1) into memory the
-    /// guest allocates for them.
-    fn put(&self, store: &mut Store<HostState>, bytes: &[u8]) -> wasmtime::Result<(u32, u32)> {
-        let len = u32::try_from(bytes.len())?;
-        let ptr = self.realloc.call(&mut *store, (0, 0, 1, len))?;
-        self.memory.write(&mut *store, ptr as usize, bytes)?;
-        Ok((ptr, len))
+/// Copy `bytes` (a `list<u8>` or a `string`: alignment 1) into memory the
+/// guest allocates for them with its `cabi_realloc`, as the canonical ABI
+/// lowers them: an export's arguments, an import's result. No bytes need no
+/// call: [`EMPTY`] is what the allocator would answer.
+fn put(mut cx: impl AsContextMut<Data = HostState>, (memory, realloc): &Guest, bytes: &[u8]) -> wasmtime::Result<List> {
+    if bytes.is_empty() {
+        return Ok(EMPTY);
     }
+    let len = u32::try_from(bytes.len())?;
+    let ptr = realloc.call(&mut cx, (0, 0, 1, len))?;
+    memory.write(&mut cx, ptr as usize, bytes)?;
+    Ok((ptr, len))
 }
 
 fn lift_verdict(view: &View<'_>) -> wasmtime::Result<wit::Verdict> {
@@ -394,8 +397,9 @@ fn crypto_call(
     if !ret.is_multiple_of(4) {
         wasmtime::bail!("misaligned return area");
     }
-    let (memory, realloc) =
+    let guest =
         caller.data().guest.clone().ok_or_else(|| wasmtime::format_err!("an import called before the instance was"))?;
+    let memory = guest.0;
     let out = {
         let data = memory.data(&caller);
         let mut slices: smallvec::SmallVec<[&[u8]; 4]> = smallvec::SmallVec::new();
@@ -416,23 +420,11 @@ fn crypto_call(
             4
         }
     };
-    let (ptr, len) = give(&mut caller, (memory, realloc), out.as_deref().unwrap_or_default())?;
+    let (ptr, len) = put(&mut caller, &guest, out.as_deref().unwrap_or_default())?;
     area[at..at + 4].copy_from_slice(&ptr.to_le_bytes());
     area[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
     memory.write(&mut caller, ret as usize, &area[..at + 8])?;
     Ok(())
-}
-
-/// Copy `bytes` into memory the guest allocates for them (its
-/// `cabi_realloc`), as the canonical ABI lowers a returned `list<u8>`.
-fn give(caller: &mut Caller<'_, HostState>, (memory, realloc): Guest, bytes: &[u8]) -> wasmtime::Result<List> {
-    if bytes.is_empty() {
-        return Ok(EMPTY);
-    }
-    let len = u32::try_from(bytes.len())?;
-    let ptr = realloc.call(&mut *caller, (0, 0, 1, len))?;
-    memory.write(&mut *caller, ptr as usize, bytes)?;
-    Ok((ptr, len))
 }
 
 /// `wasi:random/insecure-seed.insecure-seed() -> tuple<u64, u64>`, lowered:
@@ -468,8 +460,9 @@ mod tests {
             let mut store = Store::new(module.engine(), HostState::new(name.into(), 64 << 20, Arc::default()));
             store.set_epoch_deadline(1 << 40);
             let exports = pre.instantiate(&mut store).expect("instantiate");
-            let first = exports.realloc.call(&mut store, (0, 0, 1, 1)).expect("allocate");
-            let second = exports.realloc.call(&mut store, (0, 0, 1, 1)).expect("allocate");
+            let realloc = &exports.guest.1;
+            let first = realloc.call(&mut store, (0, 0, 1, 1)).expect("allocate");
+            let second = realloc.call(&mut store, (0, 0, 1, 1)).expect("allocate");
             assert_eq!(second, first + 1, "`{name}` does not allocate from the call arena");
         }
     }
