@@ -6,13 +6,12 @@
 //! for pools that ask for them.
 
 use crate::config::{Backend, Balance};
+use crate::evloop::TcpStream;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io::{self, ErrorKind, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::Poll;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// One backend server and what the balancer knows about it.
 #[derive(Debug)]
@@ -131,7 +130,7 @@ impl Pool {
         let mut last = None;
         for &i in order.iter().take(attempts) {
             let server = &self.servers[i];
-            match within(self.connect_timeout, connect_sending(server.addr, first)).await {
+            match crate::evloop::timeout(self.connect_timeout, connect_sending(server.addr, first)).await {
                 Ok(Ok((stream, sent))) => {
                     if !server.up.swap(true, Ordering::Relaxed) {
                         tracing::info!(pool = %self.name, server = %server.addr, "backend server accepts connections again");
@@ -149,19 +148,6 @@ impl Pool {
         }
         let last = last.unwrap_or_else(|| "pool has no servers".into());
         Err(ConnectError { pool: self.name.clone(), attempts, last })
-    }
-}
-
-/// `fut`, given up after `limit`. The timer is set only when the first poll
-/// does not finish it: a nearby server accepts within that poll (see
-/// [`connect_sending`]), and then neither the clock nor the timer wheel is
-/// touched.
-async fn within<F: Future>(limit: Duration, fut: F) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut fut = std::pin::pin!(fut);
-    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
-    match first {
-        Poll::Ready(out) => Ok(out),
-        Poll::Pending => tokio::time::timeout(limit, fut).await,
     }
 }
 
@@ -199,26 +185,4 @@ async fn connect_sending(addr: SocketAddr, first: &[IoSlice<'_>]) -> io::Result<
         }
     }
     Ok((stream, sent))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::within;
-    use std::time::Duration;
-
-    /// Done at the first poll, late, or never: `within` answers as a
-    /// timeout would.
-    #[tokio::test(start_paused = true)]
-    async fn within_bounds_what_the_first_poll_does_not_finish() {
-        let limit = Duration::from_secs(3);
-        assert_eq!(within(limit, async { 7 }).await.ok(), Some(7));
-        let late = async {
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            8
-        };
-        assert_eq!(within(limit, late).await.ok(), Some(8));
-        let start = tokio::time::Instant::now();
-        assert!(within(limit, std::future::pending::<()>()).await.is_err());
-        assert_eq!(start.elapsed(), limit);
-    }
 }

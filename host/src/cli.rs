@@ -102,8 +102,8 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let file = config.file.display().to_string();
     let config_path = config.file.clone();
     let workers = config.runtime.resolved_workers();
-    // This thread is worker 0; `listener::serve` starts the others.
-    let runtime = listener::worker_runtime().context("starting the runtime")?;
+    // This thread runs the control plane and UDP; `listener::serve` starts the TCP workers.
+    let runtime = listener::main_runtime().context("starting the runtime")?;
     runtime.block_on(async {
         let snapshot = Snapshot::build(config).await?;
         let bound = listener::bind_all(&snapshot, workers)?;

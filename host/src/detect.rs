@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::task::{Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::time::Instant;
 
 /// How detection ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,15 +80,41 @@ pub async fn detect<S: AsyncRead + Unpin>(
                 return Ok(Detected { outcome: Outcome::Full, bytes: data });
             }
         }
-        let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
-        let read = match tokio::time::timeout_at(deadline, read_more(stream, &mut data, max)).await {
-            Ok(read) => read?,
-            Err(_elapsed) => return Ok(Detected { outcome: Outcome::TimedOut, bytes: data }),
+        let deadline = *deadline.get_or_insert_with(|| Deadline::after(timeout));
+        let read = match deadline.bound(read_more(stream, &mut data, max)).await {
+            Some(read) => read?,
+            None => return Ok(Detected { outcome: Outcome::TimedOut, bytes: data }),
         };
         if read == 0 {
             return Ok(Detected { outcome: Outcome::ClientClosed, bytes: data });
         }
         fresh = true;
+    }
+}
+
+/// When detection gives up: on a connection's event loop, by its timers;
+/// elsewhere (`refractium detect`, tests), by tokio's.
+#[derive(Clone, Copy)]
+enum Deadline {
+    Loop(std::time::Instant),
+    Tokio(tokio::time::Instant),
+}
+
+impl Deadline {
+    fn after(timeout: Duration) -> Self {
+        if crate::evloop::in_loop() {
+            Deadline::Loop(std::time::Instant::now() + timeout)
+        } else {
+            Deadline::Tokio(tokio::time::Instant::now() + timeout)
+        }
+    }
+
+    /// `fut`'s output, or `None` if the deadline passes first.
+    async fn bound<F: std::future::Future>(self, fut: F) -> Option<F::Output> {
+        match self {
+            Deadline::Loop(at) => crate::evloop::timeout_at(at, fut).await.ok(),
+            Deadline::Tokio(at) => tokio::time::timeout_at(at, fut).await.ok(),
+        }
     }
 }
 

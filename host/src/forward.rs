@@ -17,6 +17,7 @@ mod idle;
 pub mod proxy_protocol;
 mod splice;
 
+use crate::evloop::{Interest, TcpStream};
 use idle::Idle;
 use socket2::SockRef;
 use std::cell::RefCell;
@@ -24,8 +25,6 @@ use std::io::{self, ErrorKind};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::Interest;
-use tokio::net::TcpStream;
 
 /// Size of each worker thread's scratch buffer.
 const SCRATCH: usize = 64 * 1024;
@@ -390,16 +389,24 @@ pub async fn write_all(to: &TcpStream, mut data: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::{Counters, End, relay};
+    use crate::evloop::{self, TcpListener, TcpStream};
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
 
     /// A connected pair of loopback sockets: (the far end, the proxy's end).
     async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let far = TcpStream::connect(listener.local_addr().expect("address")).await.expect("connect");
+        let std = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std.set_nonblocking(true).expect("non-blocking");
+        let listener = TcpListener::from_std(std).expect("register");
+        let far = std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        far.set_nonblocking(true).expect("non-blocking");
+        let far = TcpStream::from_std(far).expect("register");
         let (near, _) = listener.accept().await.expect("accept");
         (far, near)
+    }
+
+    fn run<T>(test: impl std::future::Future<Output = T>) -> T {
+        evloop::Builder::new().build().expect("an event loop").block_on(test)
     }
 
     async fn read_all(s: &mut TcpStream) -> Vec<u8> {
@@ -436,24 +443,24 @@ mod tests {
             drop((proxy_client, proxy_server));
             end
         };
-        let ((), end) = tokio::time::timeout(Duration::from_secs(10), async { tokio::join!(apps, relayed) })
+        let ((), end) = evloop::timeout(Duration::from_secs(10), async { tokio::join!(apps, relayed) })
             .await
             .expect("the exchange ends");
         assert!(matches!(end, End::Closed), "ended with {end}");
         counters
     }
 
-    #[tokio::test]
-    async fn the_server_fin_is_left_for_the_close_when_the_client_ended_last() {
-        let counters = exchange(true).await;
+    #[test]
+    fn the_server_fin_is_left_for_the_close_when_the_client_ended_last() {
+        let counters = run(exchange(true));
         assert!(counters.server_fin_left());
     }
 
-    #[tokio::test]
-    async fn nothing_is_left_for_the_close_to_the_server_when_it_ended_last() {
+    #[test]
+    fn nothing_is_left_for_the_close_to_the_server_when_it_ended_last() {
         // The client's FIN is the one the close would send: the proxy must
         // not hold it back.
-        let counters = exchange(false).await;
+        let counters = run(exchange(false));
         assert!(!counters.server_fin_left());
     }
 }

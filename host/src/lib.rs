@@ -19,6 +19,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod detect;
+pub mod evloop;
 pub mod forward;
 pub mod health;
 pub mod limits;

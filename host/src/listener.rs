@@ -5,6 +5,7 @@
 //! force. On shutdown: stop accepting, let open connections finish for up to
 //! `limits.drain_timeout`, then return.
 
+use crate::evloop;
 use crate::limits::Limits;
 use crate::proxy;
 use crate::snapshot::Snapshot;
@@ -14,7 +15,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -128,8 +128,10 @@ struct Shared {
     /// Cancelled when draining is over: workers then stop their event loops.
     done: CancellationToken,
     udp_limits: Arc<Limits>,
-    /// Each worker's runtime, to start accepting on sockets a reload adds.
-    handles: Arc<std::sync::Mutex<Vec<Option<tokio::runtime::Handle>>>>,
+    /// Each worker's event loop, to start accepting on sockets a reload adds.
+    workers: Arc<std::sync::Mutex<Vec<Option<evloop::Handle>>>>,
+    /// The runtime that serves the UDP sockets and runs `serve`.
+    main: tokio::runtime::Handle,
     /// The sockets accepting now, each with the token that stops it.
     sockets: Arc<std::sync::Mutex<Vec<(SocketKey, CancellationToken)>>>,
 }
@@ -138,9 +140,10 @@ static CONTROL: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
 
 /// Accept on every bound socket until `shutdown` resolves, then drain.
 ///
-/// `bound[0]` is served by the calling runtime; every other set gets a
-/// thread of its own running a single-threaded runtime, so a connection
-/// lives its whole life on the thread that accepted it.
+/// Each set of TCP sockets in `bound` gets a thread of its own running an
+/// [`evloop`], so a connection lives its whole life on the thread that
+/// accepted it. The UDP sockets are served on the calling runtime, which
+/// also waits for `shutdown`.
 pub async fn serve(
     state: Arc<ArcSwap<Snapshot>>,
     bound: Vec<Vec<Bound>>,
@@ -153,50 +156,49 @@ pub async fn serve(
         stop: CancellationToken::new(),
         done: CancellationToken::new(),
         udp_limits: Arc::new(Limits::new("udp session", "udp.max_sessions", "udp.max_sessions_per_ip")),
-        handles: Arc::new(std::sync::Mutex::new(vec![None; bound.len().max(1)])),
+        workers: Arc::new(std::sync::Mutex::new(vec![None; bound.len().max(1)])),
+        main: tokio::runtime::Handle::current(),
         sockets: Arc::default(),
     };
     let _ = CONTROL.set(shared.clone());
-    let mut sets = bound.into_iter();
-    let mine = sets.next().unwrap_or_default();
     let mut threads = Vec::new();
-    for (i, set) in sets.enumerate() {
-        let shared = shared.clone();
-        let thread = std::thread::Builder::new().name(format!("refractium-worker-{}", i + 1)).spawn(move || {
-            let runtime = match worker_runtime() {
+    let mut udp_loops = Vec::new();
+    for (i, set) in bound.into_iter().enumerate() {
+        let (tcp, udp): (Vec<Bound>, Vec<Bound>) = set.into_iter().partition(|b| matches!(b.socket, Socket2::Tcp(_)));
+        udp_loops.extend(start_udp(udp, &shared, i == 0));
+        let (give, started) = std::sync::mpsc::channel();
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new().name(format!("refractium-worker-{i}")).spawn(move || {
+            let runtime = match worker_loop() {
                 Ok(runtime) => runtime,
                 Err(err) => {
-                    tracing::error!(error = %err, "cannot start a worker; its sockets stay unserved");
+                    let _ = give.send(Err(err));
                     return;
                 }
             };
-            if let Ok(mut handles) = shared.handles.lock()
-                && let Some(slot) = handles.get_mut(i + 1)
-            {
-                *slot = Some(runtime.handle().clone());
-            }
+            let _ = give.send(Ok(runtime.handle()));
             runtime.block_on(async move {
-                let loops = start_accepting(set, &shared, false);
-                for l in loops {
-                    let _ = l.await;
-                }
+                start_tcp(tcp, &worker, i == 0);
                 // Keep running this worker's connections until draining ends.
-                shared.done.cancelled().await;
+                worker.done.cancelled().await;
             });
         })?;
+        let handle = started
+            .recv()
+            .map_err(|_| anyhow::anyhow!("worker {i} ended before it started"))?
+            .map_err(|e| anyhow::anyhow!("cannot start worker {i}'s event loop: {e}"))?;
+        if let Ok(mut workers) = shared.workers.lock()
+            && let Some(slot) = workers.get_mut(i)
+        {
+            *slot = Some(handle);
+        }
         threads.push(thread);
     }
-    if let Ok(mut handles) = shared.handles.lock()
-        && let Some(slot) = handles.get_mut(0)
-    {
-        *slot = Some(tokio::runtime::Handle::current());
-    }
     crate::health::start(&shared.state.load());
-    let loops = start_accepting(mine, &shared, true);
     shutdown.await;
     shared.stop.cancel();
     shared.state.load().health_stop.cancel();
-    for l in loops {
+    for l in udp_loops {
         let _ = l.await;
     }
     shared.tracker.close();
@@ -216,9 +218,20 @@ pub async fn serve(
     Ok(())
 }
 
-enum Socket2Async {
-    Tcp(TcpListener),
-    Udp(tokio::net::UdpSocket),
+/// The event loop of one worker thread (see [`evloop::Builder::yield_before_sleep`]
+/// for the yield before it sleeps).
+///
+/// Before it sleeps the worker yields its core once. A socket write usually
+/// woke the peer on this very core (the kernel places a woken task beside
+/// its waker); yielding lets that peer run now, and when it answers at once
+/// (a nearby backend) the answer is waiting when the worker polls, so it
+/// does not go to sleep and get woken again. With nothing else runnable the
+/// yield returns at once. At concurrency 1 it took the proxy's CPU per
+/// connection from 64-71 to 63-66 µs and its rate up 4-12 % in three sets of
+/// alternating rounds (README, "Performance"); at 16 and 64 connections in
+/// flight it is within noise.
+pub fn worker_loop() -> std::io::Result<evloop::Runtime> {
+    evloop::Builder::new().yield_before_sleep(true).build()
 }
 
 impl Shared {
@@ -254,7 +267,7 @@ pub fn prepare(new: &crate::config::Config) -> anyhow::Result<SocketChange> {
     let wanted = socket_keys(new);
     let added: Vec<SocketKey> = wanted.iter().filter(|k| !running.contains(k)).cloned().collect();
     let removed: Vec<SocketKey> = running.into_iter().filter(|k| !wanted.contains(k)).collect();
-    let workers = shared.handles.lock().map(|h| h.len()).unwrap_or(1);
+    let workers = shared.workers.lock().map(|h| h.len()).unwrap_or(1);
     let added = bind_keys(&added, workers)?;
     Ok(SocketChange { added, removed })
 }
@@ -264,12 +277,17 @@ impl SocketChange {
     /// removed ones; their open connections finish on their own.
     pub fn commit(self) {
         let Some(shared) = CONTROL.get() else { return };
-        let handles: Vec<Option<tokio::runtime::Handle>> = shared.handles.lock().map(|h| h.clone()).unwrap_or_default();
+        let workers: Vec<Option<evloop::Handle>> = shared.workers.lock().map(|h| h.clone()).unwrap_or_default();
         for (w, set) in self.added.into_iter().enumerate() {
-            let Some(Some(handle)) = handles.get(w) else { continue };
+            let (tcp, udp): (Vec<Bound>, Vec<Bound>) =
+                set.into_iter().partition(|b| matches!(b.socket, Socket2::Tcp(_)));
+            {
+                let _guard = shared.main.enter();
+                drop(start_udp(udp, shared, w == 0));
+            }
+            let Some(Some(worker)) = workers.get(w) else { continue };
             let shared = shared.clone();
-            let _guard = handle.enter();
-            drop(start_accepting(set, &shared, w == 0));
+            worker.spawn(move || async move { start_tcp(tcp, &shared, w == 0) });
         }
         if let Ok(mut sockets) = shared.sockets.lock() {
             sockets.retain(|(key, token)| {
@@ -284,55 +302,51 @@ impl SocketChange {
     }
 }
 
-/// Spawn an accept loop (TCP) or a session loop (UDP) per socket on the
-/// current runtime.
-fn start_accepting(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut loops = Vec::new();
+/// Spawn an accept loop per TCP socket on this thread's event loop.
+fn start_tcp(set: Vec<Bound>, shared: &Shared, announce: bool) {
     for b in set {
+        let Socket2::Tcp(socket) = b.socket else { continue };
         let name = b.name;
         let stop = shared.token_for(&b.key);
-        let registered = match b.socket {
-            Socket2::Tcp(s) => TcpListener::from_std(s).map(Socket2Async::Tcp),
-            Socket2::Udp(s) => tokio::net::UdpSocket::from_std(s).map(Socket2Async::Udp),
+        let listener = match evloop::TcpListener::from_std(socket) {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::error!(listener = %name, error = %err, "cannot register a socket");
+                continue;
+            }
         };
-        let socket = match registered {
+        if announce && let Ok(addr) = listener.local_addr() {
+            tracing::info!(listener = %name, %addr, transport = "tcp", "listening");
+        }
+        evloop::spawn(accept_loop(name, listener, shared.clone(), stop));
+    }
+}
+
+/// Spawn a session loop per UDP socket on the current (tokio) runtime.
+fn start_udp(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut loops = Vec::new();
+    for b in set {
+        let Socket2::Udp(socket) = b.socket else { continue };
+        let name = b.name;
+        let stop = shared.token_for(&b.key);
+        let socket = match tokio::net::UdpSocket::from_std(socket) {
             Ok(socket) => socket,
             Err(err) => {
                 tracing::error!(listener = %name, error = %err, "cannot register a socket");
                 continue;
             }
         };
-        match socket {
-            Socket2Async::Tcp(listener) => {
-                if announce && let Ok(addr) = listener.local_addr() {
-                    tracing::info!(listener = %name, %addr, transport = "tcp", "listening");
-                }
-                // The loop is stopped by aborting its task (it holds nothing
-                // that needs an orderly end between two accepts), rather than
-                // by polling the token beside every accept: a token's future
-                // takes a lock each time it is polled.
-                let accepting = tokio::spawn(accept_loop(name, listener, shared.clone()));
-                let abort = accepting.abort_handle();
-                tokio::spawn(async move {
-                    stop.cancelled().await;
-                    abort.abort();
-                });
-                loops.push(accepting);
-            }
-            Socket2Async::Udp(socket) => {
-                if announce && let Ok(addr) = socket.local_addr() {
-                    tracing::info!(listener = %name, %addr, transport = "udp", "listening");
-                }
-                loops.push(tokio::spawn(crate::udp::serve(
-                    name.into(),
-                    socket,
-                    shared.state.clone(),
-                    shared.udp_limits.clone(),
-                    shared.tracker.clone(),
-                    stop,
-                )));
-            }
+        if announce && let Ok(addr) = socket.local_addr() {
+            tracing::info!(listener = %name, %addr, transport = "udp", "listening");
         }
+        loops.push(tokio::spawn(crate::udp::serve(
+            name.into(),
+            socket,
+            shared.state.clone(),
+            shared.udp_limits.clone(),
+            shared.tracker.clone(),
+            stop,
+        )));
     }
     loops
 }
@@ -353,11 +367,14 @@ async fn after_ready_tasks() {
     .await;
 }
 
-async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
+async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared, stop: CancellationToken) {
     let Shared { state, limits, tracker, .. } = shared;
     let name: Arc<str> = name.into();
     let bound_to = listener.local_addr().ok();
     let mut in_a_row = 0usize;
+    // Registered with the token from its first poll on, for as long as the
+    // loop runs.
+    let mut stopped = std::pin::pin!(stop.clone().cancelled_owned());
     loop {
         // Empty the accept queue before serving what was accepted: the
         // runtime's budget would otherwise stop this loop after 128 accepts
@@ -374,25 +391,36 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
         // rather than before its first bytes go out.
         if in_a_row >= BACKLOG as usize {
             in_a_row = 0;
-            tokio::task::yield_now().await;
+            evloop::yield_to_io().await;
         } else if in_a_row == 1 {
             after_ready_tasks().await;
         }
+        // The token is looked at only when the queue is empty: a lock each
+        // time, but not one per connection under load.
+        if stop.is_cancelled() {
+            return;
+        }
         let mut waited = false;
-        let accepted = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+        let accepted = std::future::poll_fn(|cx| {
             let polled = listener.poll_accept(cx);
-            waited |= polled.is_pending();
-            polled
-        }))
+            if polled.is_pending() {
+                waited = true;
+                if stopped.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(None);
+                }
+            }
+            polled.map(Some)
+        })
         .await;
         in_a_row = if waited { 1 } else { in_a_row + 1 };
+        let Some(accepted) = accepted else { return };
         let (stream, client) = match accepted {
             Ok(pair) => pair,
             Err(err) => {
                 // Out of file descriptors and the like: back off briefly
                 // instead of spinning on the error.
                 tracing::warn!(listener = %name, error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                evloop::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -408,7 +436,7 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
             }
         };
         let name = name.clone();
-        tracker.spawn(async move {
+        evloop::spawn(tracker.track_future(async move {
             // A listener bound to one address knows the local address of
             // every connection; a wildcard one asks the socket.
             let local = match bound_to {
@@ -423,23 +451,12 @@ async fn accept_loop(name: String, listener: TcpListener, shared: Shared) {
             Box::pin(proxy::handle(snapshot, &name, stream, client, local)).await;
             crate::metrics::TCP_OPEN.dec();
             drop(admitted);
-        });
+        }));
     }
 }
 
-/// The single-threaded runtime of one worker.
-///
-/// Before it sleeps in the poller the worker yields its core once. A socket
-/// write usually woke the peer on this very core (the kernel places a woken
-/// task beside its waker); yielding lets that peer run now, and when it
-/// answers at once (a nearby backend) the answer is waiting when the worker
-/// polls, so it does not go to sleep and get woken again. With nothing else
-/// runnable the yield returns at once. At concurrency 1 it took the proxy's
-/// CPU per connection from 64-71 to 63-66 µs and its rate up 4-12 % in three
-/// sets of alternating rounds (README, "Performance"); at 16 and 64
-/// connections in flight it is within noise. Those rounds gave each process
-/// a session of its own; the bench runs all in one, where the README says
-/// the order at 64 can differ.
-pub fn worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(std::thread::yield_now).build()
+/// The single-threaded tokio runtime of the main thread: configuration,
+/// signals, reloads, health checks, the admin endpoint and the UDP sockets.
+pub fn main_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
 }

@@ -4,6 +4,7 @@
 use crate::balance::Connected;
 use crate::config::ProxyProtocol;
 use crate::detect::{self, Outcome};
+use crate::evloop::{Interest, TcpStream};
 use crate::forward::{self, Counters, proxy_protocol};
 use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
@@ -16,8 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use tokio::io::Interest;
-use tokio::net::TcpStream;
 
 /// What the access log says about a connection.
 #[derive(Default)]
@@ -95,7 +94,7 @@ async fn serve<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'
     // at 16, level at 1. When the client's FIN is the one left (the server
     // ended last), it goes at once.
     if counters.server_fin_left() {
-        tokio::task::yield_now().await;
+        crate::evloop::yield_to_io().await;
     }
 }
 

@@ -15,13 +15,12 @@
 //! (`fs.pipe-user-pages-soft`, 64 MiB by default) and shrinks every new pipe
 //! of a user past that limit; 16 MiB leaves room for everyone else.
 
+use crate::evloop::{Interest, TcpStream};
 use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
 use std::cell::RefCell;
 use std::io::{self, ErrorKind};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use tokio::io::Interest;
-use tokio::net::TcpStream;
 
 /// Empty pipes kept per worker thread.
 const POOL_MAX: usize = 32;
