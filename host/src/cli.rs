@@ -102,7 +102,8 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let file = config.file.display().to_string();
     let config_path = config.file.clone();
     let workers = config.runtime.resolved_workers();
-    // This thread runs the control plane and UDP; `listener::serve` starts the TCP workers.
+    // This thread runs signals, reloads, health checks and the admin endpoint;
+    // `listener::serve` starts the worker threads.
     let runtime = listener::main_runtime().context("starting the runtime")?;
     runtime.block_on(async {
         let snapshot = Snapshot::build(config).await?;

@@ -130,8 +130,10 @@ struct Shared {
     udp_limits: Arc<Limits>,
     /// Each worker's event loop, to start accepting on sockets a reload adds.
     workers: Arc<std::sync::Mutex<Vec<Option<evloop::Handle>>>>,
-    /// The runtime that serves the UDP sockets and runs `serve`.
-    main: tokio::runtime::Handle,
+    /// Each worker's tokio runtime for its UDP sockets, started on first use.
+    udp_workers: Arc<std::sync::Mutex<Vec<Option<tokio::runtime::Handle>>>>,
+    /// The threads of the UDP runtimes, joined at the end.
+    udp_threads: Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
     /// The sockets accepting now, each with the token that stops it.
     sockets: Arc<std::sync::Mutex<Vec<(SocketKey, CancellationToken)>>>,
 }
@@ -142,8 +144,8 @@ static CONTROL: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
 ///
 /// Each set of TCP sockets in `bound` gets a thread of its own running an
 /// [`evloop`], so a connection lives its whole life on the thread that
-/// accepted it. The UDP sockets are served on the calling runtime, which
-/// also waits for `shutdown`.
+/// accepted it; each set of UDP sockets, a thread running a tokio runtime.
+/// The calling runtime waits for `shutdown`, then drains.
 pub async fn serve(
     state: Arc<ArcSwap<Snapshot>>,
     bound: Vec<Vec<Bound>>,
@@ -157,7 +159,8 @@ pub async fn serve(
         done: CancellationToken::new(),
         udp_limits: Arc::new(Limits::new("udp session", "udp.max_sessions", "udp.max_sessions_per_ip")),
         workers: Arc::new(std::sync::Mutex::new(vec![None; bound.len().max(1)])),
-        main: tokio::runtime::Handle::current(),
+        udp_workers: Arc::new(std::sync::Mutex::new(vec![None; bound.len().max(1)])),
+        udp_threads: Arc::default(),
         sockets: Arc::default(),
     };
     let _ = CONTROL.set(shared.clone());
@@ -165,7 +168,10 @@ pub async fn serve(
     let mut udp_loops = Vec::new();
     for (i, set) in bound.into_iter().enumerate() {
         let (tcp, udp): (Vec<Bound>, Vec<Bound>) = set.into_iter().partition(|b| matches!(b.socket, Socket2::Tcp(_)));
-        udp_loops.extend(start_udp(udp, &shared, i == 0));
+        if !udp.is_empty() {
+            let runtime = udp_worker(&shared, i)?;
+            udp_loops.extend(start_udp(udp, &shared, i == 0, &runtime));
+        }
         let (give, started) = std::sync::mpsc::channel();
         let worker = shared.clone();
         let thread = std::thread::Builder::new().name(format!("refractium-worker-{i}")).spawn(move || {
@@ -211,7 +217,8 @@ pub async fn serve(
         tracing::warn!(open = shared.limits.open(), "drain timeout reached; closing the remaining connections");
     }
     shared.done.cancel();
-    for thread in threads {
+    let udp_threads = shared.udp_threads.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+    for thread in threads.into_iter().chain(udp_threads) {
         let _ = thread.join();
     }
     tracing::info!("shut down");
@@ -281,9 +288,11 @@ impl SocketChange {
         for (w, set) in self.added.into_iter().enumerate() {
             let (tcp, udp): (Vec<Bound>, Vec<Bound>) =
                 set.into_iter().partition(|b| matches!(b.socket, Socket2::Tcp(_)));
-            {
-                let _guard = shared.main.enter();
-                drop(start_udp(udp, shared, w == 0));
+            if !udp.is_empty() {
+                match udp_worker(shared, w) {
+                    Ok(runtime) => drop(start_udp(udp, shared, w == 0, &runtime)),
+                    Err(err) => tracing::error!(error = %err, "cannot start a UDP worker; its sockets stay unserved"),
+                }
             }
             let Some(Some(worker)) = workers.get(w) else { continue };
             let shared = shared.clone();
@@ -322,8 +331,48 @@ fn start_tcp(set: Vec<Bound>, shared: &Shared, announce: bool) {
     }
 }
 
-/// Spawn a session loop per UDP socket on the current (tokio) runtime.
-fn start_udp(set: Vec<Bound>, shared: &Shared, announce: bool) -> Vec<tokio::task::JoinHandle<()>> {
+/// The tokio runtime that serves worker `i`'s UDP sockets, on a thread of
+/// its own (`refractium-udp-i`), started the first time the worker has a
+/// UDP socket: the sessions' upstream sockets and timers are tokio's.
+fn udp_worker(shared: &Shared, i: usize) -> anyhow::Result<tokio::runtime::Handle> {
+    let mut workers = shared.udp_workers.lock().map_err(|_| anyhow::anyhow!("UDP workers' lock poisoned"))?;
+    if let Some(Some(handle)) = workers.get(i) {
+        return Ok(handle.clone());
+    }
+    let (give, started) = std::sync::mpsc::channel();
+    let done = shared.done.clone();
+    let thread = std::thread::Builder::new().name(format!("refractium-udp-{i}")).spawn(move || {
+        let runtime = match udp_runtime() {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                let _ = give.send(Err(err));
+                return;
+            }
+        };
+        let _ = give.send(Ok(runtime.handle().clone()));
+        runtime.block_on(done.cancelled());
+    })?;
+    let handle = started
+        .recv()
+        .map_err(|_| anyhow::anyhow!("UDP worker {i} ended before it started"))?
+        .map_err(|e| anyhow::anyhow!("cannot start UDP worker {i}: {e}"))?;
+    if let Some(slot) = workers.get_mut(i) {
+        *slot = Some(handle.clone());
+    }
+    if let Ok(mut threads) = shared.udp_threads.lock() {
+        threads.push(thread);
+    }
+    Ok(handle)
+}
+
+/// Spawn a session loop per UDP socket on `runtime`.
+fn start_udp(
+    set: Vec<Bound>,
+    shared: &Shared,
+    announce: bool,
+    runtime: &tokio::runtime::Handle,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let _guard = runtime.enter();
     let mut loops = Vec::new();
     for b in set {
         let Socket2::Udp(socket) = b.socket else { continue };
@@ -456,7 +505,14 @@ async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared
 }
 
 /// The single-threaded tokio runtime of the main thread: configuration,
-/// signals, reloads, health checks, the admin endpoint and the UDP sockets.
+/// signals, reloads, health checks and the admin endpoint.
 pub fn main_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+/// The single-threaded tokio runtime of a worker's UDP sockets. Like the
+/// TCP workers' loops it yields its core before it sleeps (see
+/// [`worker_loop`]).
+fn udp_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(std::thread::yield_now).build()
 }
