@@ -206,7 +206,15 @@ impl Core {
             task.cell.queued.store(false, Ordering::Release);
             (future, task.waker.clone())
         };
-        let done = future.as_mut().poll(&mut Context::from_waker(&waker)).is_ready();
+        // A task that panics is dropped, as tokio drops it, and the loop
+        // goes on serving the thread's other connections.
+        let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            future.as_mut().poll(&mut Context::from_waker(&waker)).is_ready()
+        }));
+        let done = polled.unwrap_or_else(|_| {
+            tracing::error!("a task panicked and was dropped; the thread's other connections go on");
+            true
+        });
         if done {
             let task = self.tasks.borrow_mut().try_remove(key);
             // Dropped outside the borrow: a task's end may end others'.

@@ -219,3 +219,18 @@ fn tasks_left_running_are_dropped_with_the_runtime() {
     drop(rt);
     assert!(*dropped.borrow());
 }
+
+#[test]
+fn a_task_that_panics_is_dropped_and_the_others_go_on() {
+    let rt = runtime();
+    let out = rt.block_on(async {
+        spawn(async { panic!("a bug in one connection's task") });
+        let (give, take) = tokio::sync::oneshot::channel();
+        spawn(async move {
+            yield_to_io().await;
+            give.send(5).ok();
+        });
+        timeout(Duration::from_secs(10), take).await
+    });
+    assert_eq!(out.expect("in time").expect("sent"), 5);
+}
