@@ -7,7 +7,8 @@
 //! match holds; [`balance`] picks and connects a backend server; [`forward`]
 //! replays the first bytes and relays both ways until both sides close.
 //! [`proxy`] strings those stages together for one connection and writes its
-//! access-log line.
+//! access-log line. All of that runs on a worker thread's [`evloop`],
+//! refractium's own event loop for connections.
 //!
 //! Beside them: [`config`] parses and validates the YAML file; [`snapshot`]
 //! turns a config plus the loaded plugins into the immutable state every new

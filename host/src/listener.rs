@@ -225,8 +225,7 @@ pub async fn serve(
     Ok(())
 }
 
-/// The event loop of one worker thread (see [`evloop::Builder::yield_before_sleep`]
-/// for the yield before it sleeps).
+/// The event loop of one worker thread.
 ///
 /// Before it sleeps the worker yields its core once. A socket write usually
 /// woke the peer on this very core (the kernel places a woken task beside
