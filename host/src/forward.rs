@@ -260,13 +260,12 @@ impl Direction<'_> {
         // nothing more is read.
         let mut rest: Vec<u8> = Vec::new();
         loop {
-            // One await for both kinds of wait: a readiness future holds a
-            // waiter (~136 bytes), and every connection's task is as large
-            // as the largest state it can be in.
+            // One await for both kinds of wait: every connection's task is
+            // as large as the largest state it can be in.
             let (stream, interest, side) = if rest.is_empty() {
-                // With the error: a reset must not pass for an end of stream
-                // (see `last` below).
-                (from, Interest::READABLE | Interest::ERROR, self.from_side)
+                // A reset's error comes with the readiness, so that it does
+                // not pass for an end of stream (see `last` below).
+                (from, Interest::READABLE, self.from_side)
             } else {
                 (to, Interest::WRITABLE, self.to_side)
             };

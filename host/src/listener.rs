@@ -172,27 +172,15 @@ pub async fn serve(
             let runtime = udp_worker(&shared, i)?;
             udp_loops.extend(start_udp(udp, &shared, i == 0, &runtime));
         }
-        let (give, started) = std::sync::mpsc::channel();
         let worker = shared.clone();
-        let thread = std::thread::Builder::new().name(format!("refractium-worker-{i}")).spawn(move || {
-            let runtime = match worker_loop() {
-                Ok(runtime) => runtime,
-                Err(err) => {
-                    let _ = give.send(Err(err));
-                    return;
-                }
-            };
-            let _ = give.send(Ok(runtime.handle()));
-            runtime.block_on(async move {
-                start_tcp(tcp, &worker, i == 0);
-                // Keep running this worker's connections until draining ends.
-                worker.done.cancelled().await;
-            });
-        })?;
-        let handle = started
-            .recv()
-            .map_err(|_| anyhow::anyhow!("worker {i} ended before it started"))?
-            .map_err(|e| anyhow::anyhow!("cannot start worker {i}'s event loop: {e}"))?;
+        let (handle, thread) =
+            start_thread(format!("refractium-worker-{i}"), worker_loop, evloop::Runtime::handle, move |runtime| {
+                runtime.block_on(async move {
+                    start_tcp(tcp, &worker, i == 0);
+                    // Keep running this worker's connections until draining ends.
+                    worker.done.cancelled().await;
+                });
+            })?;
         if let Ok(mut workers) = shared.workers.lock()
             && let Some(slot) = workers.get_mut(i)
         {
@@ -316,13 +304,7 @@ fn start_tcp(set: Vec<Bound>, shared: &Shared, announce: bool) {
         let Socket2::Tcp(socket) = b.socket else { continue };
         let name = b.name;
         let stop = shared.token_for(&b.key);
-        let listener = match evloop::TcpListener::from_std(socket) {
-            Ok(listener) => listener,
-            Err(err) => {
-                tracing::error!(listener = %name, error = %err, "cannot register a socket");
-                continue;
-            }
-        };
+        let Some(listener) = registered(&name, evloop::TcpListener::from_std(socket)) else { continue };
         if announce && let Ok(addr) = listener.local_addr() {
             tracing::info!(listener = %name, %addr, transport = "tcp", "listening");
         }
@@ -338,23 +320,13 @@ fn udp_worker(shared: &Shared, i: usize) -> anyhow::Result<tokio::runtime::Handl
     if let Some(Some(handle)) = workers.get(i) {
         return Ok(handle.clone());
     }
-    let (give, started) = std::sync::mpsc::channel();
     let done = shared.done.clone();
-    let thread = std::thread::Builder::new().name(format!("refractium-udp-{i}")).spawn(move || {
-        let runtime = match udp_runtime() {
-            Ok(runtime) => runtime,
-            Err(err) => {
-                let _ = give.send(Err(err));
-                return;
-            }
-        };
-        let _ = give.send(Ok(runtime.handle().clone()));
-        runtime.block_on(done.cancelled());
-    })?;
-    let handle = started
-        .recv()
-        .map_err(|_| anyhow::anyhow!("UDP worker {i} ended before it started"))?
-        .map_err(|e| anyhow::anyhow!("cannot start UDP worker {i}: {e}"))?;
+    let (handle, thread) = start_thread(
+        format!("refractium-udp-{i}"),
+        udp_runtime,
+        |runtime: &tokio::runtime::Runtime| runtime.handle().clone(),
+        move |runtime| runtime.block_on(done.cancelled()),
+    )?;
     if let Some(slot) = workers.get_mut(i) {
         *slot = Some(handle.clone());
     }
@@ -362,6 +334,40 @@ fn udp_worker(shared: &Shared, i: usize) -> anyhow::Result<tokio::runtime::Handl
         threads.push(thread);
     }
     Ok(handle)
+}
+
+/// Start a thread called `name` that builds its runtime with `build` and
+/// then `run`s on it; answer what `handle` takes from the runtime for other
+/// threads, once it is built, or why it could not be.
+fn start_thread<R: 'static, H: Send + 'static>(
+    name: String,
+    build: fn() -> std::io::Result<R>,
+    handle: fn(&R) -> H,
+    run: impl FnOnce(R) + Send + 'static,
+) -> anyhow::Result<(H, std::thread::JoinHandle<()>)> {
+    let (give, started) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new().name(name.clone()).spawn(move || {
+        let runtime = match build() {
+            Ok(runtime) => runtime,
+            Err(err) => {
+                let _ = give.send(Err(err));
+                return;
+            }
+        };
+        let _ = give.send(Ok(handle(&runtime)));
+        run(runtime);
+    })?;
+    let handle = started
+        .recv()
+        .map_err(|_| anyhow::anyhow!("{name} ended before it started"))?
+        .map_err(|e| anyhow::anyhow!("cannot start {name}: {e}"))?;
+    Ok((handle, thread))
+}
+
+/// A socket registered with this thread's event loop, or `None` with the
+/// reason logged.
+fn registered<T>(listener: &str, result: std::io::Result<T>) -> Option<T> {
+    result.map_err(|err| tracing::error!(listener, error = %err, "cannot register a socket")).ok()
 }
 
 /// Spawn a session loop per UDP socket on `runtime`.
@@ -377,13 +383,7 @@ fn start_udp(
         let Socket2::Udp(socket) = b.socket else { continue };
         let name = b.name;
         let stop = shared.token_for(&b.key);
-        let socket = match tokio::net::UdpSocket::from_std(socket) {
-            Ok(socket) => socket,
-            Err(err) => {
-                tracing::error!(listener = %name, error = %err, "cannot register a socket");
-                continue;
-            }
-        };
+        let Some(socket) = registered(&name, tokio::net::UdpSocket::from_std(socket)) else { continue };
         if announce && let Ok(addr) = socket.local_addr() {
             tracing::info!(listener = %name, %addr, transport = "udp", "listening");
         }

@@ -4,14 +4,14 @@
 use crate::balance::Connected;
 use crate::config::ProxyProtocol;
 use crate::detect::{self, Outcome};
-use crate::evloop::{Interest, TcpStream};
+use crate::evloop::TcpStream;
 use crate::forward::{self, Counters, proxy_protocol};
 use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
 use crate::route::Route;
 use crate::snapshot::{ListenerPlan, Snapshot};
 use std::borrow::Cow;
-use std::io::{ErrorKind, IoSlice};
+use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -82,10 +82,9 @@ async fn serve<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'
     entry.up = counters.up.load(Ordering::Relaxed);
     entry.down = counters.down.load(Ordering::Relaxed);
     entry.close = end.into_text();
-    // Closing both sockets (two `epoll_ctl` removals and two `close`s,
-    // about a fifth of the proxy's CPU per short connection) waits for the
-    // event loop's next look at its sockets, when it is work nobody waits
-    // for: the client has had everything, its FIN included, and the close
+    // Closing both sockets (two `close`s, each sending a FIN or tearing
+    // down a socket) waits for the event loop's next look at its sockets,
+    // when it is work nobody waits for: the client has had everything, its FIN included, and the close
     // only sends the server the FIN after the client's. The replies and new
     // connections that arrived meanwhile are served first, so under load
     // clients and backends get their next work sooner and the cores idle
@@ -206,33 +205,27 @@ pub fn choose_route<'a>(
 /// exactly as long as what the client sent.
 ///
 /// A client usually sends its first bytes right behind the handshake, so
-/// they are often waiting when the connection is accepted (the event loop
-/// assumes a fresh socket readable for the same reason). When this read
-/// took less than it could, or found nothing yet, the socket is drained, so
-/// the event loop is told to wait for its next readiness event instead of
-/// trying the socket again (in detection or when the relay starts), which
-/// would only say "would block". That is safe: anything the client sends
-/// after this read raises a new event.
+/// they are often waiting when the connection is accepted. When this read
+/// took less than it could, or found nothing yet, the socket is drained: the
+/// event loop may already have seen it readable (its first event can come
+/// before this read, under load), and is told to wait for its next event
+/// instead of trying the socket again (in detection or when the relay
+/// starts), which would only say "would block". That is safe: anything the
+/// client sends after this read raises a new event.
 fn read_now(stream: &TcpStream, max: usize) -> std::io::Result<Vec<u8>> {
     let mut chunk = [MaybeUninit::<u8>::uninit(); detect::CHUNK];
     let room = max.clamp(1, chunk.len());
     match rustix::net::recv(stream, &mut chunk[..room], rustix::net::RecvFlags::empty()) {
         Ok(((read, _), _)) => {
             if !read.is_empty() && read.len() < room {
-                drained(stream);
+                stream.clear_readable();
             }
             Ok(read.to_vec())
         }
         Err(rustix::io::Errno::AGAIN) => {
-            drained(stream);
+            stream.clear_readable();
             Ok(Vec::new())
         }
         Err(err) => Err(err.into()),
     }
-}
-
-/// Tell the event loop that `stream` has nothing to read until its next
-/// readiness event (see [`read_now`]).
-fn drained(stream: &TcpStream) {
-    let _ = stream.try_io(Interest::READABLE, || Err::<(), _>(ErrorKind::WouldBlock.into()));
 }

@@ -81,6 +81,11 @@ impl Shared {
         if let Ok(mut inbox) = self.inbox.lock() {
             inbox.push(mail);
         }
+        self.kick();
+    }
+
+    /// Wake the loop from another thread.
+    fn kick(&self) {
         // An eventfd write fails only when the counter would overflow, and
         // then the loop is awake anyway.
         let _ = rustix::io::write(&self.wake_fd, &1u64.to_ne_bytes());
@@ -343,7 +348,7 @@ impl Wake for MainWaker {
 
     fn wake_by_ref(self: &Arc<Self>) {
         if !self.woken.swap(true, Ordering::AcqRel) && !self.shared.is_here() {
-            let _ = rustix::io::write(&self.shared.wake_fd, &1u64.to_ne_bytes());
+            self.shared.kick();
         }
     }
 }

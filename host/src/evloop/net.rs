@@ -11,23 +11,13 @@ use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// What a task waits for.
+/// What a task waits for. An error on the socket ends a wait for either.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Interest(u8);
 
 impl Interest {
     pub const READABLE: Interest = Interest(READ);
     pub const WRITABLE: Interest = Interest(WRITE);
-    /// Errors wake a reader or a writer anyway; this is for symmetry with
-    /// tokio's `Interest::ERROR` and adds nothing.
-    pub const ERROR: Interest = Interest(0);
-}
-
-impl std::ops::BitOr for Interest {
-    type Output = Interest;
-    fn bitor(self, other: Interest) -> Interest {
-        Interest(self.0 | other.0)
-    }
 }
 
 /// A socket's readiness when a wait ended.
@@ -122,6 +112,13 @@ impl TcpStream {
 
     pub fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
         self.reg.try_io(interest, f)
+    }
+
+    /// The socket has nothing to read until its next event (a read that
+    /// took less than it asked for emptied it): the next wait for
+    /// readability waits, instead of trying a read that would block.
+    pub fn clear_readable(&self) {
+        self.reg.core.reactor.clear(self.reg.token, READ);
     }
 
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
