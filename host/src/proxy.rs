@@ -107,7 +107,7 @@ async fn open<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a
     };
 
     // 1. Detect.
-    let peer = Peer::of(client, Some(local), listener.clone(), false);
+    let peer = Peer::of(client, Some(local), listener.clone(), false).wanting(snapshot.routes.wanted().clone());
     let first = match read_now(stream, plan.max_bytes) {
         Ok(first) => first,
         Err(err) => {

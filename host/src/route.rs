@@ -8,6 +8,7 @@
 
 use crate::config;
 use crate::plugin::Detection;
+use crate::plugin::detector::Wanted;
 use globset::{GlobBuilder, GlobMatcher};
 use ipnet::IpNet;
 use std::net::IpAddr;
@@ -35,6 +36,9 @@ struct Matcher {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
+    /// The attribute keys some route matches on: the only attributes
+    /// detection needs to hand over.
+    wanted: Wanted,
 }
 
 fn glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
@@ -62,7 +66,22 @@ impl RouteTable {
             };
             table.routes.push(Route { name: route.name.clone(), pool: route.to.clone(), matcher });
         }
+        let mut keys: Vec<&str> = table
+            .routes
+            .iter()
+            .flat_map(|r| r.matcher.iter())
+            .flat_map(|m| m.attributes.iter())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        table.wanted = Wanted::only(keys);
         Ok(table)
+    }
+
+    /// The attributes routing reads (see [`Wanted`]).
+    pub fn wanted(&self) -> &Wanted {
+        &self.wanted
     }
 
     /// The first route whose match holds for this detection and client.

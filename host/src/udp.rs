@@ -155,7 +155,7 @@ pub async fn serve(
                 let now = Instant::now();
                 let deadline = now + plan.timeout;
                 deadlines.push(Reverse((deadline, client)));
-                let peer = Peer::of(client, local, name.clone(), true);
+                let peer = Peer::of(client, local, name.clone(), true).wanting(snapshot.routes.wanted().clone());
                 let progress = Progress::new(plan.detectors.len());
                 Box::new(Detecting {
                     admitted,

@@ -79,12 +79,43 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 /// without touching the heap: the addresses are kept as they are and written
 /// out only for a plugin file (the component's `peer` record); built-ins are
 /// not given them (see [`direct`]). The listener's name is shared.
+///
+/// It also says which attributes of a detection the caller will read
+/// ([`Wanted`]).
 #[derive(Debug, Clone)]
 pub struct Peer {
     client: Addr,
     local: Addr,
     listener: Arc<str>,
     udp: bool,
+    wanted: Wanted,
+}
+
+/// The attributes of a detection its reader looks at: all of them (the CLI's
+/// `detect`, tests), or only those named — the proxy reads attributes only
+/// to match routes, so it names the keys its routes use.
+///
+/// A built-in's answer is read from its memory with only those attributes
+/// copied out (see [`direct`]); the others are still checked as the
+/// canonical ABI says, but cost no allocation. The `http` detector's three
+/// attributes were six of the seven strings copied per HTTP connection.
+/// Plugin files' answers come whole from the component layer.
+#[derive(Debug, Clone, Default)]
+pub struct Wanted(Option<Arc<[Box<str>]>>);
+
+impl Wanted {
+    /// Only the attributes called `keys`.
+    pub fn only(keys: impl IntoIterator<Item = impl Into<Box<str>>>) -> Self {
+        Wanted(Some(keys.into_iter().map(Into::into).collect()))
+    }
+
+    /// Whether the attribute called `key` is read.
+    pub fn wants(&self, key: &[u8]) -> bool {
+        match &self.0 {
+            None => true,
+            Some(keys) => keys.iter().any(|k| k.as_bytes() == key),
+        }
+    }
 }
 
 /// An address of the peer record.
@@ -111,17 +142,33 @@ impl Peer {
     /// The peer of a connection or UDP session.
     pub fn of(client: SocketAddr, local: Option<SocketAddr>, listener: impl Into<Arc<str>>, udp: bool) -> Self {
         let local = local.map_or(Addr::Unknown, Addr::Socket);
-        Peer { client: Addr::Socket(client), local, listener: listener.into(), udp }
+        Peer { client: Addr::Socket(client), local, listener: listener.into(), udp, wanted: Wanted::default() }
     }
 
     /// A peer with addresses given as text.
     pub fn new(client: &str, local: &str, listener: impl Into<Arc<str>>, udp: bool) -> Self {
-        Peer { client: Addr::Text(client.into()), local: Addr::Text(local.into()), listener: listener.into(), udp }
+        Peer {
+            client: Addr::Text(client.into()),
+            local: Addr::Text(local.into()),
+            listener: listener.into(),
+            udp,
+            wanted: Wanted::default(),
+        }
+    }
+
+    /// The same peer, whose detections are read for the attributes `wanted` only.
+    pub fn wanting(self, wanted: Wanted) -> Self {
+        Peer { wanted, ..self }
     }
 
     /// Whether the client came over UDP.
     pub fn is_udp(&self) -> bool {
         self.udp
+    }
+
+    /// The attributes read from its detections.
+    pub fn wanted(&self) -> &Wanted {
+        &self.wanted
     }
 
     /// The record the component bindings take (plugin files).

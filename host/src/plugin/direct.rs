@@ -45,7 +45,7 @@
 
 use super::bindings::refractium::plugin::host::Host as _;
 use super::bindings::refractium::plugin::types::{self as wit, Level};
-use super::detector::Peer;
+use super::detector::{Peer, Wanted};
 use super::sandbox::HostState;
 use anyhow::Context as _;
 use refractium_plugin_sdk::crypto::native as crypto;
@@ -185,7 +185,7 @@ impl Exports {
         let transport = u32::from(peer.is_udp());
         let params = (data_ptr, data_len, ptr, len, ptr, len, ptr, len, transport);
         let ret = self.detect.call(&mut *store, params)?;
-        let verdict = lift_verdict(&View::new(self.guest.0.data(&*store), ret, 40)?)?;
+        let verdict = lift_verdict(&View::new(self.guest.0.data(&*store), ret, 40)?, peer.wanted())?;
         self.post_detect.call(&mut *store, ret)?;
         Ok(verdict)
     }
@@ -205,7 +205,9 @@ fn put(mut cx: impl AsContextMut<Data = HostState>, (memory, realloc): &Guest, b
     Ok((ptr, len))
 }
 
-fn lift_verdict(view: &View<'_>) -> wasmtime::Result<wit::Verdict> {
+/// The verdict in the return area `view`, with the attributes `wanted` (the
+/// others are checked, not copied).
+fn lift_verdict(view: &View<'_>, wanted: &Wanted) -> wasmtime::Result<wit::Verdict> {
     Ok(match view.u8(0)? {
         0 => {
             let sni = match view.u8(12)? {
@@ -216,12 +218,14 @@ fn lift_verdict(view: &View<'_>) -> wasmtime::Result<wit::Verdict> {
             let (alpn_at, alpn_len) = view.list(24, 8)?;
             let alpn = (0..alpn_len).map(|i| view.string_at(alpn_at + 8 * i)).collect::<wasmtime::Result<_>>()?;
             let (attrs_at, attrs_len) = view.list(32, 16)?;
-            let attributes = (0..attrs_len)
-                .map(|i| {
-                    let at = attrs_at + 16 * i;
-                    Ok((view.string_at(at)?, view.string_at(at + 8)?))
-                })
-                .collect::<wasmtime::Result<_>>()?;
+            let mut attributes = Vec::new();
+            for i in 0..attrs_len {
+                let at = attrs_at + 16 * i;
+                let (key, value) = (view.str_at(at)?, view.str_at(at + 8)?);
+                if wanted.wants(key.as_bytes()) {
+                    attributes.push((key.to_string(), value.to_string()));
+                }
+            }
             wit::Verdict::Matched(wit::Detection { protocol: view.string(4)?, sni, alpn, attributes })
         }
         1 => wit::Verdict::NeedMore(view.u32(4)?),
@@ -264,9 +268,14 @@ impl<'a> View<'a> {
     }
 
     /// The string whose `(ptr, len)` is at absolute address `at`.
-    fn string_at(&self, at: usize) -> wasmtime::Result<String> {
+    fn str_at(&self, at: usize) -> wasmtime::Result<&'a str> {
         let (ptr, len) = (self.u32_at(at)? as usize, self.u32_at(at + 4)? as usize);
-        Ok(str_in(self.memory, ptr, len)?.to_string())
+        str_in(self.memory, ptr, len)
+    }
+
+    /// [`View::str_at`], copied out.
+    fn string_at(&self, at: usize) -> wasmtime::Result<String> {
+        Ok(self.str_at(at)?.to_string())
     }
 
     fn string(&self, offset: usize) -> wasmtime::Result<String> {

@@ -232,7 +232,7 @@ mod tests {
 mod direct_tests {
     use super::{PluginSet, builtin};
     use crate::plugin::Verdict;
-    use crate::plugin::detector::{Detect, Peer};
+    use crate::plugin::detector::{Detect, Peer, Wanted};
     use std::path::{Path, PathBuf};
 
     /// Every file under `dir`, recursively.
@@ -295,6 +295,13 @@ mod direct_tests {
                         let now = direct.detect_now(&data[..len], &peer);
                         assert_eq!(now.as_ref(), Some(&want), "{name} called now on {len} bytes of {file}");
                         assert_eq!(component.detect_now(&data[..len], &peer), None, "plugin files are awaited");
+                        // Asked for the attributes routes read, it hands over those alone.
+                        let only = peer.clone().wanting(Wanted::only(["host", "user"]));
+                        let mut filtered = want.clone();
+                        if let Verdict::Matched(d) = &mut filtered {
+                            d.attributes.retain(|(k, _)| k == "host" || k == "user");
+                        }
+                        assert_eq!(direct.detect_now(&data[..len], &only), Some(filtered), "{name}, two attributes");
                         matched += usize::from(matches!(got, Verdict::Matched(_)));
                     }
                 }

@@ -79,3 +79,12 @@ fn a_route_without_match_is_reached_only_by_name() {
     assert_eq!(t.by_name("web").map(|r| r.pool.as_str()), Some("web"));
     assert!(t.by_name("nope").is_none());
 }
+
+#[test]
+fn detection_hands_over_only_the_attributes_routes_read() {
+    let wanted = table().wanted().clone();
+    assert!(wanted.wants(b"host"));
+    assert!(!wanted.wants(b"method") && !wanted.wants(b"version") && !wanted.wants(b"hos"));
+    let none = RouteTable::new(&[]).expect("no routes");
+    assert!(!none.wanted().wants(b"host"), "no route reads attributes");
+}
