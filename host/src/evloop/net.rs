@@ -3,7 +3,8 @@
 
 use super::Core;
 use super::reactor::{ERROR, READ, READ_CLOSED, Token, WRITE, WRITE_CLOSED};
-use std::io::{self, ErrorKind, Read, Write};
+use rustix::net::{RecvFlags, SendFlags};
+use std::io::{self, ErrorKind};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
@@ -121,12 +122,16 @@ impl TcpStream {
         self.reg.core.reactor.clear(self.reg.token, READ);
     }
 
+    /// Read what the socket has. `recv` is made directly (rustix), not
+    /// through libc, whose wrapper marks every call a cancellation point:
+    /// work a proxy that never cancels threads pays on each read and write.
     pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reg.try_io(Interest::READABLE, || (&self.std).read(buf))
+        self.reg.try_io(Interest::READABLE, || Ok(rustix::net::recv(&self.std, buf, RecvFlags::empty())?.0))
     }
 
+    /// Write what the socket takes (`send` without `SIGPIPE`, as std's write does).
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        self.reg.try_io(Interest::WRITABLE, || (&self.std).write(buf))
+        self.reg.try_io(Interest::WRITABLE, || Ok(rustix::net::send(&self.std, buf, SendFlags::NOSIGNAL)?))
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

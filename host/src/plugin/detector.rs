@@ -96,8 +96,8 @@ pub struct Peer {
 /// to match routes, so it names the keys its routes use.
 ///
 /// A built-in's answer is read from its memory with only those attributes
-/// copied out (see [`direct`]); the others are still checked as the
-/// canonical ABI says, but cost no allocation. The `http` detector's three
+/// copied out (see [`direct`]); the others stay in its memory, unchecked
+/// and uncopied, as if the answer had not had them. The `http` detector's three
 /// attributes were six of the seven strings copied per HTTP connection.
 /// Plugin files' answers come whole from the component layer.
 #[derive(Debug, Clone, Default)]

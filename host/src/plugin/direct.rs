@@ -24,8 +24,9 @@
 //! and every other import traps.
 //! Everything read back from the guest is checked as the canonical ABI says
 //! (alignment, bounds, UTF-8, discriminants); a violation fails the call like
-//! a trap. `tests::direct_calls_agree_with_the_component` holds this path to
-//! the component's answers for every built-in.
+//! a trap. Attributes the caller does not read ([`Wanted`]) are not read
+//! back: only their key is compared. `tests::direct_calls_agree_with_the_component`
+//! holds this path to the component's answers for every built-in.
 //!
 //! Layout of the values crossing (wasm32, canonical ABI): a `string` or
 //! `list` is `(ptr: u32, len: u32)`, alignment 4. `peer` flattens to four
@@ -221,9 +222,10 @@ fn lift_verdict(view: &View<'_>, wanted: &Wanted) -> wasmtime::Result<wit::Verdi
             let mut attributes = Vec::new();
             for i in 0..attrs_len {
                 let at = attrs_at + 16 * i;
-                let (key, value) = (view.str_at(at)?, view.str_at(at + 8)?);
-                if wanted.wants(key.as_bytes()) {
-                    attributes.push((key.to_string(), value.to_string()));
+                // An attribute nobody reads is not lifted at all: its key is
+                // only compared, its bytes never leave the sandbox.
+                if wanted.wants(view.bytes_at(at)?) {
+                    attributes.push((view.string_at(at)?, view.string_at(at + 8)?));
                 }
             }
             wit::Verdict::Matched(wit::Detection { protocol: view.string(4)?, sni, alpn, attributes })
@@ -267,15 +269,17 @@ impl<'a> View<'a> {
         self.u32_at(self.base + offset)
     }
 
-    /// The string whose `(ptr, len)` is at absolute address `at`.
-    fn str_at(&self, at: usize) -> wasmtime::Result<&'a str> {
+    /// The bytes of the string or list whose `(ptr, len)` is at absolute
+    /// address `at`.
+    fn bytes_at(&self, at: usize) -> wasmtime::Result<&'a [u8]> {
         let (ptr, len) = (self.u32_at(at)? as usize, self.u32_at(at + 4)? as usize);
-        str_in(self.memory, ptr, len)
+        bytes_in(self.memory, ptr, len)
     }
 
-    /// [`View::str_at`], copied out.
+    /// The string whose `(ptr, len)` is at absolute address `at`.
     fn string_at(&self, at: usize) -> wasmtime::Result<String> {
-        Ok(self.str_at(at)?.to_string())
+        let bytes = self.bytes_at(at)?;
+        Ok(std::str::from_utf8(bytes).map_err(|_| wasmtime::format_err!("invalid UTF-8"))?.to_string())
     }
 
     fn string(&self, offset: usize) -> wasmtime::Result<String> {
