@@ -207,7 +207,7 @@ fn put(mut cx: impl AsContextMut<Data = HostState>, (memory, realloc): &Guest, b
 }
 
 /// The verdict in the return area `view`, with the attributes `wanted` (the
-/// others are checked, not copied).
+/// others are left in guest memory).
 fn lift_verdict(view: &View<'_>, wanted: &Wanted) -> wasmtime::Result<wit::Verdict> {
     Ok(match view.u8(0)? {
         0 => {
@@ -278,8 +278,7 @@ impl<'a> View<'a> {
 
     /// The string whose `(ptr, len)` is at absolute address `at`.
     fn string_at(&self, at: usize) -> wasmtime::Result<String> {
-        let bytes = self.bytes_at(at)?;
-        Ok(std::str::from_utf8(bytes).map_err(|_| wasmtime::format_err!("invalid UTF-8"))?.to_string())
+        Ok(utf8(self.bytes_at(at)?)?.to_string())
     }
 
     fn string(&self, offset: usize) -> wasmtime::Result<String> {
@@ -307,7 +306,12 @@ fn bytes_in(memory: &[u8], at: usize, len: usize) -> wasmtime::Result<&[u8]> {
 
 /// The UTF-8 string of `len` bytes at `at` in guest memory.
 fn str_in(memory: &[u8], at: usize, len: usize) -> wasmtime::Result<&str> {
-    std::str::from_utf8(bytes_in(memory, at, len)?).map_err(|_| wasmtime::format_err!("invalid UTF-8"))
+    utf8(bytes_in(memory, at, len)?)
+}
+
+/// Guest bytes that a `string` must hold: UTF-8.
+fn utf8(bytes: &[u8]) -> wasmtime::Result<&str> {
+    std::str::from_utf8(bytes).map_err(|_| wasmtime::format_err!("invalid UTF-8"))
 }
 
 /// The guest's memory, as seen from an import.

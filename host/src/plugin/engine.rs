@@ -28,17 +28,16 @@ static ENGINE: OnceLock<Engine> = OnceLock::new();
 /// The engine, created on first use.
 pub fn engine() -> &'static Engine {
     ENGINE.get_or_init(|| {
-        let big = Engine::new(&config(true, RESERVATION));
-        let err = match big {
-            Ok(engine) => return engine,
-            Err(err) => err,
-        };
-        tracing::warn!(error = %err, "cannot reserve 4 GiB of address space per plugin memory; plugins run with bounds checks");
-        let err = match Engine::new(&config(true, MAX_MEMORY)) {
-            Ok(engine) => return engine,
-            Err(err) => err,
-        };
-        tracing::warn!(error = %err, "pooling allocator unavailable; using on-demand allocation");
+        let tries = [
+            (RESERVATION, "cannot reserve 4 GiB of address space per plugin memory; plugins run with bounds checks"),
+            (MAX_MEMORY, "pooling allocator unavailable; using on-demand allocation"),
+        ];
+        for (reservation, fallback) in tries {
+            match Engine::new(&config(true, reservation)) {
+                Ok(engine) => return engine,
+                Err(err) => tracing::warn!(error = %err, "{fallback}"),
+            }
+        }
         match Engine::new(&config(false, MAX_MEMORY)) {
             Ok(engine) => engine,
             Err(err) => panic!("cannot create the WebAssembly engine: {err:#}"),
