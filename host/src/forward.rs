@@ -151,7 +151,11 @@ pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, count
         one_done: &counters.one_done,
         server_fin_left: &counters.server_fin_left,
     };
-    let both = async { tokio::try_join!(up.pump(), down.pump()) };
+    // Pinned where they are built: `try_join!` and `select!` take their
+    // futures by value, and would copy each whole into their own state.
+    let up = std::pin::pin!(up.pump());
+    let down = std::pin::pin!(down.pump());
+    let both = std::pin::pin!(async { tokio::try_join!(up, down) });
     tokio::select! {
         biased;
         result = both => match result {

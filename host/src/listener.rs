@@ -495,8 +495,11 @@ async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared
             crate::metrics::TCP_OPEN.inc();
             // The connection's state (≈ 1.9 KB) goes to the heap once, here:
             // spawned inline, it would be copied whole at each layer the
-            // task passes through on its way into the runtime.
-            Box::pin(proxy::handle(snapshot, &name, stream, client, local)).await;
+            // task passes through on its way into the runtime. The box is
+            // taken first so that the future is built in it: `Box::pin(f)`
+            // builds `f` on the stack, then copies all of it over.
+            let state = Box::new_uninit();
+            Box::into_pin(Box::write(state, proxy::handle(snapshot, &name, stream, client, local))).await;
             crate::metrics::TCP_OPEN.dec();
             drop(admitted);
         }));
