@@ -160,15 +160,25 @@ impl Pool {
 /// proves the connection; while the handshake is still going on Linux says
 /// "would block" and we wait as usual; a refused or unreachable server
 /// answers the send with its error.
+///
+/// With bytes to send, the handshake's last ACK is left to ride on them
+/// ([`crate::sockopt::ack_handshake_with_data`]): one packet fewer, and the
+/// server is woken once for the connection and its first bytes. Without, it
+/// goes out at once, so a server that speaks first sees the connection now.
 async fn connect_sending(addr: SocketAddr, first: &[IoSlice<'_>]) -> io::Result<(TcpStream, usize)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
     socket.set_tcp_nodelay(true)?;
+    let nothing = first.iter().all(|part| part.is_empty());
+    if !nothing {
+        // Best effort: without it the handshake ends with its own ACK.
+        crate::sockopt::ack_handshake_with_data(&socket).ok();
+    }
     match socket.connect(&addr.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
-    let sent = if first.iter().all(|part| part.is_empty()) {
+    let sent = if nothing {
         0
     } else {
         match socket.send_vectored(first) {
@@ -185,4 +195,47 @@ async fn connect_sending(addr: SocketAddr, first: &[IoSlice<'_>]) -> io::Result<
         }
     }
     Ok((stream, sent))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evloop;
+    use crate::sockopt::segments_sent;
+    use std::io::Read;
+
+    /// Connect to a fresh loopback listener with `first` and write what the
+    /// connect left unsent; return how many segments the connecting side had
+    /// sent by then (before the server accepts), and what the server read.
+    fn connect_and_count(first: &[u8]) -> (u32, Vec<u8>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (stream, segments) = evloop::Builder::new().build().expect("an event loop").block_on(async {
+            let (mut stream, sent) = connect_sending(addr, &[IoSlice::new(first)]).await.expect("connect");
+            tokio::io::AsyncWriteExt::write_all(&mut stream, &first[sent..]).await.expect("write the rest");
+            let segments = segments_sent(&stream).expect("TCP_INFO");
+            (stream, segments)
+        });
+        let (mut server, _) = listener.accept().expect("accept");
+        let mut got = vec![0; first.len()];
+        server.read_exact(&mut got).expect("read");
+        drop(stream);
+        (segments, got)
+    }
+
+    #[test]
+    fn first_bytes_carry_the_last_ack_of_the_handshake() {
+        // SYN, then the request with the ACK on it: no ACK of its own.
+        let (segments, got) = connect_and_count(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(segments, 2, "SYN and data; a third segment is a bare handshake ACK");
+    }
+
+    #[test]
+    fn without_bytes_the_handshake_ends_at_once() {
+        // A server that speaks first must see the connection without waiting
+        // for a delayed ACK: SYN and ACK are both sent before connect returns.
+        let (segments, _) = connect_and_count(b"");
+        assert_eq!(segments, 2, "SYN and ACK");
+    }
 }
