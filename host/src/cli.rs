@@ -157,6 +157,9 @@ async fn shutdown_signal() {
 
 fn check(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(path)?;
+    // Warnings met while building (an engine fallback, a plugin's trouble)
+    // go to stderr as `run` would log them; the report goes to stdout.
+    crate::logging::init("warn", config.log.format);
     let snapshot = local_runtime()?.block_on(Snapshot::build(config))?;
     let c = &snapshot.config;
     say!("config {} is valid", c.file.display());
@@ -216,6 +219,7 @@ fn describe(m: &config::Match) -> String {
 
 fn plugins(path: Option<&Path>) -> anyhow::Result<()> {
     let config = config_or_default(path)?;
+    crate::logging::init("warn", config.log.format);
     let plugins = local_runtime()?.block_on(PluginSet::load(&config))?;
     print_plugins(&plugins);
     Ok(())

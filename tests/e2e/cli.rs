@@ -78,6 +78,26 @@ fn check_accepts_the_shipped_configs() {
 }
 
 #[test]
+fn check_shows_the_engine_falling_back_when_address_space_is_short() {
+    // Under a 32 GiB address-space limit neither plugin memory pool can be
+    // reserved: `check` still validates the config, and says on stderr what
+    // `run` would log, so the operator learns it before starting the proxy.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (ok, out, err) = run_cmd(
+        Command::new("sh")
+            .args(["-c", "ulimit -v 33554432 && exec \"$0\" check -c \"$1\""])
+            .arg(bin())
+            .arg(root.join("config/refractium.yaml"))
+            .env("REFRACTIUM_CACHE_DIR", cache_dir()),
+        120,
+    );
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("is valid"), "{out}");
+    assert!(err.contains("cannot reserve 4 GiB of address space per plugin memory"), "{err}");
+    assert!(err.contains("pooling allocator unavailable"), "{err}");
+}
+
+#[test]
 fn detect_prints_json_per_file_and_per_flight() {
     let dir = tempfile::tempdir().expect("tempdir");
     let hello = include_bytes!("../../plugin-sdk/src/testdata/openssl_client_hello.bin");
