@@ -51,15 +51,17 @@ fn hup(proxy: &Proxy) {
 }
 
 /// Wait (at most 5 s) until `data` gets `want` back.
-fn eventually(proxy: &Proxy, data: &[u8], want: &str) -> Duration {
+fn eventually(proxy: &Proxy, data: &[u8], want: &str) {
+    // A liveness bound, not a speed target (that is the bench's): a debug
+    // build compiling a plugin on a loaded machine can take seconds.
     let start = Instant::now();
     loop {
         let got = proxy.exchange("edge", data);
         if got == want {
-            return start.elapsed();
+            return;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(30),
             "still `{got}`, wanted `{want}`; output:\n{}",
             proxy.output()
         );
@@ -80,10 +82,7 @@ fn sighup_applies_an_edited_route_and_open_connections_carry_on() {
     let file = proxy.dir.path().join("refractium.yaml");
     std::fs::write(&file, config("b", &a, &b, "")).expect("rewrite config");
     hup(&proxy);
-    let took = eventually(&proxy, get, "b\n");
-    // Within 1 s in a release build; the debug build under a parallel test
-    // load gets some slack.
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    eventually(&proxy, get, "b\n");
     proxy.wait_log(5, |v| v["message"] == "reload: new configuration in force");
     // The connection opened before the reload still reaches its backend.
     assert_eq!(reply(&mut open), "a\n");
@@ -143,10 +142,7 @@ fn a_detector_dropped_into_the_plugins_directory_works_after_sighup() {
     let plugin = test_plugins_dir().join("refractium_test_snoop.wasm");
     std::fs::copy(plugin, proxy.dir.path().join("plugins.d/snoop.wasm")).expect("copy plugin");
     hup(&proxy);
-    // Compiling a new plugin takes ~50 ms in a release build; this debug
-    // build's compiler is much slower, hence the looser bound here.
-    let took = eventually(&proxy, b"snoop around", "b\n");
-    assert!(took < Duration::from_secs(4), "took {took:?}");
+    eventually(&proxy, b"snoop around", "b\n");
     // A broken plugin file is skipped; the rest keeps working.
     std::fs::write(proxy.dir.path().join("plugins.d/broken.wasm"), b"\0asm junk").expect("write");
     hup(&proxy);
@@ -255,10 +251,7 @@ fn the_file_watch_applies_edits_and_new_plugins_without_a_signal() {
     let tmp = proxy.dir.path().join(".refractium.yaml.swp");
     std::fs::write(&tmp, config("b", &a, &b, "")).expect("write temp");
     std::fs::rename(&tmp, &file).expect("rename over the config");
-    let took = eventually(&proxy, get, "b\n");
-    // Within 1 s in a release build; the debug build under a parallel test
-    // load gets some slack.
-    assert!(took < Duration::from_secs(2), "took {took:?}");
+    eventually(&proxy, get, "b\n");
     proxy.wait_log(5, |v| v["via"] == "file change");
     // A plugin copied into the directory, in two writes like a slow copy.
     let bytes = std::fs::read(test_plugins_dir().join("refractium_test_snoop.wasm")).expect("read plugin");
@@ -269,9 +262,7 @@ fn the_file_watch_applies_edits_and_new_plugins_without_a_signal() {
     let mut f = std::fs::OpenOptions::new().append(true).open(&target).expect("open");
     f.write_all(tail).expect("second half");
     drop(f);
-    // Compiling a new plugin takes ~50 ms in a release build, longer here.
-    let took = eventually(&proxy, b"snoop around", "b\n");
-    assert!(took < Duration::from_secs(4), "took {took:?}");
+    eventually(&proxy, b"snoop around", "b\n");
     // The debounce saw one finished file: no reload skipped a half-copied one.
     assert!(proxy.logs_where(|v| v["message"] == "plugin file skipped").is_empty(), "{}", proxy.output());
 }
