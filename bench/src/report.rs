@@ -38,6 +38,23 @@ impl Samples {
         Some(self.vals.get(&(key.to_string(), target))?.iter().sum())
     }
 
+    /// In how many rounds `subject`'s sample was above (`higher`) or below
+    /// every one of `others`': `(won, rounds)`. Samples are kept in the order
+    /// the rounds ran, so they line up by round only when each target has
+    /// one per round; `None` otherwise (a failed cell), or without samples.
+    pub fn rounds_won(&self, key: &str, subject: usize, others: &[usize], higher: bool) -> Option<(usize, usize)> {
+        let get = |t: usize| self.vals.get(&(key.to_string(), t)).filter(|v| !v.is_empty());
+        let mine = get(subject)?;
+        let theirs: Vec<&Vec<f64>> = others.iter().map(|&t| get(t)).collect::<Option<_>>()?;
+        if theirs.is_empty() || theirs.iter().any(|v| v.len() != mine.len()) {
+            return None;
+        }
+        let won = (0..mine.len())
+            .filter(|&r| theirs.iter().all(|v| if higher { mine[r] > v[r] } else { mine[r] < v[r] }))
+            .count();
+        Some((won, mine.len()))
+    }
+
     pub fn error(&self, key: &str, target: usize) -> Option<&str> {
         self.errs.get(&(key.to_string(), target)).map(String::as_str)
     }
@@ -96,4 +113,30 @@ pub fn err_cell(msg: &str) -> String {
     let clean: String = msg.replace('|', "/").replace('\n', " ");
     let short: String = clean.chars().take(60).collect();
     format!("error: {short}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_won_compares_round_by_round_against_the_best_other() {
+        let mut s = Samples::default();
+        // Three rounds of targets 1 (subject), 2 and 3.
+        for (a, b, c) in [(10.0, 9.0, 11.0), (10.0, 9.0, 8.0), (7.0, 6.0, 6.5)] {
+            s.add("rate", 1, a);
+            s.add("rate", 2, b);
+            s.add("rate", 3, c);
+        }
+        assert_eq!(s.rounds_won("rate", 1, &[2, 3], true), Some((2, 3)));
+        assert_eq!(s.rounds_won("rate", 1, &[2, 3], false), Some((0, 3)));
+        assert_eq!(s.rounds_won("rate", 2, &[3], false), Some((2, 3)));
+        // A failed cell leaves target 3 a sample short: no tally.
+        s.add("rate", 1, 5.0);
+        s.add("rate", 2, 4.0);
+        assert_eq!(s.rounds_won("rate", 1, &[2, 3], true), None);
+        assert_eq!(s.rounds_won("rate", 1, &[2], true), Some((4, 4)));
+        assert_eq!(s.rounds_won("missing", 1, &[2], true), None);
+        assert_eq!(s.rounds_won("rate", 1, &[], true), None);
+    }
 }

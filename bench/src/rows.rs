@@ -97,3 +97,39 @@ pub fn rows(plan: &Plan, targets: &[Target], s: &Samples, table: &mut Table) {
         );
     }
 }
+
+/// How often refractium beat the better peer, round by round, on the lines
+/// where a higher figure is better: medians of rounds this close apart (the
+/// machine moves every ratio by ±0.15) say less than the count does.
+/// `None` without refractium and at least one peer.
+pub fn tally(plan: &Plan, targets: &[Target], s: &Samples) -> Option<String> {
+    let me = targets.iter().position(|t| t.name == "refractium")?;
+    let peers: Vec<usize> = (1..targets.len()).filter(|&i| i != me).collect();
+    if peers.is_empty() {
+        return None;
+    }
+    let mut keys: Vec<String> = Vec::new();
+    if plan.has("bulk") {
+        keys.extend(["bulk.up".into(), "bulk.down".into()]);
+    }
+    if plan.has("short") {
+        keys.extend(CONCURRENCY.iter().map(|c| format!("short{c}")));
+    }
+    if plan.has("tls") {
+        keys.push("tls16".into());
+    }
+    let label = |key: &str| match key {
+        "bulk.up" => "bulk c→s".to_string(),
+        "bulk.down" => "bulk s→c".to_string(),
+        "tls16" => "TLS c=16".to_string(),
+        other => format!("c={}", other.trim_start_matches("short")),
+    };
+    let parts: Vec<String> = keys
+        .iter()
+        .filter_map(|key| s.rounds_won(key, me, &peers, true).map(|(won, n)| format!("{} {won}/{n}", label(key))))
+        .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!("- rounds in which refractium beat every peer: {}\n", parts.join(" · ")))
+}

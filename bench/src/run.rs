@@ -124,7 +124,8 @@ pub fn run(opts: Opts) -> Result<()> {
     let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
     let mut table = Table::new(&names);
     crate::rows::rows(&plan, &targets, &samples, &mut table);
-    let report = render(&plan, &opts, &running, &skipped, &table);
+    let tally = crate::rows::tally(&plan, &targets, &samples);
+    let report = render(&plan, &opts, &running, &skipped, &table, tally.as_deref());
     println!("{report}");
     if let Some(out) = &opts.out {
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -159,7 +160,14 @@ fn sh(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-fn render(plan: &Plan, opts: &Opts, running: &[Proxy], skipped: &[String], table: &Table) -> String {
+fn render(
+    plan: &Plan,
+    opts: &Opts,
+    running: &[Proxy],
+    skipped: &[String],
+    table: &Table,
+    tally: Option<&str>,
+) -> String {
     let mut out = String::from("# refractium benchmark\n\n");
     out += &format!(
         "- when: {} · kernel {} · {} cores · load average at start {}\n",
@@ -191,5 +199,9 @@ fn render(plan: &Plan, opts: &Opts, running: &[Proxy], skipped: &[String], table
     out += "- cells: figure (ratio to direct); load generator, backend and proxy share the cores: \
             ratios move ±0.15 run to run, compare only within one run\n\n";
     out += &table.markdown();
+    if let Some(tally) = tally {
+        out += "\n";
+        out += tally;
+    }
     out
 }
