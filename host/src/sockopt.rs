@@ -43,29 +43,3 @@ pub(crate) fn segments_sent(socket: &impl AsFd) -> io::Result<u32> {
     let rc = unsafe { libc::getsockopt(fd, libc::IPPROTO_TCP, libc::TCP_INFO, (&raw mut info).cast(), &mut len) };
     if rc == 0 { Ok(info.tcpi_segs_out) } else { Err(io::Error::last_os_error()) }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_option_reads_back_on_a_client_socket() {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
-        ack_handshake_with_data(&socket).expect("setsockopt");
-        let mut value: libc::c_int = 0;
-        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-        #[allow(unsafe_code)]
-        // SAFETY: reads one `c_int` into `value`, whose size `len` holds.
-        let rc = unsafe {
-            libc::getsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                (&raw mut value).cast(),
-                &mut len,
-            )
-        };
-        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
-        assert!(value > 0, "TCP_DEFER_ACCEPT reads back as {value}");
-    }
-}
