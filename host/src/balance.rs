@@ -130,7 +130,8 @@ impl Pool {
         let mut last = None;
         for &i in order.iter().take(attempts) {
             let server = &self.servers[i];
-            match crate::evloop::timeout(self.connect_timeout, connect_sending(server.addr, first)).await {
+            let carry_ack = server.active.load(Ordering::Relaxed) >= BUSY;
+            match crate::evloop::timeout(self.connect_timeout, connect_sending(server.addr, first, carry_ack)).await {
                 Ok(Ok((stream, sent))) => {
                     if !server.up.swap(true, Ordering::Relaxed) {
                         tracing::info!(pool = %self.name, server = %server.addr, "backend server accepts connections again");
@@ -151,6 +152,12 @@ impl Pool {
     }
 }
 
+/// Connections of ours open to a server from which on it counts as busy,
+/// and a new connection's first bytes carry the handshake's last ACK (see
+/// [`connect_sending`]). With one open, a server may be idle: under a
+/// single client the previous connection is often still closing.
+const BUSY: usize = 2;
+
 /// Open a connection to `addr` and send what of `first` the socket takes.
 ///
 /// A non-blocking `connect` says "in progress"; instead of waiting for the
@@ -161,15 +168,19 @@ impl Pool {
 /// "would block" and we wait as usual; a refused or unreachable server
 /// answers the send with its error.
 ///
-/// With bytes to send, the handshake's last ACK is left to ride on them
-/// ([`crate::sockopt::ack_handshake_with_data`]): one packet fewer, and the
-/// server is woken once for the connection and its first bytes. Without, it
-/// goes out at once, so a server that speaks first sees the connection now.
-async fn connect_sending(addr: SocketAddr, first: &[IoSlice<'_>]) -> io::Result<(TcpStream, usize)> {
+/// With `carry_ack` and bytes to send, the handshake's last ACK is left to
+/// ride on them ([`crate::sockopt::ack_handshake_with_data`]): one packet
+/// fewer, and the server is woken once for the connection and its first
+/// bytes. That is for a busy server, which is awake anyway. An idle server
+/// on the same host is better woken by the ACK at once: it accepts while
+/// the bytes are on their way, which at one client at a time made
+/// connections about 5 % faster. Without bytes the ACK always goes at once,
+/// so a server that speaks first sees the connection now.
+async fn connect_sending(addr: SocketAddr, first: &[IoSlice<'_>], carry_ack: bool) -> io::Result<(TcpStream, usize)> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
     socket.set_tcp_nodelay(true)?;
     let nothing = first.iter().all(|part| part.is_empty());
-    if !nothing {
+    if carry_ack && !nothing {
         // Best effort: without it the handshake ends with its own ACK.
         crate::sockopt::ack_handshake_with_data(&socket).ok();
     }
@@ -204,17 +215,26 @@ mod tests {
     use crate::sockopt::segments_sent;
     use std::io::Read;
 
-    /// Connect to a fresh loopback listener with `first` and write what the
-    /// connect left unsent; return how many segments the connecting side had
-    /// sent by then (before the server accepts), and what the server read.
-    fn connect_and_count(first: &[u8]) -> (u32, Vec<u8>) {
+    fn run<T>(test: impl std::future::Future<Output = T>) -> T {
+        evloop::Builder::new().build().expect("an event loop").block_on(test)
+    }
+
+    /// Write what the connect left unsent, then count the segments the
+    /// connecting side has sent (before the server accepts anything).
+    async fn finish(mut stream: TcpStream, first: &[u8], sent: usize) -> (TcpStream, u32) {
+        tokio::io::AsyncWriteExt::write_all(&mut stream, &first[sent..]).await.expect("write the rest");
+        let segments = segments_sent(&stream).expect("TCP_INFO");
+        (stream, segments)
+    }
+
+    /// Connect to a fresh loopback listener with `first`; the segments sent
+    /// once it is all written, and what the server read.
+    fn connect_and_count(first: &[u8], carry_ack: bool) -> (u32, Vec<u8>) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("address");
-        let (stream, segments) = evloop::Builder::new().build().expect("an event loop").block_on(async {
-            let (mut stream, sent) = connect_sending(addr, &[IoSlice::new(first)]).await.expect("connect");
-            tokio::io::AsyncWriteExt::write_all(&mut stream, &first[sent..]).await.expect("write the rest");
-            let segments = segments_sent(&stream).expect("TCP_INFO");
-            (stream, segments)
+        let (stream, segments) = run(async {
+            let (stream, sent) = connect_sending(addr, &[IoSlice::new(first)], carry_ack).await.expect("connect");
+            finish(stream, first, sent).await
         });
         let (mut server, _) = listener.accept().expect("accept");
         let mut got = vec![0; first.len()];
@@ -223,19 +243,54 @@ mod tests {
         (segments, got)
     }
 
+    const REQUEST: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
+
     #[test]
-    fn first_bytes_carry_the_last_ack_of_the_handshake() {
+    fn first_bytes_can_carry_the_last_ack_of_the_handshake() {
         // SYN, then the request with the ACK on it: no ACK of its own.
-        let (segments, got) = connect_and_count(b"GET / HTTP/1.1\r\n\r\n");
-        assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
+        let (segments, got) = connect_and_count(REQUEST, true);
+        assert_eq!(got, REQUEST);
         assert_eq!(segments, 2, "SYN and data; a third segment is a bare handshake ACK");
+        // Not asked to: SYN, ACK, data.
+        assert_eq!(connect_and_count(REQUEST, false).0, 3);
     }
 
     #[test]
     fn without_bytes_the_handshake_ends_at_once() {
         // A server that speaks first must see the connection without waiting
         // for a delayed ACK: SYN and ACK are both sent before connect returns.
-        let (segments, _) = connect_and_count(b"");
+        let (segments, _) = connect_and_count(b"", true);
         assert_eq!(segments, 2, "SYN and ACK");
+    }
+
+    #[test]
+    fn the_ack_rides_on_the_bytes_once_the_server_is_busy() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let backend = Backend {
+            servers: vec![listener.local_addr().expect("address")],
+            balance: Balance::RoundRobin,
+            health: None,
+            proxy_protocol: crate::config::ProxyProtocol::None,
+            connect_timeout: Duration::from_secs(5),
+            retries: 0,
+        };
+        let pool = Pool::new("web", &backend);
+        let client: IpAddr = [127, 0, 0, 1].into();
+        let first = [IoSlice::new(REQUEST)];
+        let segments = run(async {
+            let mut open = Vec::new();
+            let mut segments = Vec::new();
+            for _ in 0..=BUSY {
+                let mut connected = pool.connect(client, &first).await.expect("connect");
+                let rest = &REQUEST[connected.sent..];
+                tokio::io::AsyncWriteExt::write_all(&mut connected.stream, rest).await.expect("write the rest");
+                segments.push(segments_sent(&connected.stream).expect("TCP_INFO"));
+                // Kept open, so that the server counts as busy.
+                open.push(connected);
+            }
+            segments
+        });
+        // Idle (0 and 1 open): the ACK goes at once. Busy (2 open): it rides.
+        assert_eq!(segments, [3, 3, 2]);
     }
 }
