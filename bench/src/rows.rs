@@ -108,25 +108,21 @@ pub fn tally(plan: &Plan, targets: &[Target], s: &Samples) -> Option<String> {
     if peers.is_empty() {
         return None;
     }
-    let mut keys: Vec<String> = Vec::new();
+    // (sample key, label) of each rate row the run has.
+    let mut rows: Vec<(String, String)> = Vec::new();
     if plan.has("bulk") {
-        keys.extend(["bulk.up".into(), "bulk.down".into()]);
+        rows.push(("bulk.up".into(), "bulk c→s".into()));
+        rows.push(("bulk.down".into(), "bulk s→c".into()));
     }
     if plan.has("short") {
-        keys.extend(CONCURRENCY.iter().map(|c| format!("short{c}")));
+        rows.extend(CONCURRENCY.iter().map(|c| (format!("short{c}"), format!("c={c}"))));
     }
     if plan.has("tls") {
-        keys.push("tls16".into());
+        rows.push(("tls16".into(), "TLS c=16".into()));
     }
-    let label = |key: &str| match key {
-        "bulk.up" => "bulk c→s".to_string(),
-        "bulk.down" => "bulk s→c".to_string(),
-        "tls16" => "TLS c=16".to_string(),
-        other => format!("c={}", other.trim_start_matches("short")),
-    };
-    let parts: Vec<String> = keys
+    let parts: Vec<String> = rows
         .iter()
-        .filter_map(|key| s.rounds_won(key, me, &peers, true).map(|(won, n)| format!("{} {won}/{n}", label(key))))
+        .filter_map(|(key, label)| s.rounds_won(key, me, &peers, true).map(|(won, n)| format!("{label} {won}/{n}")))
         .collect();
     if parts.is_empty() {
         return None;

@@ -219,12 +219,11 @@ mod tests {
         evloop::Builder::new().build().expect("an event loop").block_on(test)
     }
 
-    /// Write what the connect left unsent, then count the segments the
-    /// connecting side has sent (before the server accepts anything).
-    async fn finish(mut stream: TcpStream, first: &[u8], sent: usize) -> (TcpStream, u32) {
-        tokio::io::AsyncWriteExt::write_all(&mut stream, &first[sent..]).await.expect("write the rest");
-        let segments = segments_sent(&stream).expect("TCP_INFO");
-        (stream, segments)
+    /// Write what the connect left unsent of `first`, then count the
+    /// segments the connecting side has sent (before the server accepts).
+    async fn finish(stream: &TcpStream, first: &[u8], sent: usize) -> u32 {
+        crate::forward::write_all(stream, &first[sent..]).await.expect("write the rest");
+        segments_sent(stream).expect("TCP_INFO")
     }
 
     /// Connect to a fresh loopback listener with `first`; the segments sent
@@ -234,7 +233,8 @@ mod tests {
         let addr = listener.local_addr().expect("address");
         let (stream, segments) = run(async {
             let (stream, sent) = connect_sending(addr, &[IoSlice::new(first)], carry_ack).await.expect("connect");
-            finish(stream, first, sent).await
+            let segments = finish(&stream, first, sent).await;
+            (stream, segments)
         });
         let (mut server, _) = listener.accept().expect("accept");
         let mut got = vec![0; first.len()];
@@ -281,10 +281,8 @@ mod tests {
             let mut open = Vec::new();
             let mut segments = Vec::new();
             for _ in 0..=BUSY {
-                let mut connected = pool.connect(client, &first).await.expect("connect");
-                let rest = &REQUEST[connected.sent..];
-                tokio::io::AsyncWriteExt::write_all(&mut connected.stream, rest).await.expect("write the rest");
-                segments.push(segments_sent(&connected.stream).expect("TCP_INFO"));
+                let connected = pool.connect(client, &first).await.expect("connect");
+                segments.push(finish(&connected.stream, REQUEST, connected.sent).await);
                 // Kept open, so that the server counts as busy.
                 open.push(connected);
             }
