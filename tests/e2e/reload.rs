@@ -26,7 +26,7 @@ routes:
 backends:
   a: {{ servers: [{a}] }}
   b: {{ servers: [{b}] }}
-plugins: {{ dir: plugins.d }}
+plugins: {{ dir: plugins.d, limits: {{ call_timeout: 1s }} }}
 log: {{ level: "info,refractium=debug", format: json }}
 {extra}
 "#,

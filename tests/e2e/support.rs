@@ -48,8 +48,9 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Write `yaml` to a temp dir (plus `log: {level: debug, format: json}`
-    /// and the shared plugin cache unless the YAML sets them) and start
+    /// Write `yaml` to a temp dir (plus `log: {level: debug, format: json}`,
+    /// a 1 s plugin call budget and the shared plugin cache unless the YAML
+    /// sets them) and start
     /// `refractium run -c` on it; wait until every listener listens.
     pub fn start(yaml: &str) -> Proxy {
         Self::start_in(tempfile::tempdir().expect("tempdir"), yaml)
@@ -59,6 +60,12 @@ impl Proxy {
         let mut yaml = yaml.to_string();
         if !yaml.contains("\nlog:") {
             yaml.push_str("\nlog: { level: \"info,refractium=debug\", format: json }\n");
+        }
+        // A host that steals the CPU for more than the default 10 ms would
+        // turn a detection into `no-match`; the budget is the sandbox tests'
+        // subject, which set their own.
+        if !yaml.contains("plugins:") {
+            yaml.push_str("\nplugins: { limits: { call_timeout: 1s } }\n");
         }
         let file = dir.path().join("refractium.yaml");
         std::fs::write(&file, yaml).expect("write config");
