@@ -120,7 +120,7 @@ enum Cmd {
         /// Also write the markdown report to this file.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Rounds per cell (default 3; the median is reported).
+        /// Rounds per cell, 1 to 32 (default 3; the median is reported).
         #[arg(long)]
         rounds: Option<usize>,
         /// Seconds per timed cell (default 3, or 1 with --quick).

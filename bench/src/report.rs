@@ -25,39 +25,41 @@ impl Samples {
     }
 
     pub fn median(&self, key: &str, target: usize) -> Option<f64> {
-        let mut v = self.vals.get(&(key.to_string(), target))?.clone();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+        median(self.vals.get(&(key.to_string(), target))?)
     }
 
     pub fn sum(&self, key: &str, target: usize) -> Option<f64> {
         Some(self.vals.get(&(key.to_string(), target))?.iter().sum())
     }
 
-    /// In how many rounds `subject`'s sample was above (`higher`) or below
-    /// every one of `others`': `(won, rounds)`. Samples are kept in the order
-    /// the rounds ran, so they line up by round only when each target has
-    /// one per round; `None` otherwise (a failed cell), or without samples.
-    pub fn rounds_won(&self, key: &str, subject: usize, others: &[usize], higher: bool) -> Option<(usize, usize)> {
+    /// Round by round, `subject`'s sample divided by the highest of
+    /// `others'`. Samples are kept in the order the rounds ran, so they line
+    /// up by round only when each target has one per round; `None` otherwise
+    /// (a failed cell), or without samples.
+    pub fn round_ratios(&self, key: &str, subject: usize, others: &[usize]) -> Option<Vec<f64>> {
         let get = |t: usize| self.vals.get(&(key.to_string(), t)).filter(|v| !v.is_empty());
         let mine = get(subject)?;
         let theirs: Vec<&Vec<f64>> = others.iter().map(|&t| get(t)).collect::<Option<_>>()?;
         if theirs.is_empty() || theirs.iter().any(|v| v.len() != mine.len()) {
             return None;
         }
-        let won = (0..mine.len())
-            .filter(|&r| theirs.iter().all(|v| if higher { mine[r] > v[r] } else { mine[r] < v[r] }))
-            .count();
-        Some((won, mine.len()))
+        Some((0..mine.len()).map(|r| mine[r] / theirs.iter().map(|v| v[r]).fold(f64::MIN, f64::max)).collect())
     }
 
     pub fn error(&self, key: &str, target: usize) -> Option<&str> {
         self.errs.get(&(key.to_string(), target)).map(String::as_str)
     }
+}
+
+/// The median of `v`; `None` when it is empty.
+pub fn median(v: &[f64]) -> Option<f64> {
+    let mut v = v.to_vec();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 /// A rendered table: a header and rows of cells.
@@ -120,23 +122,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rounds_won_compares_round_by_round_against_the_best_other() {
+    fn round_ratios_divide_by_the_best_other_round_by_round() {
         let mut s = Samples::default();
         // Three rounds of targets 1 (subject), 2 and 3.
-        for (a, b, c) in [(10.0, 9.0, 11.0), (10.0, 9.0, 8.0), (7.0, 6.0, 6.5)] {
+        for (a, b, c) in [(10.0, 8.0, 12.5), (10.0, 8.0, 4.0), (6.0, 4.0, 5.0)] {
             s.add("rate", 1, a);
             s.add("rate", 2, b);
             s.add("rate", 3, c);
         }
-        assert_eq!(s.rounds_won("rate", 1, &[2, 3], true), Some((2, 3)));
-        assert_eq!(s.rounds_won("rate", 1, &[2, 3], false), Some((0, 3)));
-        assert_eq!(s.rounds_won("rate", 2, &[3], false), Some((2, 3)));
-        // A failed cell leaves target 3 a sample short: no tally.
+        assert_eq!(s.round_ratios("rate", 1, &[2, 3]), Some(vec![0.8, 1.25, 1.2]));
+        assert_eq!(s.round_ratios("rate", 2, &[3]), Some(vec![0.64, 2.0, 0.8]));
+        // A failed cell leaves target 3 a sample short: no ratios.
         s.add("rate", 1, 5.0);
         s.add("rate", 2, 4.0);
-        assert_eq!(s.rounds_won("rate", 1, &[2, 3], true), None);
-        assert_eq!(s.rounds_won("rate", 1, &[2], true), Some((4, 4)));
-        assert_eq!(s.rounds_won("missing", 1, &[2], true), None);
-        assert_eq!(s.rounds_won("rate", 1, &[], true), None);
+        assert_eq!(s.round_ratios("rate", 1, &[2, 3]), None);
+        assert_eq!(s.round_ratios("rate", 1, &[2]), Some(vec![1.25, 1.25, 1.5, 1.25]));
+        assert_eq!(s.round_ratios("missing", 1, &[2]), None);
+        assert_eq!(s.round_ratios("rate", 1, &[]), None);
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
     }
 }

@@ -98,10 +98,12 @@ pub fn rows(plan: &Plan, targets: &[Target], s: &Samples, table: &mut Table) {
     }
 }
 
-/// How often refractium beat the better peer, round by round, on the lines
-/// where a higher figure is better: medians of rounds this close apart (the
-/// machine moves every ratio by ±0.15) say less than the count does.
-/// `None` without refractium and at least one peer.
+/// refractium against the better peer, round by round, on the lines where a
+/// higher figure is better: in how many rounds it was ahead, and the median
+/// and range of its figure divided by the better peer's. Medians taken per
+/// target across rounds mix the machine's slow swings (±0.15 of a ratio) into
+/// the comparison; ratios within a round, whose cells ran back to back, do
+/// not. `None` without refractium and at least one peer.
 pub fn tally(plan: &Plan, targets: &[Target], s: &Samples) -> Option<String> {
     let me = targets.iter().position(|t| t.name == "refractium")?;
     let peers: Vec<usize> = (1..targets.len()).filter(|&i| i != me).collect();
@@ -122,10 +124,19 @@ pub fn tally(plan: &Plan, targets: &[Target], s: &Samples) -> Option<String> {
     }
     let parts: Vec<String> = rows
         .iter()
-        .filter_map(|(key, label)| s.rounds_won(key, me, &peers, true).map(|(won, n)| format!("{label} {won}/{n}")))
+        .filter_map(|(key, label)| {
+            let ratios = s.round_ratios(key, me, &peers)?;
+            let won = ratios.iter().filter(|&&r| r > 1.0).count();
+            let (low, high) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));
+            let mid = crate::report::median(&ratios)?;
+            Some(format!("{label} {won}/{n}, {mid:.2}× ({low:.2}–{high:.2})", n = ratios.len()))
+        })
         .collect();
     if parts.is_empty() {
         return None;
     }
-    Some(format!("- rounds in which refractium beat every peer: {}\n", parts.join(" · ")))
+    Some(format!(
+        "- refractium against the better peer, round by round (rounds ahead, median of its figure ÷ the better peer's, lowest–highest): {}\n",
+        parts.join(" · ")
+    ))
 }

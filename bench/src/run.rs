@@ -55,9 +55,13 @@ pub fn run(opts: Opts) -> Result<()> {
     if !(0.05..=60.0).contains(&secs) {
         bail!("--secs must be within 0.05..=60");
     }
+    let rounds = opts.rounds.unwrap_or(3);
+    if !(1..=32).contains(&rounds) {
+        bail!("--rounds must be within 1..=32");
+    }
     let plan = Plan {
         cell: Duration::from_secs_f64(secs),
-        rounds: opts.rounds.unwrap_or(3).clamp(1, 9),
+        rounds,
         hold_n: if opts.quick { 500 } else { 2000 },
         hold_window: Duration::from_secs(if opts.quick { 2 } else { 5 }),
         idle_n: if opts.quick { 500 } else { 5000 },
