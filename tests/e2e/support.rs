@@ -50,8 +50,8 @@ pub struct Proxy {
 impl Proxy {
     /// Write `yaml` to a temp dir (plus `log: {level: debug, format: json}`,
     /// a 1 s plugin call budget and the shared plugin cache unless the YAML
-    /// sets them) and start
-    /// `refractium run -c` on it; wait until every listener listens.
+    /// sets them) and start `refractium run -c` on it; wait until every
+    /// listener listens.
     pub fn start(yaml: &str) -> Proxy {
         Self::start_in(tempfile::tempdir().expect("tempdir"), yaml)
     }
