@@ -50,7 +50,7 @@ fn hup(proxy: &Proxy) {
     let _ = std::process::Command::new("kill").args(["-HUP", &proxy.pid().to_string()]).status();
 }
 
-/// Wait (at most 5 s) until `data` gets `want` back.
+/// Wait (at most 30 s) until `data` gets `want` back.
 fn eventually(proxy: &Proxy, data: &[u8], want: &str) {
     // A liveness bound, not a speed target (that is the bench's): a debug
     // build compiling a plugin on a loaded machine can take seconds.
