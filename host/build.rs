@@ -46,6 +46,8 @@ const TEST_PLUGINS: &[(&str, &str)] = &[
     ("hog", "refractium-test-hog"),
     ("chatty", "refractium-test-chatty"),
     ("snoop", "refractium-test-snoop"),
+    ("intruder", "refractium-test-intruder"),
+    ("flood", "refractium-test-flood"),
 ];
 
 fn main() {

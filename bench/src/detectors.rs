@@ -125,12 +125,10 @@ pub fn run(cold: Option<usize>, only: &[String]) -> Result<()> {
     for (name, udp, hit, miss) in chosen() {
         let plugin = plugins.detector(name).with_context(|| format!("built-in `{name}` missing"))?;
         let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "bench", udp);
-        rt.block_on(async {
-            for _ in 0..2_000 {
-                std::hint::black_box(plugin.detect(hit, &peer).await);
-                std::hint::black_box(plugin.detect(miss, &peer).await);
-            }
-        });
+        for _ in 0..2_000 {
+            let _ = std::hint::black_box(plugin.detect(hit, &peer));
+            let _ = std::hint::black_box(plugin.detect(miss, &peer));
+        }
     }
     let mut scratch = cold.map(|kib| vec![0u8; kib.max(1) << 10]);
     if scratch.is_some() {
@@ -148,12 +146,10 @@ pub fn run(cold: Option<usize>, only: &[String]) -> Result<()> {
                 Some(scratch) => (
                     native(name, data, udp, &mut |f| cold_loop(scratch, f))?,
                     cold_loop(scratch, || {
-                        std::hint::black_box(poll_in_place(&rt, plugin.detect(std::hint::black_box(data), &peer)));
+                        let _ = std::hint::black_box(plugin.detect(std::hint::black_box(data), &peer));
                     }),
                 ),
-                None => {
-                    (native(name, data, udp, &mut |f| time_loop(f))?, rt.block_on(wasm_loop(&**plugin, data, &peer)))
-                }
+                None => (native(name, data, udp, &mut |f| time_loop(f))?, wasm_loop(&**plugin, data, &peer)),
             };
             let adds = (wasm_ns as f64 - native_ns as f64) / 1000.0;
             if scratch.is_some() {
@@ -166,29 +162,16 @@ pub fn run(cold: Option<usize>, only: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The outcome of a detector call, polled in place as the proxy's task polls
-/// it: a built-in's call completes at the first poll, so a cold call is
-/// timed without also timing an entry into the runtime (`block_on`), which
-/// the proxy does not pay per call. A call that does wait is finished on
-/// the runtime.
-fn poll_in_place<T>(rt: &tokio::runtime::Runtime, mut call: refractium::plugin::detector::BoxFuture<'_, T>) -> T {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match call.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(outcome) => outcome,
-        std::task::Poll::Pending => rt.block_on(call),
-    }
-}
-
 /// ns per call through the sandbox, in a tight loop.
-async fn wasm_loop(plugin: &dyn Detect, data: &[u8], peer: &Peer) -> u128 {
+fn wasm_loop(plugin: &dyn Detect, data: &[u8], peer: &Peer) -> u128 {
     for _ in 0..500 {
-        std::hint::black_box(plugin.detect(data, peer).await);
+        let _ = std::hint::black_box(plugin.detect(data, peer));
     }
     let start = Instant::now();
     let mut n = 0u32;
     while n < CALLS / 4 && start.elapsed() < BUDGET {
         for _ in 0..100 {
-            std::hint::black_box(plugin.detect(std::hint::black_box(data), peer).await);
+            let _ = std::hint::black_box(plugin.detect(std::hint::black_box(data), peer));
         }
         n += 100;
     }

@@ -99,6 +99,7 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let config = load_config(path)?;
     crate::logging::init(&config.log.level, config.log.format);
+    crate::logging::log_panics();
     let file = config.file.display().to_string();
     let config_path = config.file.clone();
     let workers = config.runtime.resolved_workers();

@@ -7,10 +7,11 @@
 //! first `matched` wins; a detector that answers `no-match` is not asked
 //! again; one that answers `need-more(n)` is not asked again before the buffer
 //! holds `n` bytes. Waiting for bytes is a plain await on the socket: no CPU,
-//! no lock held.
+//! no lock held. A detector whose call fails counts as `no-match`; the
+//! failure is kept for the access log.
 
 use crate::plugin::detector::{Detect, Peer};
-use crate::plugin::{Detection, Verdict};
+use crate::plugin::{Detection, Failure, Verdict};
 use smallvec::SmallVec;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -43,6 +44,8 @@ pub enum Outcome {
 pub struct Detected {
     pub outcome: Outcome,
     pub bytes: Vec<u8>,
+    /// Detector calls that failed on the way.
+    pub failures: Failures,
 }
 
 /// Most bytes taken from the stream by one read.
@@ -63,7 +66,7 @@ pub async fn detect<S: AsyncRead + Unpin>(
 ) -> std::io::Result<Detected> {
     let mut data = first;
     if detectors.is_empty() {
-        return Ok(Detected { outcome: Outcome::Unknown, bytes: data });
+        return Ok(Detected { outcome: Outcome::Unknown, bytes: data, failures: Failures::default() });
     }
     let max = max_bytes.max(1);
     // Set when the first read has to wait: most clients' first bytes are
@@ -71,22 +74,23 @@ pub async fn detect<S: AsyncRead + Unpin>(
     let mut deadline = None;
     let mut progress = Progress::new(detectors.len());
     let mut fresh = !data.is_empty();
+    let done = |outcome, bytes, progress: Progress| Ok(Detected { outcome, bytes, failures: progress.failures });
     loop {
         if fresh {
-            if let Some(outcome) = progress.step(detectors, &data, peer).await {
-                return Ok(Detected { outcome, bytes: data });
+            if let Some(outcome) = progress.step(detectors, &data, peer) {
+                return done(outcome, data, progress);
             }
             if data.len() >= max {
-                return Ok(Detected { outcome: Outcome::Full, bytes: data });
+                return done(Outcome::Full, data, progress);
             }
         }
         let deadline = *deadline.get_or_insert_with(|| Deadline::after(timeout));
         let read = match deadline.bound(read_more(stream, &mut data, max)).await {
             Some(read) => read?,
-            None => return Ok(Detected { outcome: Outcome::TimedOut, bytes: data }),
+            None => return done(Outcome::TimedOut, data, progress),
         };
         if read == 0 {
-            return Ok(Detected { outcome: Outcome::ClientClosed, bytes: data });
+            return done(Outcome::ClientClosed, data, progress);
         }
         fresh = true;
     }
@@ -132,24 +136,53 @@ async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, data: &mut Vec<u8>, max
     .await
 }
 
+/// Detector calls that failed while one client was looked at: the
+/// detector's name and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failures(Vec<(String, Failure)>);
+
+impl Failures {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `name (cause): detail; ...` for the access log, `-` when none failed.
+    pub fn summary(&self) -> String {
+        if self.0.is_empty() {
+            return "-".into();
+        }
+        let each = self.0.iter().map(|(name, f)| format!("{name} ({}): {}", f.cause.label(), f.detail));
+        each.collect::<Vec<_>>().join("; ")
+    }
+}
+
 /// Where each detector stands for one client: the detection loop shared by
 /// TCP streams and UDP datagrams.
 #[derive(Debug, Clone)]
 pub struct Progress {
     /// Per detector: `None` once it said no-match, else the length it waits for.
     waiting: SmallVec<[Option<usize>; 8]>,
+    /// The calls that failed so far.
+    pub failures: Failures,
 }
 
 impl Progress {
     /// Every detector still in the running.
     pub fn new(detectors: usize) -> Self {
-        Progress { waiting: smallvec::smallvec![Some(1); detectors] }
+        Progress { waiting: smallvec::smallvec![Some(1); detectors], failures: Failures::default() }
+    }
+
+    /// Whether the next [`Progress::step`] over `len` bytes would call a
+    /// detector that is not a built-in (a plugin file, whose calls may take
+    /// up to its whole budget).
+    pub fn would_call_plugin_file(&self, detectors: &[Arc<dyn Detect>], len: usize) -> bool {
+        detectors.iter().zip(&self.waiting).any(|(d, wait)| wait.is_some_and(|w| len >= w) && !d.is_builtin())
     }
 
     /// Ask the detectors still in the running about `data` (every byte so
     /// far). `Some` when detection is over: matched, or every detector said
     /// no-match; `None` while some detector waits for more bytes.
-    pub async fn step(&mut self, detectors: &[Arc<dyn Detect>], data: &[u8], peer: &Peer) -> Option<Outcome> {
+    pub fn step(&mut self, detectors: &[Arc<dyn Detect>], data: &[u8], peer: &Peer) -> Option<Outcome> {
         let len = data.len();
         // First-byte tables describe TCP flights only.
         let first = if peer.is_udp() { None } else { data.first().copied() };
@@ -162,9 +195,12 @@ impl Progress {
                 *wait = None;
                 continue;
             }
-            let verdict = match detector.detect_now(data, peer) {
-                Some(verdict) => verdict,
-                None => detector.detect(data, peer).await,
+            let verdict = match detector.detect(data, peer) {
+                Ok(verdict) => verdict,
+                Err(failure) => {
+                    self.failures.0.push((detector.name().to_string(), failure));
+                    Verdict::NoMatch
+                }
             };
             match verdict {
                 Verdict::Matched(detection) => {

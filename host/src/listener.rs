@@ -127,6 +127,8 @@ struct Shared {
     stop: CancellationToken,
     /// Cancelled when draining is over: workers then stop their event loops.
     done: CancellationToken,
+    /// Set when a worker thread ended before `done`.
+    lost: Lost,
     udp_limits: Arc<Limits>,
     /// Each worker's event loop, to start accepting on sockets a reload adds.
     workers: Arc<std::sync::Mutex<Vec<Option<evloop::Handle>>>>,
@@ -157,6 +159,7 @@ pub async fn serve(
         tracker: TaskTracker::new(),
         stop: CancellationToken::new(),
         done: CancellationToken::new(),
+        lost: Lost::default(),
         udp_limits: Arc::new(Limits::new("udp session", "udp.max_sessions", "udp.max_sessions_per_ip")),
         workers: Arc::new(std::sync::Mutex::new(vec![None; bound.len().max(1)])),
         udp_workers: Arc::new(std::sync::Mutex::new(vec![None; bound.len().max(1)])),
@@ -173,14 +176,19 @@ pub async fn serve(
             udp_loops.extend(start_udp(udp, &shared, i == 0, &runtime));
         }
         let worker = shared.clone();
-        let (handle, thread) =
-            start_thread(format!("refractium-worker-{i}"), worker_loop, evloop::Runtime::handle, move |runtime| {
+        let (handle, thread) = start_thread(
+            format!("refractium-worker-{i}"),
+            &shared,
+            worker_loop,
+            evloop::Runtime::handle,
+            move |runtime| {
                 runtime.block_on(async move {
                     start_tcp(tcp, &worker, i == 0);
                     // Keep running this worker's connections until draining ends.
                     worker.done.cancelled().await;
                 });
-            })?;
+            },
+        )?;
         if let Ok(mut workers) = shared.workers.lock()
             && let Some(slot) = workers.get_mut(i)
         {
@@ -189,7 +197,10 @@ pub async fn serve(
         threads.push(thread);
     }
     crate::health::start(&shared.state.load());
-    shutdown.await;
+    tokio::select! {
+        () = shutdown => {}
+        () = shared.lost.token.cancelled() => {}
+    }
     shared.stop.cancel();
     shared.state.load().health_stop.cancel();
     for l in udp_loops {
@@ -209,8 +220,48 @@ pub async fn serve(
     for thread in threads.into_iter().chain(udp_threads) {
         let _ = thread.join();
     }
+    if let Some(thread) = shared.lost.which() {
+        anyhow::bail!("worker thread {thread} ended unexpectedly; stopped rather than serve without it");
+    }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Which worker thread ended before its time, if one did; its token wakes
+/// [`serve`], which then shuts the proxy down with an error (an exit status
+/// a supervisor restarts on) instead of serving with a silent hole.
+#[derive(Clone, Default)]
+struct Lost {
+    token: CancellationToken,
+    thread: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Lost {
+    fn which(&self) -> Option<String> {
+        self.thread.lock().ok().and_then(|t| t.clone())
+    }
+}
+
+/// Held by a worker thread for its whole life: dropped before draining is
+/// over (its loop returned, or a panic unwound the thread), it reports the
+/// thread lost.
+struct Lifeline {
+    thread: String,
+    done: CancellationToken,
+    lost: Lost,
+}
+
+impl Drop for Lifeline {
+    fn drop(&mut self) {
+        if self.done.is_cancelled() {
+            return;
+        }
+        tracing::error!(thread = %self.thread, "worker thread ended unexpectedly; refractium shuts down");
+        if let Ok(mut lost) = self.lost.thread.lock() {
+            lost.get_or_insert_with(|| self.thread.clone());
+        }
+        self.lost.token.cancel();
+    }
 }
 
 /// The event loop of one worker thread.
@@ -323,6 +374,7 @@ fn udp_worker(shared: &Shared, i: usize) -> anyhow::Result<tokio::runtime::Handl
     let done = shared.done.clone();
     let (handle, thread) = start_thread(
         format!("refractium-udp-{i}"),
+        shared,
         udp_runtime,
         |runtime: &tokio::runtime::Runtime| runtime.handle().clone(),
         move |runtime| runtime.block_on(done.cancelled()),
@@ -341,11 +393,13 @@ fn udp_worker(shared: &Shared, i: usize) -> anyhow::Result<tokio::runtime::Handl
 /// threads, once it is built, or why it could not be.
 fn start_thread<R: 'static, H: Send + 'static>(
     name: String,
+    shared: &Shared,
     build: fn() -> std::io::Result<R>,
     handle: fn(&R) -> H,
     run: impl FnOnce(R) + Send + 'static,
 ) -> anyhow::Result<(H, std::thread::JoinHandle<()>)> {
     let (give, started) = std::sync::mpsc::channel();
+    let (thread_name, done, lost) = (name.clone(), shared.done.clone(), shared.lost.clone());
     let thread = std::thread::Builder::new().name(name.clone()).spawn(move || {
         let runtime = match build() {
             Ok(runtime) => runtime,
@@ -355,6 +409,7 @@ fn start_thread<R: 'static, H: Send + 'static>(
             }
         };
         let _ = give.send(Ok(handle(&runtime)));
+        let _lifeline = Lifeline { thread: thread_name, done, lost };
         run(runtime);
     })?;
     let handle = started
@@ -387,14 +442,14 @@ fn start_udp(
         if announce && let Ok(addr) = socket.local_addr() {
             tracing::info!(listener = %name, %addr, transport = "udp", "listening");
         }
-        loops.push(tokio::spawn(crate::udp::serve(
+        loops.push(tokio::spawn(crate::udp::run(crate::udp::UdpListener::new(
             name.into(),
             socket,
             shared.state.clone(),
             shared.udp_limits.clone(),
             shared.tracker.clone(),
             stop,
-        )));
+        ))));
     }
     loops
 }
@@ -492,7 +547,7 @@ async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared
                 _ => stream.local_addr().unwrap_or(client),
             };
             crate::metrics::TCP_ACCEPTED.inc();
-            crate::metrics::TCP_OPEN.inc();
+            let open = crate::metrics::Held::new(&crate::metrics::TCP_OPEN);
             // The connection's state (≈ 1.9 KB) goes to the heap once, here:
             // spawned inline, it would be copied whole at each layer the
             // task passes through on its way into the runtime. The box is
@@ -500,8 +555,7 @@ async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared
             // builds `f` on the stack, then copies all of it over.
             let state = Box::new_uninit();
             Box::into_pin(Box::write(state, proxy::handle(snapshot, &name, stream, client, local))).await;
-            crate::metrics::TCP_OPEN.dec();
-            drop(admitted);
+            drop((open, admitted));
         }));
     }
 }

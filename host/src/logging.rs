@@ -1,6 +1,7 @@
 //! Log setup: level from `RUST_LOG` when set, else from the config's
 //! `log.level`; text or JSON lines on stderr (stdout is kept for command
-//! output). Access-log events use the target `refractium::access`.
+//! output). Access-log events use the target `refractium::access`. A panic
+//! is one log line too ([`log_panics`]).
 
 use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
@@ -16,4 +17,27 @@ pub fn init(level: &str, format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Report every panic as one `ERROR` line of the log (thread, place,
+/// message) instead of the standard hook's text; with `RUST_BACKTRACE` set
+/// the line carries the backtrace. Whoever catches the panic says what
+/// became of the work (a connection's access-log line, a restarted task).
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = match (info.payload().downcast_ref::<&str>(), info.payload().downcast_ref::<String>()) {
+            (Some(text), _) => text,
+            (_, Some(text)) => text.as_str(),
+            _ => "(no message)",
+        };
+        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(thread, at, backtrace = %backtrace, "panic: {message}");
+        } else {
+            tracing::error!(thread, at, "panic: {message}");
+        }
+    }));
 }

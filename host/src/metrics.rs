@@ -1,8 +1,13 @@
 //! Process-wide counters, served in the Prometheus text format by the admin
 //! listener's `GET /metrics`. Plain atomics: counting costs one relaxed add.
+//! Per plugin (by name, which the operator chose): failed calls by cause,
+//! and whether it is disabled now ([`plugin`]).
 
+use crate::plugin::sandbox::Cause;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// A counter (or gauge) with its Prometheus name and help text.
 pub struct Counter {
@@ -33,6 +38,23 @@ impl Counter {
     }
 }
 
+/// One unit of a gauge, held from [`Held::new`] until dropped (however the
+/// holder ends, a panic included).
+pub struct Held(&'static Counter);
+
+impl Held {
+    pub fn new(gauge: &'static Counter) -> Self {
+        gauge.inc();
+        Held(gauge)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub static TCP_ACCEPTED: Counter =
     Counter::new("refractium_tcp_connections_accepted_total", "TCP connections admitted past the limits.", false);
 pub static TCP_REFUSED: Counter =
@@ -52,16 +74,11 @@ pub static UDP_DATAGRAMS_UP: Counter =
     Counter::new("refractium_udp_datagrams_up_total", "Datagrams forwarded client to server.", false);
 pub static UDP_DATAGRAMS_DOWN: Counter =
     Counter::new("refractium_udp_datagrams_down_total", "Datagrams forwarded server to client.", false);
-pub static PLUGIN_FAILURES: Counter = Counter::new(
-    "refractium_plugin_call_failures_total",
-    "Plugin calls that trapped, ran out of time or hit the memory cap.",
-    false,
-);
 pub static RELOADS: Counter = Counter::new("refractium_reloads_total", "Reloads put in force.", false);
 pub static RELOAD_FAILURES: Counter =
     Counter::new("refractium_reload_failures_total", "Reloads rejected (the old configuration stayed).", false);
 
-const ALL: [&Counter; 12] = [
+const ALL: [&Counter; 11] = [
     &TCP_ACCEPTED,
     &TCP_REFUSED,
     &TCP_OPEN,
@@ -71,10 +88,47 @@ const ALL: [&Counter; 12] = [
     &UDP_DROPPED,
     &UDP_DATAGRAMS_UP,
     &UDP_DATAGRAMS_DOWN,
-    &PLUGIN_FAILURES,
     &RELOADS,
     &RELOAD_FAILURES,
 ];
+
+/// The counters of one plugin, shared by every instance of it that any
+/// snapshot loads.
+#[derive(Default)]
+pub struct PluginCounters {
+    failures: [AtomicU64; Cause::ALL.len()],
+    /// [`crate::clock::now_ms`] until which the plugin is disabled (0: it
+    /// is not).
+    pub disabled_until: AtomicU64,
+}
+
+impl PluginCounters {
+    /// Count one failed call.
+    pub fn failed(&self, cause: Cause) {
+        self.failures[cause as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Failed calls of that cause so far.
+    pub fn failures(&self, cause: Cause) -> u64 {
+        self.failures[cause as usize].load(Ordering::Relaxed)
+    }
+}
+
+fn plugins() -> &'static Mutex<BTreeMap<String, Arc<PluginCounters>>> {
+    static PLUGINS: OnceLock<Mutex<BTreeMap<String, Arc<PluginCounters>>>> = OnceLock::new();
+    PLUGINS.get_or_init(Mutex::default)
+}
+
+/// The counters of the plugin called `name`.
+pub fn plugin(name: &str) -> Arc<PluginCounters> {
+    let mut map = plugins().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    map.entry(name.to_string()).or_default().clone()
+}
+
+/// A label value as the text format writes it.
+fn escaped(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
 
 /// Every counter in the Prometheus text exposition format.
 pub fn render() -> String {
@@ -82,6 +136,30 @@ pub fn render() -> String {
     for c in ALL {
         let kind = if c.gauge { "gauge" } else { "counter" };
         let _ = writeln!(out, "# HELP {} {}\n# TYPE {} {kind}\n{} {}", c.name, c.help, c.name, c.name, c.get());
+    }
+    let plugins: Vec<(String, Arc<PluginCounters>)> = {
+        let map = plugins().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        map.iter().map(|(name, counters)| (escaped(name), counters.clone())).collect()
+    };
+    let _ = writeln!(
+        out,
+        "# HELP refractium_plugin_failures_total Plugin calls that failed, by plugin and cause (trap, time, overload, memory, output, refused, instantiate).\n# TYPE refractium_plugin_failures_total counter"
+    );
+    for (name, counters) in &plugins {
+        for cause in Cause::ALL {
+            let n = counters.failures(cause);
+            let _ =
+                writeln!(out, "refractium_plugin_failures_total{{plugin=\"{name}\",cause=\"{}\"}} {n}", cause.label());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP refractium_plugin_disabled Whether the plugin is disabled now after failing again and again (1) or not (0).\n# TYPE refractium_plugin_disabled gauge"
+    );
+    let now = crate::clock::now_ms();
+    for (name, counters) in &plugins {
+        let until = counters.disabled_until.load(Ordering::Relaxed);
+        let _ = writeln!(out, "refractium_plugin_disabled{{plugin=\"{name}\"}} {}", u8::from(until > now));
     }
     out
 }
@@ -96,6 +174,22 @@ mod tests {
         let text = render();
         assert!(text.contains("# TYPE refractium_reloads_total counter\nrefractium_reloads_total "));
         assert!(text.contains("# TYPE refractium_tcp_connections_open gauge"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), ALL.len());
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), ALL.len() + 2);
+    }
+
+    #[test]
+    fn plugin_failures_are_counted_by_plugin_and_cause() {
+        let counters = plugin("metrics-test \"odd\" name");
+        counters.failed(Cause::Refused);
+        counters.failed(Cause::Refused);
+        counters.failed(Cause::Time);
+        let text = render();
+        let line = |cause: &str| {
+            format!("refractium_plugin_failures_total{{plugin=\"metrics-test \\\"odd\\\" name\",cause=\"{cause}\"}} ")
+        };
+        assert!(text.contains(&format!("{}2\n", line("refused"))), "{text}");
+        assert!(text.contains(&format!("{}1\n", line("time"))), "{text}");
+        assert!(text.contains(&format!("{}0\n", line("memory"))), "{text}");
+        assert!(text.contains("refractium_plugin_disabled{plugin=\"metrics-test \\\"odd\\\" name\"} 0\n"), "{text}");
     }
 }

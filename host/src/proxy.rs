@@ -22,11 +22,48 @@ use std::time::Instant;
 #[derive(Default)]
 struct Entry<'a> {
     detection: Option<Detection>,
+    /// Detector calls that failed while it was looked at.
+    failures: detect::Failures,
     route: Option<&'a str>,
     backend: Option<SocketAddr>,
     up: u64,
     down: u64,
     close: Cow<'static, str>,
+}
+
+/// A connection being served: writes its access-log line when it ends,
+/// however it ends. A task that panicked is dropped by its event loop, and
+/// this still writes the line, with `close=internal error`.
+struct Visit<'a> {
+    entry: Entry<'a>,
+    listener: &'a str,
+    client: SocketAddr,
+    start: Option<Instant>,
+}
+
+impl Drop for Visit<'_> {
+    fn drop(&mut self) {
+        let entry = &mut self.entry;
+        if entry.close.is_empty() {
+            entry.close = if crate::evloop::unwinding() { "internal error".into() } else { "shutdown".into() };
+        }
+        let d = entry.detection.as_ref();
+        tracing::info!(
+            target: "refractium::access",
+            client = %self.client,
+            listener = self.listener,
+            protocol = d.map(|d| d.protocol.as_str()).unwrap_or("-"),
+            sni = d.and_then(|d| d.sni.as_deref()).unwrap_or("-"),
+            alpn = %d.map(|d| d.alpn.join(",")).unwrap_or_default(),
+            route = entry.route.unwrap_or("-"),
+            backend = %entry.backend.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+            bytes_up = entry.up,
+            bytes_down = entry.down,
+            duration_ms = self.start.map_or(0, |start| crate::clock::ms(start.elapsed())),
+            plugin_errors = %entry.failures.summary(),
+            close = %entry.close,
+        );
+    }
 }
 
 /// Where a connection came in: what serving it needs besides its socket.
@@ -47,24 +84,12 @@ pub async fn handle(
 ) {
     // The clock is read for the access log's duration only.
     let start = tracing::enabled!(target: "refractium::access", tracing::Level::INFO).then(Instant::now);
-    let mut entry = Entry::default();
+    let mut visit = Visit { entry: Entry::default(), listener, client, start };
     let at = Arrival { snapshot: &snapshot, listener, client, local };
-    serve(&at, &mut stream, &mut entry).await;
-    let d = entry.detection.as_ref();
-    tracing::info!(
-        target: "refractium::access",
-        client = %client,
-        listener = &**listener,
-        protocol = d.map(|d| d.protocol.as_str()).unwrap_or("-"),
-        sni = d.and_then(|d| d.sni.as_deref()).unwrap_or("-"),
-        alpn = %d.map(|d| d.alpn.join(",")).unwrap_or_default(),
-        route = entry.route.unwrap_or("-"),
-        backend = %entry.backend.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
-        bytes_up = entry.up,
-        bytes_down = entry.down,
-        duration_ms = start.map_or(0, |start| crate::clock::ms(start.elapsed())),
-        close = %entry.close,
-    );
+    serve(&at, &mut stream, &mut visit.entry).await;
+    if visit.entry.close.is_empty() {
+        visit.entry.close = "closed".into();
+    }
 }
 
 async fn serve<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a>) {
@@ -122,6 +147,7 @@ async fn open<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a
             return None;
         }
     };
+    entry.failures = detected.failures;
 
     // 2. Route.
     let (route, detection) = choose_route(snapshot, plan, detected.outcome, detected.bytes.is_empty(), client);

@@ -15,8 +15,13 @@
 //!
 //! The upstream socket is connected, so the kernel drops replies from any
 //! other address. Datagrams of any size up to 64 KiB are carried whole.
+//!
+//! The built-in detectors are asked on the socket's task; a step that would
+//! call a plugin file runs on a blocking thread, so a slow plugin call
+//! holds up only the client it looks at. The task that serves a socket is
+//! started again if it panics ([`run`]).
 
-use crate::detect::{Outcome, Progress};
+use crate::detect::{Failures, Outcome, Progress};
 use crate::limits::{Admitted, Limits};
 use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
@@ -31,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -62,7 +68,10 @@ struct Detecting {
     /// The held datagrams, concatenated, and where each one ends.
     data: Vec<u8>,
     ends: Vec<usize>,
-    progress: Progress,
+    /// `None` while a detection step runs beside the socket.
+    progress: Option<Progress>,
+    /// `detect.timeout` passed while a step ran.
+    timed_out: bool,
     peer: Peer,
 }
 
@@ -87,32 +96,113 @@ enum Session {
     Live(Live),
 }
 
-/// Serve one bound UDP socket until `stop`; sessions run on `tracker`.
-pub async fn serve(
+type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
+
+/// A detection step that ran beside the socket, back with its result.
+struct Stepped {
+    client: SocketAddr,
+    progress: Progress,
+    outcome: Option<Outcome>,
+    /// How many held bytes it looked at.
+    seen: usize,
+}
+
+/// One bound UDP socket of a listener and what serving it needs. Its
+/// sessions outlive the task that serves it: a task that panics is started
+/// again ([`run`]) and finds them.
+#[derive(Clone)]
+pub struct UdpListener {
     name: Arc<str>,
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
     state: Arc<ArcSwap<Snapshot>>,
     limits: Arc<Limits>,
     tracker: TaskTracker,
     stop: CancellationToken,
-) {
-    let socket = Arc::new(socket);
-    let local = socket.local_addr().ok();
-    let sessions: Arc<Mutex<HashMap<SocketAddr, Session>>> = Arc::default();
+    sessions: Sessions,
+}
+
+impl UdpListener {
+    pub fn new(
+        name: Arc<str>,
+        socket: UdpSocket,
+        state: Arc<ArcSwap<Snapshot>>,
+        limits: Arc<Limits>,
+        tracker: TaskTracker,
+        stop: CancellationToken,
+    ) -> Self {
+        let socket = Arc::new(socket);
+        UdpListener { name, socket, state, limits, tracker, stop, sessions: Sessions::default() }
+    }
+}
+
+/// Serve `listener` until its stop token is cancelled. A panic of the task
+/// that serves it is logged and the task started again after
+/// [`RESTART_PAUSE`]; routed sessions carry on meanwhile.
+pub async fn run(listener: UdpListener) {
+    let name = listener.name.clone();
+    let stop = listener.stop.clone();
+    restart_on_panic(&format!("UDP listener `{name}`"), &stop, || serve(listener.clone())).await;
+}
+
+/// Pause before a task that panicked is started again.
+pub const RESTART_PAUSE: Duration = Duration::from_millis(100);
+
+/// Run the task `make` gives until it ends, starting a new one each time one
+/// panics (`what` names it in the log), until `stop`.
+pub async fn restart_on_panic<F, Fut>(what: &str, stop: &CancellationToken, mut make: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match tokio::spawn(make()).await {
+            Err(err) if err.is_panic() && !stop.is_cancelled() => {
+                tracing::error!("{what}: its task panicked; started again (see the panic above)");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(RESTART_PAUSE) => {}
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Serve the socket until `stop`; sessions run on `tracker`.
+async fn serve(l: UdpListener) {
     let mut deadlines: BinaryHeap<Reverse<(Instant, SocketAddr)>> = BinaryHeap::new();
+    if let Ok(mut map) = l.sessions.lock() {
+        // After a restart: clients in detection keep their deadlines; a step
+        // that ran beside the old task is lost, so detection starts over.
+        for (client, session) in map.iter_mut() {
+            if let Session::Detecting(d) = session {
+                deadlines.push(Reverse((d.deadline, *client)));
+                if d.progress.is_none() {
+                    let detectors = d.snapshot.listeners.get(&*l.name).map_or(0, |p| p.detectors.len());
+                    d.progress = Some(Progress::new(detectors));
+                }
+            }
+        }
+    }
+    let local = l.socket.local_addr().ok();
+    let (done, mut stepped) = tokio::sync::mpsc::unbounded_channel::<Stepped>();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let next = deadlines.peek().map(|Reverse((at, _))| *at);
         let (n, client) = tokio::select! {
-            () = stop.cancelled() => return,
+            () = l.stop.cancelled() => return,
             () = sleep_until(next) => {
-                expire(&name, &socket, &sessions, &mut deadlines, &tracker, &stop).await;
+                l.expire(&mut deadlines).await;
                 continue;
             }
-            received = socket.recv_from(&mut buf) => match received {
+            Some(step) = stepped.recv() => {
+                l.stepped(step, &done).await;
+                continue;
+            }
+            received = l.socket.recv_from(&mut buf) => match received {
                 Ok(pair) => pair,
                 Err(err) => {
-                    tracing::debug!(listener = %name, error = %err, "udp receive failed");
+                    tracing::debug!(listener = %l.name, error = %err, "udp receive failed");
                     continue;
                 }
             },
@@ -126,10 +216,22 @@ pub async fn serve(
         // fast path; a client in detection is taken out while its detectors
         // run (this loop is the only one that puts it back).
         let found = {
-            let Ok(mut map) = sessions.lock() else { continue };
-            match map.get(&client) {
+            let Ok(mut map) = l.sessions.lock() else { continue };
+            match map.get_mut(&client) {
                 Some(Session::Live(live)) => {
                     send_up(&live.upstream, &live.counters, datagram);
+                    continue;
+                }
+                Some(Session::Detecting(d)) if d.progress.is_none() => {
+                    // A step runs beside the socket: hold the datagram for
+                    // the next one, within the same bounds.
+                    let full = d.snapshot.listeners.get(&*l.name).is_none_or(|p| d.data.len() >= p.max_bytes);
+                    if d.ends.len() >= MAX_HELD || full {
+                        dropped();
+                    } else {
+                        d.data.extend_from_slice(datagram);
+                        d.ends.push(d.data.len());
+                    }
                     continue;
                 }
                 Some(Session::Detecting(_)) => map.remove(&client),
@@ -140,22 +242,22 @@ pub async fn serve(
             Some(Session::Detecting(d)) => d,
             Some(Session::Live(_)) => continue,
             None => {
-                let snapshot = state.load_full();
+                let snapshot = l.state.load_full();
                 let udp = &snapshot.config.udp;
-                let admitted = match limits.admit(client.ip(), udp.max_sessions, udp.max_sessions_per_ip) {
+                let admitted = match l.limits.admit(client.ip(), udp.max_sessions, udp.max_sessions_per_ip) {
                     Ok(admitted) => admitted,
                     Err(limit) => {
                         dropped();
                         crate::metrics::UDP_REFUSED.inc();
-                        limits.warn_refused(limit, client);
+                        l.limits.warn_refused(limit, client);
                         continue;
                     }
                 };
-                let Some(plan) = snapshot.listeners.get(&*name) else { continue };
+                let Some(plan) = snapshot.listeners.get(&*l.name) else { continue };
                 let now = Instant::now();
                 let deadline = now + plan.timeout;
                 deadlines.push(Reverse((deadline, client)));
-                let peer = Peer::of(client, local, name.clone(), true).wanting(snapshot.routes.wanted().clone());
+                let peer = Peer::of(client, local, l.name.clone(), true).wanting(snapshot.routes.wanted().clone());
                 let progress = Progress::new(plan.detectors.len());
                 Box::new(Detecting {
                     admitted,
@@ -165,37 +267,16 @@ pub async fn serve(
                     deadline,
                     data: Vec::new(),
                     ends: Vec::new(),
-                    progress,
+                    progress: Some(progress),
+                    timed_out: false,
                     peer,
                 })
             }
         };
-        let Some(plan) = detecting.snapshot.listeners.get(&*name) else { continue };
         // Held bytes stay under `detect.max_bytes` plus the datagram at hand.
         detecting.data.extend_from_slice(datagram);
         detecting.ends.push(detecting.data.len());
-        let outcome = if plan.detectors.is_empty() {
-            Some(Outcome::Unknown)
-        } else {
-            let detectors = plan.detectors.clone();
-            match detecting.progress.step(&detectors, &detecting.data, &detecting.peer).await {
-                Some(outcome) => Some(outcome),
-                None if detecting.ends.len() >= MAX_HELD || detecting.data.len() >= plan.max_bytes => {
-                    Some(Outcome::Full)
-                }
-                None => None,
-            }
-        };
-        match outcome {
-            None => {
-                if let Ok(mut map) = sessions.lock() {
-                    map.insert(client, Session::Detecting(detecting));
-                }
-            }
-            Some(outcome) => {
-                establish(&name, &socket, &sessions, client, *detecting, outcome, &tracker, &stop).await;
-            }
-        }
+        l.advance(client, detecting, &done).await;
     }
 }
 
@@ -206,99 +287,157 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// End detection for every client whose `detect.timeout` has passed.
-async fn expire(
-    name: &Arc<str>,
-    socket: &Arc<UdpSocket>,
-    sessions: &Arc<Mutex<HashMap<SocketAddr, Session>>>,
-    deadlines: &mut BinaryHeap<Reverse<(Instant, SocketAddr)>>,
-    tracker: &TaskTracker,
-    stop: &CancellationToken,
-) {
-    let now = Instant::now();
-    while let Some(Reverse((at, client))) = deadlines.peek().copied() {
-        if at > now {
-            break;
+impl UdpListener {
+    /// Ask the detectors about what `d` holds. Built-ins are asked in
+    /// place; a step that would call a plugin file (which may use its whole
+    /// budget) runs on a blocking thread, so that the socket's other
+    /// clients are not kept waiting, and comes back through `done`.
+    async fn advance(&self, client: SocketAddr, mut d: Box<Detecting>, done: &UnboundedSender<Stepped>) {
+        let Some(mut progress) = d.progress.take() else { return };
+        let Some(plan) = d.snapshot.listeners.get(&*self.name) else { return };
+        if plan.detectors.is_empty() {
+            d.progress = Some(progress);
+            return self.establish(client, *d, Outcome::Unknown).await;
         }
-        deadlines.pop();
-        let detecting = match sessions.lock() {
+        if progress.would_call_plugin_file(&plan.detectors, d.data.len()) {
+            let (detectors, data, peer, done) = (plan.detectors.clone(), d.data.clone(), d.peer.clone(), done.clone());
+            tokio::task::spawn_blocking(move || {
+                let outcome = progress.step(&detectors, &data, &peer);
+                let _ = done.send(Stepped { client, progress, outcome, seen: data.len() });
+            });
+            if let Ok(mut map) = self.sessions.lock() {
+                map.insert(client, Session::Detecting(d));
+            }
+            return;
+        }
+        let outcome = progress.step(&plan.detectors, &d.data, &d.peer);
+        self.settle(client, d, progress, outcome).await;
+    }
+
+    /// A step that ran beside the socket is back.
+    async fn stepped(&self, step: Stepped, done: &UnboundedSender<Stepped>) {
+        let Stepped { client, progress, outcome, seen } = step;
+        let d = match self.sessions.lock() {
             Ok(mut map) => match map.get(&client) {
-                Some(Session::Detecting(d)) if d.deadline <= now => match map.remove(&client) {
-                    Some(Session::Detecting(d)) => Some(d),
+                Some(Session::Detecting(d)) if d.progress.is_none() => match map.remove(&client) {
+                    Some(Session::Detecting(d)) => d,
+                    _ => return,
+                },
+                _ => return,
+            },
+            Err(_) => return,
+        };
+        let mut d = d;
+        if outcome.is_none() && d.data.len() > seen && !d.timed_out {
+            // Datagrams arrived meanwhile: look at them too.
+            d.progress = Some(progress);
+            return Box::pin(self.advance(client, d, done)).await;
+        }
+        self.settle(client, d, progress, outcome).await;
+    }
+
+    /// After a step: route the client if detection is over (a verdict, the
+    /// held datagrams at their bound, or the timeout passed meanwhile), else
+    /// wait for its next datagram.
+    async fn settle(&self, client: SocketAddr, mut d: Box<Detecting>, progress: Progress, outcome: Option<Outcome>) {
+        let full = d.snapshot.listeners.get(&*self.name).is_none_or(|p| d.data.len() >= p.max_bytes);
+        let outcome = outcome
+            .or_else(|| (d.ends.len() >= MAX_HELD || full).then_some(Outcome::Full))
+            .or_else(|| d.timed_out.then_some(Outcome::TimedOut));
+        d.progress = Some(progress);
+        match outcome {
+            None => {
+                if let Ok(mut map) = self.sessions.lock() {
+                    map.insert(client, Session::Detecting(d));
+                }
+            }
+            Some(outcome) => self.establish(client, *d, outcome).await,
+        }
+    }
+
+    /// End detection for every client whose `detect.timeout` has passed (a
+    /// client whose step is still running is routed when it is back).
+    async fn expire(&self, deadlines: &mut BinaryHeap<Reverse<(Instant, SocketAddr)>>) {
+        let now = Instant::now();
+        while let Some(Reverse((at, client))) = deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            deadlines.pop();
+            let detecting = match self.sessions.lock() {
+                Ok(mut map) => match map.get_mut(&client) {
+                    Some(Session::Detecting(d)) if d.deadline <= now && d.progress.is_none() => {
+                        d.timed_out = true;
+                        None
+                    }
+                    Some(Session::Detecting(d)) if d.deadline <= now => match map.remove(&client) {
+                        Some(Session::Detecting(d)) => Some(d),
+                        _ => None,
+                    },
                     _ => None,
                 },
-                _ => None,
-            },
-            Err(_) => None,
-        };
-        if let Some(detecting) = detecting {
-            establish(name, socket, sessions, client, *detecting, Outcome::TimedOut, tracker, stop).await;
+                Err(_) => None,
+            };
+            if let Some(detecting) = detecting {
+                self.establish(client, *detecting, Outcome::TimedOut).await;
+            }
         }
     }
-}
 
-/// Route a client whose detection is over, and start its session (or drop it).
-#[allow(clippy::too_many_arguments)]
-async fn establish(
-    name: &Arc<str>,
-    socket: &Arc<UdpSocket>,
-    sessions: &Arc<Mutex<HashMap<SocketAddr, Session>>>,
-    client: SocketAddr,
-    detecting: Detecting,
-    outcome: Outcome,
-    tracker: &TaskTracker,
-    stop: &CancellationToken,
-) {
-    let snapshot = detecting.snapshot.clone();
-    let Some(plan) = snapshot.listeners.get(&**name) else { return };
-    let (route, detection) = choose_route(&snapshot, plan, outcome, detecting.data.is_empty(), client);
-    let log = SessionLog { listener: name.clone(), client, detection, started: detecting.started };
-    let route = match route {
-        Ok(route) => route,
-        Err(why) => {
-            log.write(None, None, &Counters::default(), &why);
+    /// Route a client whose detection is over, and start its session (or drop it).
+    async fn establish(&self, client: SocketAddr, detecting: Detecting, outcome: Outcome) {
+        let snapshot = detecting.snapshot.clone();
+        let Some(plan) = snapshot.listeners.get(&*self.name) else { return };
+        let (route, detection) = choose_route(&snapshot, plan, outcome, detecting.data.is_empty(), client);
+        let failures = detecting.progress.map(|p| p.failures).unwrap_or_default();
+        let log = SessionLog { listener: self.name.clone(), client, detection, failures, started: detecting.started };
+        let route = match route {
+            Ok(route) => route,
+            Err(why) => {
+                log.write(None, None, &Counters::default(), &why);
+                return;
+            }
+        };
+        let route_name = route.name.clone();
+        let server = snapshot.pools.get(&route.pool).and_then(|pool| {
+            let order = pool.order(client.ip());
+            order.first().and_then(|&i| pool.servers.get(i)).map(|s| s.addr)
+        });
+        let Some(server) = server else {
+            log.write(Some(&route_name), None, &Counters::default(), "route's pool has no server");
             return;
+        };
+        let upstream = match connect_upstream(server).await {
+            Ok(upstream) => Arc::new(upstream),
+            Err(err) => {
+                log.write(Some(&route_name), Some(server), &Counters::default(), &format!("upstream socket: {err}"));
+                return;
+            }
+        };
+        let counters = Arc::new(Counters::default());
+        // The held datagrams first, in order.
+        let mut start = 0;
+        for &end in &detecting.ends {
+            if let Some(datagram) = detecting.data.get(start..end) {
+                send_up(&upstream, &counters, datagram);
+            }
+            start = end;
         }
-    };
-    let route_name = route.name.clone();
-    let server = snapshot.pools.get(&route.pool).and_then(|pool| {
-        let order = pool.order(client.ip());
-        order.first().and_then(|&i| pool.servers.get(i)).map(|s| s.addr)
-    });
-    let Some(server) = server else {
-        log.write(Some(&route_name), None, &Counters::default(), "route's pool has no server");
-        return;
-    };
-    let upstream = match connect_upstream(server).await {
-        Ok(upstream) => Arc::new(upstream),
-        Err(err) => {
-            log.write(Some(&route_name), Some(server), &Counters::default(), &format!("upstream socket: {err}"));
-            return;
+        if let Ok(mut map) = self.sessions.lock() {
+            map.insert(client, Session::Live(Live { upstream: upstream.clone(), counters: counters.clone() }));
         }
-    };
-    let counters = Arc::new(Counters::default());
-    // The held datagrams first, in order.
-    let mut start = 0;
-    for &end in &detecting.ends {
-        if let Some(datagram) = detecting.data.get(start..end) {
-            send_up(&upstream, &counters, datagram);
-        }
-        start = end;
+        let timeout = snapshot.config.udp.session_timeout;
+        let (socket, sessions, stop) = (self.socket.clone(), self.sessions.clone(), self.stop.clone());
+        let (admitted, gauge) = (detecting.admitted, detecting.gauge);
+        self.tracker.spawn(async move {
+            let why = relay_down(&upstream, &socket, client, &counters, timeout, &stop).await;
+            if let Ok(mut map) = sessions.lock() {
+                map.remove(&client);
+            }
+            drop((admitted, gauge));
+            log.write(Some(&route_name), Some(server), &counters, why);
+        });
     }
-    if let Ok(mut map) = sessions.lock() {
-        map.insert(client, Session::Live(Live { upstream: upstream.clone(), counters: counters.clone() }));
-    }
-    let timeout = snapshot.config.udp.session_timeout;
-    let (socket, sessions, stop) = (socket.clone(), sessions.clone(), stop.clone());
-    let (admitted, gauge) = (detecting.admitted, detecting.gauge);
-    tracker.spawn(async move {
-        let why = relay_down(&upstream, &socket, client, &counters, timeout, &stop).await;
-        if let Ok(mut map) = sessions.lock() {
-            map.remove(&client);
-        }
-        drop((admitted, gauge));
-        log.write(Some(&route_name), Some(server), &counters, why);
-    });
 }
 
 async fn connect_upstream(server: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -385,6 +524,8 @@ struct SessionLog {
     listener: Arc<str>,
     client: SocketAddr,
     detection: Option<Detection>,
+    /// Detector calls that failed while it was looked at.
+    failures: Failures,
     started: Instant,
 }
 
@@ -406,6 +547,7 @@ impl SessionLog {
             datagrams_down = c.datagrams_down.load(Ordering::Relaxed),
             bytes_down = c.bytes_down.load(Ordering::Relaxed),
             duration_ms = crate::clock::ms(self.started.elapsed()),
+            plugin_errors = %self.failures.summary(),
             close = end,
         );
     }

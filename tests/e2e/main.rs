@@ -10,3 +10,4 @@ mod sandbox;
 mod stream;
 mod support;
 mod udp;
+mod udp_backend;

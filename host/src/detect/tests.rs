@@ -25,8 +25,8 @@ impl Detect for Prefix {
     fn name(&self) -> &str {
         self.name
     }
-    fn detect<'a>(&'a self, data: &'a [u8], _peer: &'a Peer) -> crate::plugin::detector::BoxFuture<'a, Verdict> {
-        Box::pin(async move { self.verdict(data) })
+    fn detect(&self, data: &[u8], _peer: &Peer) -> Result<Verdict, crate::plugin::Failure> {
+        Ok(self.verdict(data))
     }
 }
 

@@ -62,6 +62,15 @@ thread_local! {
     /// The address of the running loop's [`Shared`], to tell local wakes
     /// from remote ones.
     static HERE: Cell<usize> = const { Cell::new(0) };
+    /// Set while a task that panicked is being dropped.
+    static DROPPING_PANICKED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the caller runs because a task panicked: the panic unwinds, or
+/// the loop drops the task that panicked. What a task holds can tell a
+/// crash from an orderly end (the access log says `internal error`).
+pub fn unwinding() -> bool {
+    std::thread::panicking() || DROPPING_PANICKED.with(Cell::get)
 }
 
 /// What other threads may touch.
@@ -212,20 +221,29 @@ impl Core {
             (future, task.waker.clone())
         };
         // A task that panics is dropped, as tokio drops it, and the loop
-        // goes on serving the thread's other connections.
+        // goes on serving the thread's other connections. The panic itself
+        // was logged by the process's panic hook (`crate::cli`).
         let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             future.as_mut().poll(&mut Context::from_waker(&waker)).is_ready()
         }));
-        let done = polled.unwrap_or_else(|_| {
-            tracing::error!("a task panicked and was dropped; the thread's other connections go on");
-            true
-        });
-        if done {
-            let task = self.tasks.borrow_mut().try_remove(key);
-            // Dropped outside the borrow: a task's end may end others'.
-            drop((task, future));
-        } else if let Some(task) = self.tasks.borrow_mut().get_mut(key) {
-            task.future = Some(future);
+        if let Ok(done) = polled
+            && !done
+        {
+            if let Some(task) = self.tasks.borrow_mut().get_mut(key) {
+                task.future = Some(future);
+            }
+            return;
+        }
+        let panicked = polled.is_err();
+        let task = self.tasks.borrow_mut().try_remove(key);
+        // Dropped outside the borrow: a task's end may end others'. What a
+        // task that panicked held is released here, and can tell (see
+        // [`unwinding`]).
+        DROPPING_PANICKED.with(|p| p.set(panicked));
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop((task, future))));
+        DROPPING_PANICKED.with(|p| p.set(false));
+        if dropped.is_err() {
+            tracing::error!("a task's state panicked while it was dropped");
         }
     }
 

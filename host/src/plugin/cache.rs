@@ -11,6 +11,13 @@
 //! plugin set loaded ([`retain`]), and on disk an artifact is touched when it
 //! is used and removed once unused for [`MAX_AGE`] (checked whenever a new
 //! one is written), with whole directories of older engine fingerprints.
+//!
+//! An artifact is native code the process maps and runs, so the cache is
+//! trusted only as far as the proxy's own user: directories are created
+//! private (0700), and a file is used only when it, its directory and the
+//! cache directory belong to the proxy's user and nobody else may write
+//! them ([`trusted`]). Otherwise it is ignored with a warning and the
+//! plugin compiled afresh.
 
 use super::engine;
 use anyhow::Context as _;
@@ -99,7 +106,16 @@ pub fn compile<'b, A: Artifact>(
         return Ok(compiled);
     }
     let file = dir.map(|d| d.join(engine::fingerprint()).join(format!("{hash}.{}", A::SUFFIX)));
-    let compiled = match file.as_deref().and_then(load::<A>) {
+    let usable = |file: &Path| match trusted(file, dir.unwrap_or(file)) {
+        Ok(()) => true,
+        Err(why) => {
+            if file.exists() {
+                tracing::warn!(file = %file.display(), reason = %why, "ignoring a compiled plugin in the cache; compiling it afresh");
+            }
+            false
+        }
+    };
+    let compiled = match file.as_deref().filter(|f| usable(f)).and_then(load::<A>) {
         Some(compiled) => compiled,
         None => {
             let compiled = A::compile(source()?).map_err(anyhow::Error::from).context("compiling the plugin")?;
@@ -133,8 +149,9 @@ fn load<A: Artifact>(file: &Path) -> Option<A> {
     // SAFETY: `deserialize_file` trusts the file to be an artifact produced by
     // `Artifact::serialize` of a compatible engine. Only this module writes
     // into the cache directory, under a subdirectory named by this engine's
-    // fingerprint (wasmtime version + settings), and wasmtime checks the
-    // artifact's header against the engine before using it.
+    // fingerprint (wasmtime version + settings); the caller checked that no
+    // other user can have written the file or its directories (`trusted`),
+    // and wasmtime checks the artifact's header against the engine.
     match unsafe { A::deserialize_file(file) } {
         Ok(compiled) => {
             // Used now: not a candidate for pruning.
@@ -149,12 +166,39 @@ fn load<A: Artifact>(file: &Path) -> Option<A> {
 }
 
 fn store<A: Artifact>(compiled: &A, file: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
     let dir = file.parent().context("cache file has no directory")?;
-    std::fs::create_dir_all(dir)?;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let bytes = compiled.serialize()?;
     let tmp = dir.join(format!(".{}.{}.tmp", std::process::id(), rand::random::<u64>()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, file)?;
+    Ok(())
+}
+
+/// Whether the cached `file` under the cache directory `root` may be run:
+/// the file and every directory from it up to `root` are owned by this
+/// process's user, writable by nobody else, and not symbolic links.
+pub fn trusted(file: &Path, root: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = rustix::process::geteuid().as_raw();
+    let mut path = Some(file);
+    while let Some(p) = path {
+        let meta = std::fs::symlink_metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        if meta.file_type().is_symlink() {
+            return Err(format!("{} is a symbolic link", p.display()));
+        }
+        if meta.uid() != me {
+            return Err(format!("{} belongs to uid {}, not to this process's uid {me}", p.display(), meta.uid()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!("{} is writable by other users (mode {:o})", p.display(), meta.mode() & 0o777));
+        }
+        if p == root {
+            break;
+        }
+        path = p.parent();
+    }
     Ok(())
 }
 

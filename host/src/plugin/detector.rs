@@ -1,14 +1,16 @@
 //! A loaded detector plugin: its pre-instantiated component, a pool of idle
 //! instances, and the failure accounting that keeps a broken plugin from
 //! hurting anyone but the connection it was looking at.
+//!
+//! Calls are synchronous and made on the caller's thread: nothing a plugin
+//! may import waits ([`super::imports`]), and a call that computes for too
+//! long is interrupted ([`super::sandbox`]).
 
-use super::bindings::exports::refractium::plugin::detector as wit_detector;
 use super::bindings::refractium::plugin::types as wit;
-use super::bindings::{DetectorPlugin as Bindings, DetectorPluginPre};
-use super::direct;
 use super::loader::Source;
-use super::sandbox::{HostState, LogBudget};
-use super::watchdog;
+use super::sandbox::{Cause, Failure, HostState, LogBudget};
+use super::{component, direct, watchdog};
+use crate::metrics::PluginCounters;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -58,22 +60,20 @@ pub enum Verdict {
 pub trait Detect: Send + Sync {
     /// The plugin's name.
     fn name(&self) -> &str;
-    /// Look at every byte the client sent so far.
-    fn detect<'a>(&'a self, data: &'a [u8], peer: &'a Peer) -> BoxFuture<'a, Verdict>;
-    /// The same answer when it needs no waiting (a built-in with an idle
-    /// instance); `None` means ask through [`Detect::detect`].
-    fn detect_now(&self, _data: &[u8], _peer: &Peer) -> Option<Verdict> {
-        None
-    }
+    /// Look at every byte the client sent so far. `Err` says why the call
+    /// failed; the detector then counts as having answered `no-match`.
+    fn detect(&self, data: &[u8], peer: &Peer) -> Result<Verdict, Failure>;
     /// Whether a TCP flight starting with `first` is known to be `no-match`
     /// without asking (see [`FirstBytes`]).
     fn rules_out(&self, _first: u8) -> bool {
         false
     }
+    /// Whether the detector is our own code, whose calls are short: a UDP
+    /// listener makes them in place; other calls run beside its socket.
+    fn is_builtin(&self) -> bool {
+        false
+    }
 }
-
-/// The future a [`Detect::detect`] call returns.
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Facts about the client handed to detectors, built once per connection
 /// without touching the heap: the addresses are kept as they are and written
@@ -172,7 +172,7 @@ impl Peer {
     }
 
     /// The record the component bindings take (plugin files).
-    fn to_wit(&self) -> wit::Peer {
+    pub(super) fn to_wit(&self) -> wit::Peer {
         wit::Peer {
             client_addr: self.client.to_string(),
             local_addr: self.local.to_string(),
@@ -185,14 +185,14 @@ impl Peer {
 /// A plugin instance and the store it lives in.
 struct Instance {
     store: Store<HostState>,
-    bindings: Bound,
+    bound: Bound,
 }
 
-/// A plugin's instance factory: the component, called asynchronously, for
-/// plugin files (see [`super::bindings`]); the core module, called directly,
-/// for built-ins (see [`super::direct`]).
+/// A plugin's instance factory: the component, for plugin files (see
+/// [`component`]); the core module, called directly, for built-ins (see
+/// [`direct`]).
 pub(super) enum Pre {
-    Async(DetectorPluginPre<HostState>),
+    Component(component::Pre),
     Direct(direct::Pre),
 }
 
@@ -201,7 +201,7 @@ pub(super) enum Pre {
 /// idle pool and back into it on every call, and a pointer moves in one
 /// word where the exports took a 352-byte copy each way.
 enum Bound {
-    Async(Bindings),
+    Component(component::Exports),
     Direct(Box<direct::Exports>),
 }
 
@@ -226,15 +226,21 @@ pub struct DetectorPlugin {
     pub serves_tcp: bool,
     /// Whether it serves UDP listeners.
     pub serves_udp: bool,
+    /// Imported interfaces some of whose functions are refused at the call.
+    pub refused: Vec<String>,
     pre: Pre,
     config_json: String,
     memory: u64,
     budget: Duration,
     log: Arc<LogBudget>,
     idle: Mutex<Vec<Instance>>,
+    /// Failed calls in a row that blame the plugin.
     failures: AtomicU32,
-    /// [`crate::clock::now_ms`] until which the plugin is disabled.
-    disabled_until: AtomicU64,
+    /// Its failure counts and disabled state, in the metrics.
+    counters: Arc<PluginCounters>,
+    /// [`crate::clock::now_ms`] of the last overload warning, to write one a
+    /// second at most.
+    overload_warned: AtomicU64,
     /// First bytes a built-in is known to turn down (none for plugin files).
     first_bytes: FirstBytes,
 }
@@ -261,17 +267,22 @@ impl FirstBytes {
 }
 
 impl DetectorPlugin {
-    /// Wrap a pre-instantiated component, creating one instance to run `init`
+    /// Wrap a pre-instantiated plugin, creating one instance to run `init`
     /// (which must accept the config) and learn the plugin's name.
-    pub(super) async fn new(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
         name: &str,
         source: Source,
         hash: String,
         pre: Pre,
+        refused: Vec<String>,
         config_json: String,
         memory: u64,
         budget: Duration,
     ) -> anyhow::Result<Self> {
+        let counters = crate::metrics::plugin(name);
+        // A plugin loaded afresh (a start, a reload) starts enabled.
+        counters.disabled_until.store(0, Ordering::Relaxed);
         let mut plugin = DetectorPlugin {
             name: name.into(),
             info: Info { name: name.to_string(), version: String::new() },
@@ -279,6 +290,7 @@ impl DetectorPlugin {
             hash,
             serves_tcp: true,
             serves_udp: true,
+            refused,
             pre,
             config_json,
             memory,
@@ -286,10 +298,11 @@ impl DetectorPlugin {
             log: Arc::default(),
             idle: Mutex::new(Vec::new()),
             failures: AtomicU32::new(0),
-            disabled_until: AtomicU64::new(0),
+            counters,
+            overload_warned: AtomicU64::new(0),
             first_bytes: FirstBytes::default(),
         };
-        let (instance, info) = plugin.instantiate().await?;
+        let (instance, info) = plugin.instantiate().map_err(|f| anyhow::anyhow!("{f}"))?;
         plugin.info = info;
         plugin.put_back(instance);
         Ok(plugin)
@@ -300,39 +313,46 @@ impl DetectorPlugin {
         self.budget.max(SETUP_BUDGET)
     }
 
-    async fn instantiate(&self) -> anyhow::Result<(Instance, Info)> {
+    fn instantiate(&self) -> Result<(Instance, Info), Failure> {
         let engine = super::engine::engine();
         let mut store = Store::new(engine, HostState::new(self.name.clone(), self.memory, self.log.clone()));
         store.limiter(|state| &mut state.cap);
-        store.epoch_deadline_callback(|store| Ok(watchdog::on_epoch(store.data().deadline)));
+        store.epoch_deadline_callback(|mut store| Ok(store.data_mut().on_epoch()));
         let budget = self.setup_budget();
         let _running = start_call(&mut store, budget);
-        let failed = |e: wasmtime::Error, store: &Store<HostState>| anyhow::anyhow!(cause(&e, store, self, budget));
-        let (bindings, init) = match &self.pre {
-            Pre::Async(pre) => {
-                let bindings = pre.instantiate_async(&mut store).await.map_err(|e| failed(e, &store))?;
-                let init = bindings.refractium_plugin_detector().call_init(&mut store, &self.config_json).await;
-                (Bound::Async(bindings), init)
+        let failed = |e: wasmtime::Error, store: &Store<HostState>, what: &str| {
+            let failure = store.data().failure(&e, self.memory);
+            Failure { cause: failure.cause, detail: format!("{what} {}", failure.detail) }
+        };
+        let (bound, init) = match &self.pre {
+            Pre::Component(pre) => {
+                let exports = pre.instantiate(&mut store).map_err(|e| failed(e, &store, "instantiation"))?;
+                let init = exports.init(&mut store, &self.config_json);
+                (Bound::Component(exports), init)
             }
             Pre::Direct(pre) => {
-                let exports = pre.instantiate(&mut store).map_err(|e| failed(e, &store))?;
+                let exports = pre.instantiate(&mut store).map_err(|e| failed(e, &store, "instantiation"))?;
                 let init = exports.init(&mut store, &self.config_json);
                 (Bound::Direct(Box::new(exports)), init)
             }
         };
+        store.data_mut().console_flush();
         let info = match init {
-            Ok(Ok(info)) => Info { name: info.name, version: info.version },
-            Ok(Err(refusal)) => anyhow::bail!("init refused its config: {refusal}"),
-            Err(err) => anyhow::bail!("init {}", cause(&err, &store, self, budget)),
+            Ok(Ok(info)) => info,
+            Ok(Err(refusal)) => {
+                let detail = format!("init refused its config: {refusal}");
+                return Err(Failure { cause: Cause::Instantiate, detail });
+            }
+            Err(err) => return Err(failed(err, &store, "init")),
         };
-        Ok((Instance { store, bindings }, info))
+        Ok((Instance { store, bound }, info))
     }
 
-    async fn take(&self) -> anyhow::Result<Instance> {
+    fn take(&self) -> Result<Instance, Failure> {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         match idle {
             Some(instance) => Ok(instance),
-            None => self.instantiate().await.map(|(instance, _)| instance),
+            None => self.instantiate().map(|(instance, _)| instance),
         }
     }
 
@@ -347,7 +367,7 @@ impl DetectorPlugin {
     /// Learn which first bytes this built-in turns down on TCP (see
     /// [`FirstBytes`]): 256 one-byte calls, once per plugin and config in the
     /// life of the process. A call that fails leaves the table empty.
-    pub(super) async fn learn_first_bytes(&mut self) {
+    pub(super) fn learn_first_bytes(&mut self) {
         type Key = (String, String);
         static LEARNED: OnceLock<Mutex<HashMap<Key, FirstBytes>>> = OnceLock::new();
         let learned = LEARNED.get_or_init(Mutex::default);
@@ -361,11 +381,11 @@ impl DetectorPlugin {
         for b in 0..=255u8 {
             // Our own calls at load, not a client's: a probe that lost the
             // CPU for a moment must not cost the plugin its table.
-            match self.call_once(&[b], &peer, self.setup_budget()).await {
+            match self.call_once(&[b], &peer, self.setup_budget()) {
                 Ok(Verdict::NoMatch) => table.0[usize::from(b >> 6)] |= 1 << (b & 63),
                 Ok(_) => {}
-                Err(err) => {
-                    tracing::debug!(plugin = %self.name, cause = %err, "first-byte probe failed; always asked");
+                Err(failure) => {
+                    tracing::debug!(plugin = %self.name, cause = %failure, "first-byte probe failed; always asked");
                     return;
                 }
             }
@@ -379,20 +399,37 @@ impl DetectorPlugin {
     /// Whether the plugin is currently disabled after repeated failures.
     pub fn is_disabled(&self) -> bool {
         // A plugin that never failed has no time to compare with.
-        let until = self.disabled_until.load(Ordering::Relaxed);
+        let until = self.counters.disabled_until.load(Ordering::Relaxed);
         until != 0 && until > crate::clock::now_ms()
     }
 
-    fn failed(&self, what: &str) {
-        crate::metrics::PLUGIN_FAILURES.inc();
+    /// Account for a failed call: the metrics, a log line, and the breaker.
+    fn failed(&self, failure: &Failure) {
+        self.counters.failed(failure.cause);
+        let (plugin, cause) = (&*self.name, failure.cause.label());
+        if !failure.cause.blames_plugin() {
+            // The machine's fault: said once a second at most, never counted
+            // toward disabling the plugin.
+            let now = crate::clock::now_ms();
+            let last = self.overload_warned.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 1000 && self.overload_warned.swap(now, Ordering::Relaxed) == last {
+                tracing::warn!(plugin, cause, detail = %failure.detail, "plugin call interrupted; the call counts as no-match");
+            }
+            return;
+        }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::warn!(plugin = %self.name, cause = what, "plugin call failed; the call counts as no-match and the instance is replaced");
+        tracing::warn!(
+            plugin,
+            cause,
+            detail = %failure.detail,
+            "plugin call failed; the call counts as no-match and the instance is replaced"
+        );
         if failures >= DISABLE_AFTER {
             self.failures.store(0, Ordering::Relaxed);
             let until = crate::clock::now_ms().saturating_add(crate::clock::ms(DISABLED_FOR));
-            self.disabled_until.store(until, Ordering::Relaxed);
+            self.counters.disabled_until.store(until, Ordering::Relaxed);
             tracing::error!(
-                plugin = %self.name,
+                plugin,
                 failures,
                 "plugin disabled for {}s after {failures} failed calls in a row",
                 DISABLED_FOR.as_secs()
@@ -406,92 +443,46 @@ impl Detect for DetectorPlugin {
         &self.name
     }
 
-    fn detect<'a>(&'a self, data: &'a [u8], peer: &'a Peer) -> BoxFuture<'a, Verdict> {
-        Box::pin(self.call(data, peer))
-    }
-
-    /// A built-in's call is synchronous: made here, it needs neither a boxed
-    /// future nor a poll through one.
-    fn detect_now(&self, data: &[u8], peer: &Peer) -> Option<Verdict> {
-        if !matches!(self.pre, Pre::Direct(_)) {
-            return None;
-        }
+    fn detect(&self, data: &[u8], peer: &Peer) -> Result<Verdict, Failure> {
         if self.is_disabled() {
-            return Some(Verdict::NoMatch);
+            return Ok(Verdict::NoMatch);
         }
-        let mut instance = self.idle.lock().ok()?.pop()?;
-        let result = match &instance.bindings {
-            Bound::Direct(exports) => {
-                let _running = start_call(&mut instance.store, self.budget);
-                exports.detect(&mut instance.store, data, peer)
-            }
-            Bound::Async(_) => {
-                self.put_back(instance);
-                return None;
-            }
-        };
-        Some(self.settle(self.finish(instance, result, self.budget)))
+        let result = self.call_once(data, peer, self.budget);
+        match &result {
+            Ok(_) => self.failures.store(0, Ordering::Relaxed),
+            Err(failure) => self.failed(failure),
+        }
+        result
     }
 
     fn rules_out(&self, first: u8) -> bool {
         self.first_bytes.contains(first)
     }
+
+    fn is_builtin(&self) -> bool {
+        matches!(self.pre, Pre::Direct(_))
+    }
 }
 
 impl DetectorPlugin {
-    async fn call(&self, data: &[u8], peer: &Peer) -> Verdict {
-        if self.is_disabled() {
-            return Verdict::NoMatch;
-        }
-        let result = self.call_once(data, peer, self.budget).await;
-        self.settle(result)
-    }
-
-    /// A call's verdict, counting its failure (which answers `no-match`).
-    fn settle(&self, result: Result<Verdict, String>) -> Verdict {
-        match result {
-            Ok(verdict) => {
-                self.failures.store(0, Ordering::Relaxed);
-                verdict
-            }
-            Err(why) => {
-                self.failed(&why);
-                Verdict::NoMatch
-            }
-        }
-    }
-
     /// One call on a pooled instance; `Err` says why it failed (the instance
     /// is then dropped: a trap poisons its store).
-    async fn call_once(&self, data: &[u8], peer: &Peer, budget: Duration) -> Result<Verdict, String> {
-        let mut instance = self.take().await.map_err(|err| format!("could not instantiate: {err:#}"))?;
+    fn call_once(&self, data: &[u8], peer: &Peer, budget: Duration) -> Result<Verdict, Failure> {
+        let mut instance = self.take()?;
         let result = {
             let _running = start_call(&mut instance.store, budget);
-            match &instance.bindings {
-                Bound::Async(bindings) => {
-                    let guest: &wit_detector::Guest = bindings.refractium_plugin_detector();
-                    guest.call_detect(&mut instance.store, data, &peer.to_wit()).await
-                }
+            match &instance.bound {
+                Bound::Component(exports) => exports.detect(&mut instance.store, data, peer),
                 Bound::Direct(exports) => exports.detect(&mut instance.store, data, peer),
             }
         };
-        self.finish(instance, result, budget)
-    }
-
-    /// After a call: the instance goes back to the pool with the verdict, or
-    /// is dropped with the reason it failed.
-    fn finish(
-        &self,
-        instance: Instance,
-        result: wasmtime::Result<wit::Verdict>,
-        budget: Duration,
-    ) -> Result<Verdict, String> {
+        instance.store.data_mut().console_flush();
         match result {
             Ok(verdict) => {
                 self.put_back(instance);
-                Ok(convert(verdict))
+                Ok(verdict)
             }
-            Err(err) => Err(cause(&err, &instance.store, self, budget)),
+            Err(err) => Err(instance.store.data().failure(&err, self.memory)),
         }
     }
 }
@@ -500,36 +491,11 @@ impl DetectorPlugin {
 /// until the returned guard drops.
 fn start_call(store: &mut Store<HostState>, budget: Duration) -> watchdog::Call {
     let call = watchdog::Call::start(store.engine(), budget);
-    store.data_mut().deadline = call.deadline();
+    store.data_mut().begin_call(budget, call.deadline());
     // Consult the callback at the next epoch: the watchdog advances it
     // only when some call's deadline has passed.
     store.set_epoch_deadline(1);
     call
-}
-
-/// Say why a call that ran with `budget` failed, in words an operator can
-/// act on.
-fn cause(err: &wasmtime::Error, store: &Store<HostState>, plugin: &DetectorPlugin, budget: Duration) -> String {
-    if store.data().cap.hit {
-        return format!("exceeded its memory cap of {} bytes ({err})", plugin.memory);
-    }
-    match err.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => {
-            format!("exceeded its time budget of {}", humantime::format_duration(budget))
-        }
-        Some(trap) => format!("trapped: {trap}"),
-        None => format!("failed: {err:#}"),
-    }
-}
-
-fn convert(verdict: wit::Verdict) -> Verdict {
-    match verdict {
-        wit::Verdict::Matched(d) => {
-            Verdict::Matched(Detection { protocol: d.protocol, sni: d.sni, alpn: d.alpn, attributes: d.attributes })
-        }
-        wit::Verdict::NeedMore(n) => Verdict::NeedMore(n),
-        wit::Verdict::NoMatch => Verdict::NoMatch,
-    }
 }
 
 #[cfg(test)]

@@ -44,10 +44,9 @@
 //! result's bytes go in memory the host asks the guest's `cabi_realloc` for,
 //! as the component layer would.
 
-use super::bindings::refractium::plugin::host::Host as _;
-use super::bindings::refractium::plugin::types::{self as wit, Level};
-use super::detector::{Peer, Wanted};
-use super::sandbox::HostState;
+use super::bindings::refractium::plugin::types::Level;
+use super::detector::{Detection, Info, Peer, Verdict, Wanted};
+use super::sandbox::{Bounds, HostState, MAX_ALPN, MAX_ATTRIBUTES, MAX_STRING};
 use anyhow::Context as _;
 use refractium_plugin_sdk::crypto::native as crypto;
 use wasmtime::{AsContextMut, Caller, InstancePre, Linker, Memory, Module, Store, TypedFunc};
@@ -158,18 +157,25 @@ pub struct Exports {
 
 impl Exports {
     /// `init(config) -> result<plugin-info, string>`.
-    pub fn init(
-        &self,
-        store: &mut Store<HostState>,
-        config: &str,
-    ) -> wasmtime::Result<Result<wit::PluginInfo, String>> {
+    pub fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<Info, String>> {
         let (ptr, len) = put(&mut *store, &self.guest, config.as_bytes())?;
         let ret = self.init.call(&mut *store, (ptr, len))?;
         let answer = {
             let view = View::new(self.guest.0.data(&*store), ret, 20)?;
+            let mut bounds = Bounds::default();
             match view.u8(0)? {
-                0 => Ok(wit::PluginInfo { name: view.string(4)?, version: view.string(12)? }),
-                1 => Err(view.string(4)?),
+                0 => Ok(Info {
+                    name: view.string(4, &mut bounds, "name")?,
+                    version: view.string(12, &mut bounds, "version")?,
+                }),
+                1 => {
+                    let text = str_in(view.memory, view.u32(4)? as usize, view.u32(8)? as usize)?;
+                    let mut end = text.len().min(MAX_STRING);
+                    while !text.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    Err(text[..end].to_string())
+                }
                 d => wasmtime::bail!("invalid `result` discriminant {d}"),
             }
         };
@@ -178,7 +184,7 @@ impl Exports {
     }
 
     /// `detect(data, peer) -> verdict`.
-    pub fn detect(&self, store: &mut Store<HostState>, data: &[u8], peer: &Peer) -> wasmtime::Result<wit::Verdict> {
+    pub fn detect(&self, store: &mut Store<HostState>, data: &[u8], peer: &Peer) -> wasmtime::Result<Verdict> {
         let (data_ptr, data_len) = put(&mut *store, &self.guest, data)?;
         // The peer's strings go in empty: see the module's doc.
         let (ptr, len) = EMPTY;
@@ -207,31 +213,41 @@ fn put(mut cx: impl AsContextMut<Data = HostState>, (memory, realloc): &Guest, b
 }
 
 /// The verdict in the return area `view`, with the attributes `wanted` (the
-/// others are left in guest memory).
-fn lift_verdict(view: &View<'_>, wanted: &Wanted) -> wasmtime::Result<wit::Verdict> {
+/// others are left in guest memory, measured against the output bounds but
+/// not copied).
+fn lift_verdict(view: &View<'_>, wanted: &Wanted) -> wasmtime::Result<Verdict> {
     Ok(match view.u8(0)? {
         0 => {
+            let (alpn_at, alpn_len) = view.list(24, 8)?;
+            let (attrs_at, attrs_len) = view.list(32, 16)?;
+            Bounds::count("ALPN entries", alpn_len, MAX_ALPN)?;
+            Bounds::count("attributes", attrs_len, MAX_ATTRIBUTES)?;
+            let mut bounds = Bounds::default();
+            let protocol = view.string(4, &mut bounds, "protocol")?;
             let sni = match view.u8(12)? {
                 0 => None,
-                1 => Some(view.string(16)?),
+                1 => Some(view.string(16, &mut bounds, "SNI")?),
                 d => wasmtime::bail!("invalid `option` discriminant {d}"),
             };
-            let (alpn_at, alpn_len) = view.list(24, 8)?;
-            let alpn = (0..alpn_len).map(|i| view.string_at(alpn_at + 8 * i)).collect::<wasmtime::Result<_>>()?;
-            let (attrs_at, attrs_len) = view.list(32, 16)?;
+            let alpn = (0..alpn_len)
+                .map(|i| view.string_at(alpn_at + 8 * i, &mut bounds, "ALPN entry"))
+                .collect::<wasmtime::Result<_>>()?;
             let mut attributes = Vec::new();
             for i in 0..attrs_len {
                 let at = attrs_at + 16 * i;
+                let (key, value) = (view.bytes_at(at)?, view.bytes_at(at + 8)?);
+                bounds.string("attribute key", key.len())?;
+                bounds.string("attribute value", value.len())?;
                 // An attribute nobody reads is not lifted at all: its key is
                 // only compared, its bytes never leave the sandbox.
-                if wanted.wants(view.bytes_at(at)?) {
-                    attributes.push((view.string_at(at)?, view.string_at(at + 8)?));
+                if wanted.wants(key) {
+                    attributes.push((utf8(key)?.to_string(), utf8(value)?.to_string()));
                 }
             }
-            wit::Verdict::Matched(wit::Detection { protocol: view.string(4)?, sni, alpn, attributes })
+            Verdict::Matched(Detection { protocol, sni, alpn, attributes })
         }
-        1 => wit::Verdict::NeedMore(view.u32(4)?),
-        2 => wit::Verdict::NoMatch,
+        1 => Verdict::NeedMore(view.u32(4)?),
+        2 => Verdict::NoMatch,
         d => wasmtime::bail!("invalid `verdict` discriminant {d}"),
     })
 }
@@ -276,13 +292,16 @@ impl<'a> View<'a> {
         bytes_in(self.memory, ptr, len)
     }
 
-    /// The string whose `(ptr, len)` is at absolute address `at`.
-    fn string_at(&self, at: usize) -> wasmtime::Result<String> {
-        Ok(utf8(self.bytes_at(at)?)?.to_string())
+    /// The string whose `(ptr, len)` is at absolute address `at`, measured
+    /// against `bounds` before it is copied.
+    fn string_at(&self, at: usize, bounds: &mut Bounds, what: &str) -> wasmtime::Result<String> {
+        let bytes = self.bytes_at(at)?;
+        bounds.string(what, bytes.len())?;
+        Ok(utf8(bytes)?.to_string())
     }
 
-    fn string(&self, offset: usize) -> wasmtime::Result<String> {
-        self.string_at(self.base + offset)
+    fn string(&self, offset: usize, bounds: &mut Bounds, what: &str) -> wasmtime::Result<String> {
+        self.string_at(self.base + offset, bounds, what)
     }
 
     /// A list at `offset` of elements of `size` bytes (alignment 4): its
@@ -333,9 +352,15 @@ fn log(mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32) -> was
         d => wasmtime::bail!("invalid `level` discriminant {d}"),
     };
     let memory = memory(&mut caller)?;
-    let message = str_in(memory.data(&caller), ptr as usize, len as usize)?.to_string();
-    caller.data_mut().log(level, message);
-    Ok(())
+    let mut invalid = None;
+    caller.data().log_with(level, || match str_in(memory.data(&caller), ptr as usize, len as usize) {
+        Ok(text) => Some(text.into()),
+        Err(err) => {
+            invalid = Some(err);
+            None
+        }
+    });
+    invalid.map_or(Ok(()), Err)
 }
 
 /// A `list<u8>` argument, lowered: `(ptr, len)`.

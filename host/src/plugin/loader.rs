@@ -3,16 +3,14 @@
 //! (`tls.wasm`) replaces it in place; a file that fails to load is reported
 //! by path with the reason and skipped.
 
-use super::bindings::{DetectorPlugin as Bindings, DetectorPluginPre};
 use super::detector::{DetectorPlugin, Pre};
-use super::sandbox::HostState;
-use super::{cache, direct, engine};
+use super::{cache, component, direct};
 use crate::config::Config;
 use anyhow::Context as _;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
-use wasmtime::component::{Component, HasSelf, Linker};
+use std::sync::Arc;
+use wasmtime::component::Component;
 
 pub(super) mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
@@ -59,36 +57,22 @@ pub fn builtin_names() -> Vec<&'static str> {
     builtin::BUILTINS.iter().map(|b| b.0).collect()
 }
 
-fn linker() -> anyhow::Result<&'static Linker<HostState>> {
-    static LINKER: OnceLock<Linker<HostState>> = OnceLock::new();
-    if let Some(linker) = LINKER.get() {
-        return Ok(linker);
-    }
-    let mut linker = Linker::new(engine::engine());
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from).context("linking WASI")?;
-    Bindings::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)
-        .map_err(anyhow::Error::from)
-        .context("linking the host interface")?;
-    Ok(LINKER.get_or_init(|| linker))
-}
-
 impl PluginSet {
     /// Load the built-ins and the plugins directory named by `config`.
     pub async fn load(config: &Config) -> anyhow::Result<PluginSet> {
         let cache_dir = config.plugins.cache_dir.clone().or_else(cache::default_dir);
-        let load = async |name: &str, source: Source, bytes: &[u8]| -> anyhow::Result<Arc<DetectorPlugin>> {
+        let load = |name: &str, source: Source, bytes: &[u8]| -> anyhow::Result<Arc<DetectorPlugin>> {
             let hash = cache::hash(bytes);
             let builtin = matches!(source, Source::Builtin);
-            const NO_EXPORT: &str = "it does not export the refractium:plugin/detector@0.1.0 interface";
-            let pre = if builtin {
+            let (pre, refused) = if builtin {
                 // Our own code: called through its core module (see `direct`),
                 // taken out of the component only when it must be compiled.
                 let module = cache::compile(|| direct::main_module(bytes), &hash, cache_dir.as_deref())?;
-                Pre::Direct(direct::Pre::new(&module).context("linking")?)
+                (Pre::Direct(direct::Pre::new(&module).context("linking")?), Vec::new())
             } else {
                 let component: Component = cache::compile(|| Ok(bytes), &hash, cache_dir.as_deref())?;
-                let pre = linker()?.instantiate_pre(&component).map_err(anyhow::Error::from).context("linking")?;
-                Pre::Async(DetectorPluginPre::new(pre).map_err(anyhow::Error::from).context(NO_EXPORT)?)
+                let (pre, refused) = component::Pre::new(&component)?;
+                (Pre::Component(pre), refused)
             };
             let config_json = match config.plugins.config.get(name) {
                 Some(value) => serde_json::to_string(value)?,
@@ -96,9 +80,17 @@ impl PluginSet {
             };
             let limits = &config.plugins.limits;
             let mut plugin =
-                DetectorPlugin::new(name, source, hash, pre, config_json, limits.memory, limits.call_timeout).await?;
+                DetectorPlugin::new(name, source, hash, pre, refused, config_json, limits.memory, limits.call_timeout)?;
             if builtin {
-                plugin.learn_first_bytes().await;
+                plugin.learn_first_bytes();
+            }
+            if !plugin.refused.is_empty() {
+                tracing::warn!(
+                    plugin = name,
+                    path = %plugin.source,
+                    imports = %plugin.refused.join(", "),
+                    "plugin imports interfaces refractium does not grant; a call that uses them fails"
+                );
             }
             Ok(Arc::new(plugin))
         };
@@ -112,7 +104,7 @@ impl PluginSet {
         for path in files {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let result = match std::fs::read(&path) {
-                Ok(bytes) => load(&name, Source::File(path.clone()), &bytes).await,
+                Ok(bytes) => load(&name, Source::File(path.clone()), &bytes),
                 Err(err) => Err(anyhow::Error::from(err).context("cannot read the file")),
             };
             match result {
@@ -134,7 +126,7 @@ impl PluginSet {
                 set.detectors.push(plugin);
                 continue;
             }
-            match load(name, Source::Builtin, bytes).await {
+            match load(name, Source::Builtin, bytes) {
                 Ok(mut plugin) => {
                     if let Some(p) = Arc::get_mut(&mut plugin) {
                         (p.serves_tcp, p.serves_udp) = (tcp, udp);
@@ -219,11 +211,11 @@ mod tests {
         let plugins = PluginSet::load(&config).await.expect("built-ins load");
         let pattern = plugins.detector("pattern").expect("pattern");
         let peer = crate::plugin::detector::Peer::new("127.0.0.1:1", "127.0.0.1:2", "t", false);
-        match pattern.detect(b"NICK refractium\r\n", &peer).await {
-            crate::plugin::Verdict::Matched(d) => assert_eq!(d.protocol, "irc"),
+        match pattern.detect(b"NICK refractium\r\n", &peer) {
+            Ok(crate::plugin::Verdict::Matched(d)) => assert_eq!(d.protocol, "irc"),
             other => panic!("expected a match, got {other:?}"),
         }
-        assert_eq!(pattern.detect(b"GET / HTTP/1.1\r\n\r\n", &peer).await, crate::plugin::Verdict::NoMatch);
+        assert_eq!(pattern.detect(b"GET / HTTP/1.1\r\n\r\n", &peer), Ok(crate::plugin::Verdict::NoMatch));
     }
 }
 
@@ -292,21 +284,18 @@ mod direct_tests {
                 for len in lengths {
                     for over_udp in [false, true].into_iter().filter(|&u| if u { udp } else { tcp }) {
                         let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "edge", over_udp);
-                        let (want, got) =
-                            (component.detect(&data[..len], &peer).await, direct.detect(&data[..len], &peer).await);
+                        let (want, got) = (component.detect(&data[..len], &peer), direct.detect(&data[..len], &peer));
                         assert_eq!(got, want, "{name} on the first {len} bytes of {file} (udp: {over_udp})");
-                        // The synchronous call the proxy makes answers the same.
-                        let now = direct.detect_now(&data[..len], &peer);
-                        assert_eq!(now.as_ref(), Some(&want), "{name} called now on {len} bytes of {file}");
-                        assert_eq!(component.detect_now(&data[..len], &peer), None, "plugin files are awaited");
-                        // Asked for the attributes routes read, it hands over those alone.
+                        let want = want.expect("the call succeeds");
+                        // Asked for the attributes routes read, both hand over those alone.
                         let only = peer.clone().wanting(Wanted::only(["host", "user"]));
                         let mut filtered = want.clone();
                         if let Verdict::Matched(d) = &mut filtered {
                             d.attributes.retain(|(k, _)| k == "host" || k == "user");
                         }
-                        assert_eq!(direct.detect_now(&data[..len], &only), Some(filtered), "{name}, two attributes");
-                        matched += usize::from(matches!(got, Verdict::Matched(_)));
+                        assert_eq!(direct.detect(&data[..len], &only), Ok(filtered.clone()), "{name}, two attributes");
+                        assert_eq!(component.detect(&data[..len], &only), Ok(filtered), "{name} file, two attributes");
+                        matched += usize::from(matches!(want, Verdict::Matched(_)));
                     }
                 }
             }

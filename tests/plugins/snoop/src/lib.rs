@@ -1,9 +1,14 @@
-//! Test plugin `snoop`: for data starting with `snoop` it tries to reach
-//! what the sandbox must not grant — a file, the environment, the clock's
-//! sleep — and reports what it got as attributes of a `snoop` match, so the
-//! proxy's tests can prove each attempt failed. Anything else: no match.
+//! Test plugin `snoop`: for data starting with `snoop` it looks at what the
+//! sandbox grants harmlessly — the environment, the arguments, the working
+//! directory, the clocks, random bytes — and reports what it saw as
+//! attributes of a `snoop` match, so the proxy's tests can show each grant
+//! holds (an empty environment, a clock that moves, ...). It also serves
+//! the reload tests as a detector that matches something. Anything else:
+//! no match.
 
 use refractium_plugin_sdk::{Detection, Detector, Peer, Verdict};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher as _;
 
 const TRIGGER: &[u8; 5] = b"snoop";
 
@@ -19,18 +24,24 @@ impl Detector for Snoop {
 
     fn detect(&self, data: &[u8], _peer: &Peer) -> Verdict {
         if data.starts_with(TRIGGER) {
-            let file = match std::fs::read_to_string("/etc/hostname") {
-                Ok(text) => format!("read {} bytes", text.len()),
-                Err(err) => format!("denied: {err}"),
-            };
             let env = std::env::vars().count().to_string();
             let args = std::env::args().count().to_string();
             let cwd = match std::env::current_dir() {
                 Ok(dir) => dir.display().to_string(),
                 Err(_) => "none".to_string(),
             };
+            let start = std::time::Instant::now();
+            let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs());
+            // Two hashers seeded from the host's random source differ.
+            let random = RandomState::new().hash_one(1u8) != RandomState::new().hash_one(1u8);
             Verdict::Matched(
-                Detection::new("snoop").attr("file", file).attr("env", env).attr("args", args).attr("cwd", cwd),
+                Detection::new("snoop")
+                    .attr("env", env)
+                    .attr("args", args)
+                    .attr("cwd", cwd)
+                    .attr("wall", wall.map(|s| s.to_string()).unwrap_or_else(|_| "none".into()))
+                    .attr("elapsed_ns", start.elapsed().as_nanos().to_string())
+                    .attr("random", random.to_string()),
             )
         } else if TRIGGER.starts_with(data) {
             Verdict::NeedMore(TRIGGER.len())
