@@ -117,6 +117,7 @@ fn status(s: &Snapshot) -> serde_json::Value {
                 "hash": d.hash,
                 "source": d.source.to_string(),
                 "disabled": d.is_disabled(),
+                "refused_imports": d.refused,
             })
         })
         .collect();

@@ -244,6 +244,9 @@ fn print_plugins(plugins: &PluginSet) {
             &d.hash[..12],
             d.source
         );
+        if !d.refused.is_empty() {
+            say!("  {} imports, and a call to them fails: {}", d.name(), d.refused.join(", "));
+        }
     }
     for s in &plugins.skipped {
         say!("skipped {}: {}", s.path.display(), s.reason);

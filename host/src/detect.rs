@@ -147,12 +147,12 @@ impl Failures {
     }
 
     /// `name (cause): detail; ...` for the access log, `-` when none failed.
-    pub fn summary(&self) -> String {
+    pub fn summary(&self) -> std::borrow::Cow<'static, str> {
         if self.0.is_empty() {
             return "-".into();
         }
         let each = self.0.iter().map(|(name, f)| format!("{name} ({}): {}", f.cause.label(), f.detail));
-        each.collect::<Vec<_>>().join("; ")
+        each.collect::<Vec<_>>().join("; ").into()
     }
 }
 

@@ -572,3 +572,31 @@ pub fn main_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 fn udp_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(std::thread::yield_now).build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Lifeline, Lost};
+    use tokio_util::sync::CancellationToken;
+
+    /// A worker thread that dies before draining is over is reported; one
+    /// that ends after it is not.
+    #[test]
+    fn a_worker_thread_that_dies_is_reported() {
+        let (done, lost) = (CancellationToken::new(), Lost::default());
+        let lifeline = Lifeline { thread: "refractium-worker-7".into(), done: done.clone(), lost: lost.clone() };
+        let died = std::thread::spawn(move || {
+            let _lifeline = lifeline;
+            panic!("the event loop broke");
+        })
+        .join();
+        assert!(died.is_err());
+        assert!(lost.token.is_cancelled());
+        assert_eq!(lost.which().as_deref(), Some("refractium-worker-7"));
+
+        let (done, lost) = (CancellationToken::new(), Lost::default());
+        let lifeline = Lifeline { thread: "refractium-worker-0".into(), done: done.clone(), lost: lost.clone() };
+        done.cancel();
+        drop(lifeline);
+        assert!(!lost.token.is_cancelled() && lost.which().is_none());
+    }
+}

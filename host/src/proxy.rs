@@ -255,3 +255,65 @@ fn read_now(stream: &TcpStream, max: usize) -> std::io::Result<Vec<u8>> {
         Err(err) => Err(err.into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Entry, Visit};
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// Log output captured in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A connection whose task panics still gets its access-log line, with
+    /// what was known of it and `close=internal error`; one that is dropped
+    /// unfinished at shutdown says so.
+    #[test]
+    fn a_connection_that_panics_still_writes_its_access_log_line() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber =
+            tracing_subscriber::fmt().json().flatten_event(true).with_writer(move || writer.clone()).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let rt = crate::evloop::Builder::new().build().expect("event loop");
+            rt.block_on(async {
+                let client = "127.0.0.1:4000".parse().expect("address");
+                crate::evloop::spawn(async move {
+                    let entry = Entry { route: Some("web"), ..Entry::default() };
+                    let _visit = Visit { entry, listener: "edge", client, start: None };
+                    crate::evloop::yield_to_io().await;
+                    panic!("a bug while serving");
+                });
+                for _ in 0..3 {
+                    crate::evloop::yield_to_io().await;
+                }
+            });
+            drop(Visit {
+                entry: Entry::default(),
+                listener: "edge",
+                client: "127.0.0.1:4001".parse().expect("address"),
+                start: None,
+            });
+        });
+        let text = String::from_utf8(captured.0.lock().expect("log").clone()).expect("UTF-8");
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(
+            (&lines[0]["client"], &lines[0]["route"], &lines[0]["close"]),
+            (&"127.0.0.1:4000".into(), &"web".into(), &"internal error".into()),
+            "{text}"
+        );
+        assert_eq!(lines[1]["close"], "shutdown", "{text}");
+    }
+}

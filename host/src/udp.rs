@@ -569,3 +569,29 @@ impl Drop for SessionGauge {
         crate::metrics::UDP_SESSIONS_OPEN.dec();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::restart_on_panic;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio_util::sync::CancellationToken;
+
+    /// A listener task that panics is started again; one that ends is not.
+    #[tokio::test]
+    async fn a_task_that_panics_is_started_again() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let stop = CancellationToken::new();
+        let counted = runs.clone();
+        restart_on_panic("test task", &stop, move || {
+            let run = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if run < 2 {
+                    panic!("run {run} fails");
+                }
+            }
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+}

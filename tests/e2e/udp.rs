@@ -182,7 +182,7 @@ fn a_flood_of_new_sources_stays_within_max_sessions() {
 fn have_aioquic() -> bool {
     let ok = Command::new("python3").args(["-c", "import aioquic"]).output().is_ok_and(|o| o.status.success());
     if !ok {
-        eprintln!("SKIP: python3 module `aioquic` is not installed (.ci/run installs it with pip)");
+        missing("the python3 module `aioquic` is not installed");
     }
     ok
 }

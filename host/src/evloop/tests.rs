@@ -239,3 +239,39 @@ fn a_task_that_panics_is_dropped_and_the_others_go_on() {
     });
     assert_eq!(out.expect("in time").expect("sent"), 5);
 }
+
+/// What a task that panicked held is released, and its owners can tell a
+/// crash from an orderly end (the access log's `internal error`).
+#[test]
+fn a_task_that_panics_releases_what_it_held_as_unwinding() {
+    struct Probe(Rc<RefCell<Vec<bool>>>);
+    impl Drop for Probe {
+        fn drop(&mut self) {
+            self.0.borrow_mut().push(super::unwinding());
+        }
+    }
+    let rt = runtime();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    rt.block_on({
+        let seen = seen.clone();
+        async move {
+            let (crashed, ended) = (Probe(seen.clone()), Probe(seen.clone()));
+            spawn(async move {
+                let _held = crashed;
+                yield_to_io().await;
+                panic!("a bug in one connection's task");
+            });
+            spawn(async move {
+                let _held = ended;
+                yield_to_io().await;
+            });
+            for _ in 0..3 {
+                yield_to_io().await;
+            }
+        }
+    });
+    let mut seen = seen.borrow().clone();
+    seen.sort();
+    assert_eq!(seen, vec![false, true], "one released by a crash, one by its end");
+    assert!(!super::unwinding(), "the flag does not outlive the drop");
+}

@@ -247,6 +247,69 @@ pub fn prune(root: &Path, max_age: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
+
+    /// Whether a core module imports the `crypto` interface (`quic` does,
+    /// `http` does not): tells which of the two was loaded.
+    fn imports_crypto(module: &Module) -> bool {
+        module.imports().any(|i| i.module().starts_with("refractium:plugin/crypto"))
+    }
+
+    /// Plant `http`'s compiled code under `quic`'s name (a new `key` each
+    /// time, past the in-memory cache), set `mode`, and load `quic`.
+    fn load_planted(root: &Path, key: &str, mode: u32) -> Module {
+        let bytes = |name: &str| {
+            let found = super::super::loader::builtin::BUILTINS.iter().find(|b| b.0 == name);
+            found.expect("built-in").2
+        };
+        let http: Module =
+            compile(|| super::super::direct::main_module(bytes("http")), &format!("{key}-http"), Some(root))
+                .expect("compile http");
+        assert!(!imports_crypto(&http));
+        let dir = root.join(engine::fingerprint());
+        let planted = dir.join(format!("{key}-quic.core.cwasm"));
+        std::fs::copy(dir.join(format!("{key}-http.core.cwasm")), &planted).expect("plant");
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        compile(|| super::super::direct::main_module(bytes("quic")), &format!("{key}-quic"), Some(root))
+            .expect("compile quic")
+    }
+
+    /// Compiled code in the cache runs only when nobody but the proxy's
+    /// user can have put it there: a file others may write, in a directory
+    /// others may write, or of another owner is ignored and the plugin
+    /// compiled afresh.
+    #[test]
+    fn a_planted_artifact_runs_only_from_a_private_cache() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let root = root.path().join("cache");
+        // Trusted: the proxy's own file, read-only to others, is used (so
+        // the planted code would run: what the checks below prevent).
+        assert!(!imports_crypto(&load_planted(&root, "own", 0o644)));
+        let dir = root.join(engine::fingerprint());
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!((mode(&root), mode(&dir)), (0o700, 0o700), "directories are created private");
+        // A file anyone may write: ignored.
+        assert!(imports_crypto(&load_planted(&root, "world-writable", 0o666)));
+        // A directory others may write: ignored.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert!(imports_crypto(&load_planted(&root, "open-dir", 0o644)));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        // Another user's file (only root can make one): ignored.
+        if rustix::process::geteuid().is_root() {
+            let file = dir.join("other-quic.core.cwasm");
+            let _ = load_planted(&root, "other-first", 0o644);
+            std::fs::copy(dir.join("other-first-http.core.cwasm"), &file).expect("plant");
+            std::os::unix::fs::chown(&file, Some(65534), Some(65534)).expect("chown");
+            let err = trusted(&file, &root).expect_err("another user's file");
+            assert!(err.contains("belongs to uid 65534"), "{err}");
+        }
+        // The fresh artifact replaced the planted one, private again.
+        let healed = dir.join("world-writable-quic.core.cwasm");
+        assert_eq!(trusted(&healed, &root), Ok(()));
+        std::fs::set_permissions(&healed, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let err = trusted(&healed, &root).expect_err("writable");
+        assert!(err.contains("writable by other users (mode 666)"), "{err}");
+    }
 
     /// Artifacts unused for longer than the limit go, with the directory
     /// they leave empty; recently used ones stay.
