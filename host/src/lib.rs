@@ -12,7 +12,8 @@
 //!
 //! Beside them: [`config`] parses and validates the YAML file; [`snapshot`]
 //! turns a config plus the loaded plugins into the immutable state every new
-//! connection reads; [`cli`] is the `refractium` command line.
+//! connection reads; [`supervise`] says what happens when a task or a
+//! thread dies; [`cli`] is the `refractium` command line.
 
 pub mod admin;
 pub mod balance;
@@ -33,4 +34,5 @@ pub mod reload;
 pub mod route;
 pub mod snapshot;
 pub mod sockopt;
+pub mod supervise;
 pub mod udp;

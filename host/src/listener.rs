@@ -128,7 +128,7 @@ struct Shared {
     /// Cancelled when draining is over: workers then stop their event loops.
     done: CancellationToken,
     /// Set when a worker thread ended before `done`.
-    lost: Lost,
+    lost: crate::supervise::Lost,
     udp_limits: Arc<Limits>,
     /// Each worker's event loop, to start accepting on sockets a reload adds.
     workers: Arc<std::sync::Mutex<Vec<Option<evloop::Handle>>>>,
@@ -159,7 +159,7 @@ pub async fn serve(
         tracker: TaskTracker::new(),
         stop: CancellationToken::new(),
         done: CancellationToken::new(),
-        lost: Lost::default(),
+        lost: crate::supervise::Lost::default(),
         udp_limits: Arc::new(Limits::new("udp session", "udp.max_sessions", "udp.max_sessions_per_ip")),
         workers: Arc::new(std::sync::Mutex::new(vec![None; bound.len().max(1)])),
         udp_workers: Arc::new(std::sync::Mutex::new(vec![None; bound.len().max(1)])),
@@ -225,43 +225,6 @@ pub async fn serve(
     }
     tracing::info!("shut down");
     Ok(())
-}
-
-/// Which worker thread ended before its time, if one did; its token wakes
-/// [`serve`], which then shuts the proxy down with an error (an exit status
-/// a supervisor restarts on) instead of serving with a silent hole.
-#[derive(Clone, Default)]
-struct Lost {
-    token: CancellationToken,
-    thread: Arc<std::sync::Mutex<Option<String>>>,
-}
-
-impl Lost {
-    fn which(&self) -> Option<String> {
-        self.thread.lock().ok().and_then(|t| t.clone())
-    }
-}
-
-/// Held by a worker thread for its whole life: dropped before draining is
-/// over (its loop returned, or a panic unwound the thread), it reports the
-/// thread lost.
-struct Lifeline {
-    thread: String,
-    done: CancellationToken,
-    lost: Lost,
-}
-
-impl Drop for Lifeline {
-    fn drop(&mut self) {
-        if self.done.is_cancelled() {
-            return;
-        }
-        tracing::error!(thread = %self.thread, "worker thread ended unexpectedly; refractium shuts down");
-        if let Ok(mut lost) = self.lost.thread.lock() {
-            lost.get_or_insert_with(|| self.thread.clone());
-        }
-        self.lost.token.cancel();
-    }
 }
 
 /// The event loop of one worker thread.
@@ -409,7 +372,7 @@ fn start_thread<R: 'static, H: Send + 'static>(
             }
         };
         let _ = give.send(Ok(handle(&runtime)));
-        let _lifeline = Lifeline { thread: thread_name, done, lost };
+        let _lifeline = crate::supervise::Lifeline::new(thread_name, done, lost);
         run(runtime);
     })?;
     let handle = started
@@ -571,32 +534,4 @@ pub fn main_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// [`worker_loop`]).
 fn udp_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(std::thread::yield_now).build()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Lifeline, Lost};
-    use tokio_util::sync::CancellationToken;
-
-    /// A worker thread that dies before draining is over is reported; one
-    /// that ends after it is not.
-    #[test]
-    fn a_worker_thread_that_dies_is_reported() {
-        let (done, lost) = (CancellationToken::new(), Lost::default());
-        let lifeline = Lifeline { thread: "refractium-worker-7".into(), done: done.clone(), lost: lost.clone() };
-        let died = std::thread::spawn(move || {
-            let _lifeline = lifeline;
-            panic!("the event loop broke");
-        })
-        .join();
-        assert!(died.is_err());
-        assert!(lost.token.is_cancelled());
-        assert_eq!(lost.which().as_deref(), Some("refractium-worker-7"));
-
-        let (done, lost) = (CancellationToken::new(), Lost::default());
-        let lifeline = Lifeline { thread: "refractium-worker-0".into(), done: done.clone(), lost: lost.clone() };
-        done.cancel();
-        drop(lifeline);
-        assert!(!lost.token.is_cancelled() && lost.which().is_none());
-    }
 }

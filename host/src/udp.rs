@@ -136,36 +136,13 @@ impl UdpListener {
 }
 
 /// Serve `listener` until its stop token is cancelled. A panic of the task
-/// that serves it is logged and the task started again after
-/// [`RESTART_PAUSE`]; routed sessions carry on meanwhile.
+/// that serves it is logged and the task started again
+/// ([`crate::supervise::restart_on_panic`]); routed sessions carry on
+/// meanwhile.
 pub async fn run(listener: UdpListener) {
     let name = listener.name.clone();
     let stop = listener.stop.clone();
-    restart_on_panic(&format!("UDP listener `{name}`"), &stop, || serve(listener.clone())).await;
-}
-
-/// Pause before a task that panicked is started again.
-pub const RESTART_PAUSE: Duration = Duration::from_millis(100);
-
-/// Run the task `make` gives until it ends, starting a new one each time one
-/// panics (`what` names it in the log), until `stop`.
-pub async fn restart_on_panic<F, Fut>(what: &str, stop: &CancellationToken, mut make: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    loop {
-        match tokio::spawn(make()).await {
-            Err(err) if err.is_panic() && !stop.is_cancelled() => {
-                tracing::error!("{what}: its task panicked; started again (see the panic above)");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(RESTART_PAUSE) => {}
-                }
-            }
-            _ => return,
-        }
-    }
+    crate::supervise::restart_on_panic(&format!("UDP listener `{name}`"), &stop, || serve(listener.clone())).await;
 }
 
 /// Serve the socket until `stop`; sessions run on `tracker`.
@@ -567,31 +544,5 @@ impl SessionGauge {
 impl Drop for SessionGauge {
     fn drop(&mut self) {
         crate::metrics::UDP_SESSIONS_OPEN.dec();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::restart_on_panic;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio_util::sync::CancellationToken;
-
-    /// A listener task that panics is started again; one that ends is not.
-    #[tokio::test]
-    async fn a_task_that_panics_is_started_again() {
-        let runs = Arc::new(AtomicUsize::new(0));
-        let stop = CancellationToken::new();
-        let counted = runs.clone();
-        restart_on_panic("test task", &stop, move || {
-            let run = counted.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if run < 2 {
-                    panic!("run {run} fails");
-                }
-            }
-        })
-        .await;
-        assert_eq!(runs.load(Ordering::SeqCst), 3);
     }
 }
