@@ -48,6 +48,7 @@ const TEST_PLUGINS: &[(&str, &str)] = &[
     ("snoop", "refractium-test-snoop"),
     ("intruder", "refractium-test-intruder"),
     ("flood", "refractium-test-flood"),
+    ("testhook", "refractium-test-testhook"),
 ];
 
 fn main() {

@@ -104,7 +104,7 @@ fn status(s: &Snapshot) -> serde_json::Value {
             })
         })
         .collect();
-    let routes: Vec<_> = c.routes.iter().map(|r| json!({"name": r.name, "to": r.to})).collect();
+    let routes: Vec<_> = c.routes.iter().map(|r| json!({"name": r.name, "to": r.to, "hooks": r.hooks})).collect();
     let plugins: Vec<_> = s
         .plugins
         .detectors
@@ -120,6 +120,17 @@ fn status(s: &Snapshot) -> serde_json::Value {
                 "refused_imports": d.refused,
             })
         })
+        .chain(s.plugins.hooks.iter().map(|h| {
+            json!({
+                "name": h.name(),
+                "version": h.info.version,
+                "kind": "hook",
+                "hash": h.hash,
+                "source": h.source.to_string(),
+                "disabled": h.is_disabled(),
+                "refused_imports": h.refused,
+            })
+        }))
         .collect();
     let skipped: Vec<_> =
         s.plugins.skipped.iter().map(|k| json!({"path": k.path.display().to_string(), "reason": k.reason})).collect();

@@ -248,6 +248,12 @@ fn print_plugins(plugins: &PluginSet) {
             say!("  {} imports, and a call to them fails: {}", d.name(), d.refused.join(", "));
         }
     }
+    for h in &plugins.hooks {
+        say!("{:<12} {:<10} {:<9} {:<8} {:<14} {}", h.name(), h.info.version, "hook", "tcp", &h.hash[..12], h.source);
+        if !h.refused.is_empty() {
+            say!("  {} imports, and a call to them fails: {}", h.name(), h.refused.join(", "));
+        }
+    }
     for s in &plugins.skipped {
         say!("skipped {}: {}", s.path.display(), s.reason);
     }

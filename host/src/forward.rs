@@ -11,8 +11,10 @@
 //! and bytes read after that side's FIN arrived travel in the same segment
 //! as the FIN passed on (see [`send`]);
 //! the relay ends when both directions have ended, when either side fails, or
-//! after `idle_timeout` without a byte moving either way ([`idle`]).
+//! after `idle_timeout` without a byte moving either way ([`idle`]). Routes
+//! with hooks take [`hooked`] instead.
 
+pub mod hooked;
 mod idle;
 pub mod proxy_protocol;
 mod splice;

@@ -5,9 +5,11 @@ use crate::balance::Connected;
 use crate::config::ProxyProtocol;
 use crate::detect::{self, Outcome};
 use crate::evloop::TcpStream;
+use crate::forward::hooked::{HookChain, Stop};
 use crate::forward::{self, Counters, proxy_protocol};
 use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
+use crate::plugin::hook::Direction;
 use crate::route::Route;
 use crate::snapshot::{ListenerPlan, Snapshot};
 use std::borrow::Cow;
@@ -97,12 +99,19 @@ async fn serve<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'
     // is over before the relay starts: what they hold (the first bytes, the
     // detectors' progress, the peer's strings) is not part of the state an
     // established connection keeps for its whole life.
-    let Some((server, first_len)) = open(at, stream, entry).await else {
+    let Some((server, first_len, hooks)) = open(at, stream, entry).await else {
         return;
     };
     let counters = Counters::default();
     counters.up.store(first_len as u64, Ordering::Relaxed);
     let idle = at.snapshot.config.limits.idle_timeout;
+    if let Some(chain) = hooks {
+        let end = forward::hooked::relay(stream, &server.stream, idle, &counters, chain).await;
+        entry.up = counters.up.load(Ordering::Relaxed);
+        entry.down = counters.down.load(Ordering::Relaxed);
+        entry.close = end.into_text();
+        return;
+    }
     let end = forward::relay(stream, &server.stream, idle, &counters).await;
     entry.up = counters.up.load(Ordering::Relaxed);
     entry.down = counters.down.load(Ordering::Relaxed);
@@ -122,9 +131,13 @@ async fn serve<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'
     }
 }
 
-/// Detect, route, connect and send the first bytes: the backend connection
-/// and how many bytes went up, or `None` with `entry.close` saying why not.
-async fn open<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a>) -> Option<(Connected<'a>, usize)> {
+/// What [`open`] hands the relay: the backend connection, how many bytes
+/// went up, and the route's hook sessions if it has hooks.
+type Opened<'a> = (Connected<'a>, usize, Option<HookChain>);
+
+/// Detect, route, open the route's hooks, connect and send the first bytes
+/// (through the hooks), or `None` with `entry.close` saying why not.
+async fn open<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a>) -> Option<Opened<'a>> {
     let &Arrival { snapshot, listener, client, local } = at;
     let Some(plan) = snapshot.listeners.get(&**listener) else {
         entry.close = "listener not in the snapshot".into();
@@ -161,6 +174,35 @@ async fn open<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a
     };
     entry.route = Some(&route.name);
 
+    // The route's hooks, each in a session of its own, see the first bytes
+    // before the server does; one may answer or close before it is asked.
+    let mut first: Cow<'_, [u8]> = Cow::Borrowed(&detected.bytes);
+    let mut chain = None;
+    if route.hooked
+        && let Some(hooks) = snapshot.route_hooks.get(&route.name)
+    {
+        let mut opened = match HookChain::open(hooks, &peer, entry.detection.as_ref(), &route.name) {
+            Ok(opened) => opened,
+            Err(why) => {
+                entry.close = why.into();
+                return None;
+            }
+        };
+        if !first.is_empty() {
+            match opened.data(Direction::ClientToServer, &first) {
+                Ok(out) => first = Cow::Owned(out),
+                Err(stop) => {
+                    if let Stop::Respond { data, .. } = &stop {
+                        forward::hooked::respond(stream, data).await;
+                    }
+                    entry.close = stop.text().into();
+                    return None;
+                }
+            }
+        }
+        chain = Some(opened);
+    }
+
     // 3. Balance.
     let Some(pool) = snapshot.pools.get(&route.pool) else {
         entry.close = format!("route names missing pool `{}`", route.pool).into();
@@ -175,7 +217,8 @@ async fn open<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a
         ProxyProtocol::V2 => Some(proxy_protocol::v2(client, local)),
     };
     let header = header.as_deref().unwrap_or_default();
-    let first = [IoSlice::new(header), IoSlice::new(&detected.bytes)];
+    let first_bytes: &[u8] = &first;
+    let first = [IoSlice::new(header), IoSlice::new(first_bytes)];
     let connected = match pool.connect(client.ip(), &first).await {
         Ok(connected) => connected,
         Err(err) => {
@@ -185,7 +228,7 @@ async fn open<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a
     };
     entry.backend = Some(connected.server.addr);
     let mut sent = connected.sent;
-    for part in [header, &detected.bytes] {
+    for part in [header, first_bytes] {
         let skip = sent.min(part.len());
         sent -= skip;
         if let Err(err) = forward::write_all(&connected.stream, &part[skip..]).await {
@@ -194,7 +237,7 @@ async fn open<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a
         }
     }
     let first_len = detected.bytes.len();
-    Some((connected, first_len))
+    Some((connected, first_len, chain))
 }
 
 /// The route for a detection outcome: the first route whose match holds for

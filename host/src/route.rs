@@ -20,6 +20,8 @@ pub struct Route {
     pub name: String,
     /// The backend pool it sends to.
     pub pool: String,
+    /// Whether its streams pass through hooks (the snapshot has them).
+    pub hooked: bool,
     matcher: Option<Matcher>,
 }
 
@@ -64,7 +66,12 @@ impl RouteTable {
                         .collect::<Result<_, globset::Error>>()?,
                 }),
             };
-            table.routes.push(Route { name: route.name.clone(), pool: route.to.clone(), matcher });
+            table.routes.push(Route {
+                name: route.name.clone(),
+                pool: route.to.clone(),
+                hooked: !route.hooks.is_empty(),
+                matcher,
+            });
         }
         let mut keys: Vec<&str> = table
             .routes

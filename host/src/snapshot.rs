@@ -5,6 +5,7 @@
 
 use crate::balance::Pool;
 use crate::config::{Config, ConfigError, Transport};
+use crate::forward::hooked::RouteHooks;
 use crate::plugin::PluginSet;
 use crate::plugin::detector::Detect;
 use crate::route::RouteTable;
@@ -35,6 +36,8 @@ pub struct Snapshot {
     pub plugins: Arc<PluginSet>,
     pub listeners: NameMap<ListenerPlan>,
     pub routes: RouteTable,
+    /// The hooks of every route that has some, by route name.
+    pub route_hooks: NameMap<Arc<RouteHooks>>,
     pub pools: NameMap<Arc<Pool>>,
     /// Pools a UDP listener may send to: never health-checked with TCP
     /// connects.
@@ -105,15 +108,35 @@ impl Snapshot {
                 },
             );
         }
+        let udp_routes = udp_routes(&config, &listeners);
+        let mut route_hooks = NameMap::default();
         for (i, r) in config.routes.iter().enumerate() {
-            if !r.hooks.is_empty() {
-                problems.push(
-                    config.problem_at(
-                        &format!("routes[{i}].hooks"),
-                        "hook plugins are not supported by this version yet",
-                    ),
-                );
+            if r.hooks.is_empty() {
+                continue;
             }
+            if udp_routes.contains(r.name.as_str()) {
+                let why = "hooks run on TCP streams; this route is reached from a UDP listener";
+                problems.push(config.problem_at(&format!("routes[{i}].hooks"), why));
+            }
+            let mut hooks = Vec::new();
+            for (j, name) in r.hooks.iter().enumerate() {
+                match plugins.hook(name) {
+                    Some(hook) => hooks.push(hook.clone()),
+                    None => {
+                        let skipped =
+                            plugins.skipped.iter().find(|s| s.path.file_stem().is_some_and(|f| f == name.as_str()));
+                        let message = match skipped {
+                            Some(s) => format!("hook `{name}` failed to load from {}: {}", s.path.display(), s.reason),
+                            None => {
+                                let loaded: Vec<&str> = plugins.hooks.iter().map(|h| h.name()).collect();
+                                format!("no hook plugin named `{name}` (loaded: {})", loaded.join(", "))
+                            }
+                        };
+                        problems.push(config.problem_at(&format!("routes[{i}].hooks[{j}]"), message));
+                    }
+                }
+            }
+            route_hooks.insert(r.name.clone(), Arc::new(RouteHooks { hooks, on_failure: r.on_hook_failure }));
         }
         if !problems.is_empty() {
             return Err(ConfigError { problems }.into());
@@ -126,6 +149,7 @@ impl Snapshot {
             plugins,
             listeners,
             routes,
+            route_hooks,
             pools,
             udp_pools,
             health_stop: tokio_util::sync::CancellationToken::new(),
@@ -157,7 +181,14 @@ fn names_of(plugins: &PluginSet) -> String {
 /// route, or through a route matching a protocol one of its detectors may
 /// report (a detector's name; any unknown protocol when it runs `pattern`).
 fn udp_pools(config: &Config, plans: &NameMap<ListenerPlan>) -> std::collections::HashSet<String> {
-    let mut pools = std::collections::HashSet::new();
+    let routes = udp_routes(config, plans);
+    config.routes.iter().filter(|r| routes.contains(r.name.as_str())).map(|r| r.to.clone()).collect()
+}
+
+/// The routes a UDP listener may reach: by name (its `default` or
+/// `on_timeout`) or by the protocol one of its detectors finds.
+fn udp_routes<'c>(config: &'c Config, plans: &NameMap<ListenerPlan>) -> std::collections::HashSet<&'c str> {
+    let mut routes = std::collections::HashSet::new();
     let known: Vec<&str> = plans.values().flat_map(|p| p.detectors.iter().map(|d| d.name())).collect();
     for l in config.listeners.iter().filter(|l| l.transport == Transport::Udp) {
         let Some(plan) = plans.get(&l.name) else { continue };
@@ -170,9 +201,9 @@ fn udp_pools(config: &Config, plans: &NameMap<ListenerPlan>) -> std::collections
                 .and_then(|m| m.protocol.as_deref())
                 .is_some_and(|p| names.contains(&p) || (names.contains(&"pattern") && !known.contains(&p)));
             if by_name || by_protocol {
-                pools.insert(r.to.clone());
+                routes.insert(r.name.as_str());
             }
         }
     }
-    pools
+    routes
 }

@@ -1,6 +1,7 @@
 //! Write refractium plugins in plain Rust.
 //!
-//! A detector is one trait impl and one macro call:
+//! A detector is one trait impl and one macro call (a hook too: see
+//! [`hook`]):
 //!
 //! ```ignore
 //! use refractium_plugin_sdk::{Detection, Detector, Peer, Verdict};
@@ -45,11 +46,13 @@ extern crate self as refractium_plugin_sdk;
 pub mod alloc;
 pub mod bytes;
 pub mod crypto;
+pub mod hook;
 pub mod log;
 pub mod testing;
 pub mod tls;
 mod types;
 
+pub use hook::Hook;
 pub use types::{Detection, Peer, Transport, Verdict};
 
 /// A protocol detector.
@@ -89,6 +92,27 @@ pub mod __bindings {
     });
     #[doc(hidden)]
     pub use wit_bindgen as __wit_bindgen;
+}
+
+/// The bindings of the `hook-plugin` world, sharing the types and imports
+/// of [`__bindings`]. Each generated world contributes only its imports to
+/// a plugin; its exports come with the export macro the plugin invokes, so
+/// a plugin that invokes both (`export_plugin!`) exports both interfaces.
+#[doc(hidden)]
+pub mod __hook_bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "hook-plugin",
+        pub_export_macro: true,
+        export_macro_name: "__refractium_export_hook_world",
+        default_bindings_module: "refractium_plugin_sdk::__hook_bindings",
+        runtime_path: "refractium_plugin_sdk::__bindings::__wit_bindgen::rt",
+        with: {
+            "refractium:plugin/types@0.1.0": crate::__bindings::refractium::plugin::types,
+            "refractium:plugin/host@0.1.0": crate::__bindings::refractium::plugin::host,
+            "refractium:plugin/crypto@0.1.0": crate::__bindings::refractium::plugin::crypto,
+        },
+    });
 }
 
 /// Glue between the generated bindings and [`Detector`]; used by the export
@@ -175,5 +199,21 @@ macro_rules! export_detector {
                 RefractiumDetectorExport with_types_in $crate::__bindings
             );
         };
+    };
+}
+
+/// Export a [`Detector`] and a [`Hook`] from one plugin: both the
+/// `refractium:plugin/detector` and `refractium:plugin/hook` interfaces.
+/// The plugin runs with the standard allocator (a hook's sessions outlive
+/// calls, which the detector's call arena is not made for).
+///
+/// ```ignore
+/// refractium_plugin_sdk::export_plugin!(MyDetector, MyHook);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($detector:ty, $hook:ty) => {
+        $crate::export_detector!(@export $detector, None);
+        $crate::export_hook!($hook);
     };
 }

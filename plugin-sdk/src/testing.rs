@@ -1,4 +1,9 @@
-//! Helpers for a detector's native tests.
+//! Helpers for a detector's and a hook's native tests.
+//!
+//! A hook should show that its output does not depend on where the network
+//! split the stream: [`check_hook_splits`] runs it over the whole stream,
+//! over every split in two and one byte at a time, and compares; a single
+//! run is [`run_hook`].
 //!
 //! Every detector should show three things, whatever its protocol:
 //!
@@ -37,7 +42,61 @@
 //! like `assert!` does. The module has no dependencies and costs nothing in
 //! a plugin that does not call it.
 
-use crate::{Detector, Peer, Verdict};
+use crate::hook::{Action, Direction, Hook};
+use crate::{Detection, Detector, Peer, Transport, Verdict};
+
+/// How a hook stopped a stream, besides what it forwarded first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stop {
+    /// It answered the sender and closed.
+    Respond { data: Vec<u8>, reason: String },
+    /// It closed.
+    Close(String),
+}
+
+/// What a hook made of one direction of a stream: the bytes it forwarded,
+/// and how it stopped the stream if it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookRun {
+    pub output: Vec<u8>,
+    pub stop: Option<Stop>,
+}
+
+/// Run a fresh session of `hook` (opened for a test peer, a detection of
+/// protocol `test` and route `test`) over `chunks` sent in `direction`, then
+/// end that side, as the proxy would.
+pub fn run_hook<H: Hook>(hook: &H, direction: Direction, chunks: &[&[u8]]) -> HookRun {
+    let mut session = hook.open(&Peer::test(Transport::Tcp), &Detection::new("test"), "test");
+    let mut output = Vec::new();
+    let actions = chunks.iter().map(|c| Some(c.to_vec())).chain([None]);
+    for chunk in actions {
+        let action = match chunk {
+            Some(data) => hook.on_data(&mut session, direction, data),
+            None => hook.on_end(&mut session, direction),
+        };
+        match action {
+            Action::Forward(data) => output.extend_from_slice(&data),
+            Action::Respond { data, reason } => return HookRun { output, stop: Some(Stop::Respond { data, reason }) },
+            Action::Close(reason) => return HookRun { output, stop: Some(Stop::Close(reason)) },
+        }
+    }
+    HookRun { output, stop: None }
+}
+
+/// Run `hook` over `stream` in `direction` as one chunk, split in two at
+/// every position, and one byte at a time, and panic (like `assert!`) when
+/// any run differs from the first; answer that run.
+pub fn check_hook_splits<H: Hook>(hook: &H, direction: Direction, stream: &[u8]) -> HookRun {
+    let whole = run_hook(hook, direction, &[stream]);
+    for at in 0..=stream.len() {
+        let (head, tail) = stream.split_at(at);
+        let split = run_hook(hook, direction, &[head, tail]);
+        assert_eq!(split, whole, "split after byte {at} of {}", stream.len());
+    }
+    let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+    assert_eq!(run_hook(hook, direction, &bytes), whole, "one byte at a time");
+    whole
+}
 
 /// Bytes from hex text, as test vectors and captures are written; anything
 /// but hex digits (spaces, line breaks) is ignored. Panics on an odd count.

@@ -117,6 +117,12 @@ impl From<wit::Peer> for Peer {
     }
 }
 
+impl From<wit::Detection> for Detection {
+    fn from(d: wit::Detection) -> Self {
+        Detection { protocol: d.protocol, sni: d.sni, alpn: d.alpn, attributes: d.attributes }
+    }
+}
+
 impl From<Verdict> for wit::Verdict {
     fn from(v: Verdict) -> Self {
         match v {

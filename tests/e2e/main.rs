@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod corpus;
+mod hooks;
 mod reload;
 mod routing;
 mod sandbox;

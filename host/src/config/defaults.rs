@@ -13,6 +13,7 @@
 //! | `listeners[].default` | none: close the connection | a route name |
 //! | `routes[].match` | none: the route is reached only by name | |
 //! | `routes[].hooks` | `[]` | hook plugin names |
+//! | `routes[].on_hook_failure` | `close`: a connection whose hook is disabled or cannot start is closed | `close`, `bypass` |
 //! | `backends.*.balance` | `round_robin` | `round_robin`, `least_conn`, `random`, `hash_client_ip` |
 //! | `backends.*.health` | none: passive checks only | |
 //! | `backends.*.health.interval` | `5s` | more than 0 |

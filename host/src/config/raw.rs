@@ -10,7 +10,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
-use super::{Balance, LogFormat, ProxyProtocol, Transport};
+use super::{Balance, LogFormat, OnHookFailure, ProxyProtocol, Transport};
 
 /// The top level of a config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -78,7 +78,7 @@ pub struct RawDetect {
 
 /// A `routes[]` entry as written.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a route (name, match, to, hooks)")]
+#[serde(deny_unknown_fields, expecting = "a route (name, match, to, hooks, on_hook_failure)")]
 pub struct RawRoute {
     /// `routes[].name`: see [`Route::name`](super::Route::name).
     pub name: Option<String>,
@@ -88,6 +88,8 @@ pub struct RawRoute {
     pub to: Option<String>,
     /// `routes[].hooks`: see [`Route::hooks`](super::Route::hooks).
     pub hooks: Option<Vec<String>>,
+    /// `routes[].on_hook_failure`: see [`Route::on_hook_failure`](super::Route::on_hook_failure).
+    pub on_hook_failure: Option<OnHookFailure>,
 }
 
 /// `routes[].match` as written.

@@ -95,6 +95,20 @@ pub struct Route {
     pub to: String,
     /// Hook plugins the stream passes through, in order.
     pub hooks: Vec<String>,
+    /// What a new connection does when one of its hooks is disabled or
+    /// cannot be started.
+    pub on_hook_failure: OnHookFailure,
+}
+
+/// What a connection on a hooked route does when a hook is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnHookFailure {
+    /// The connection is closed (a hook may be there to protect the server).
+    #[default]
+    Close,
+    /// The connection goes on without that hook.
+    Bypass,
 }
 
 /// Conditions of a route, combined with AND; an empty list matches anything.
@@ -302,6 +316,7 @@ names!(Balance {
     HashClientIp => "hash_client_ip",
 });
 names!(ProxyProtocol { None => "none", V1 => "v1", V2 => "v2" });
+names!(OnHookFailure { Close => "close", Bypass => "bypass" });
 names!(LogFormat { Text => "text", Json => "json" });
 
 macro_rules! defaults {

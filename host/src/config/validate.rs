@@ -245,7 +245,13 @@ impl Checker<'_> {
             let hooks = r.hooks.unwrap_or_default();
             self.names(&format!("{key}.hooks"), &hooks, "hook");
             let r#match = r.r#match.map(|m| self.match_(&format!("{key}.match"), m));
-            out.push(Route { name: r.name.unwrap_or_default(), r#match, to: r.to.unwrap_or_default(), hooks });
+            out.push(Route {
+                name: r.name.unwrap_or_default(),
+                r#match,
+                to: r.to.unwrap_or_default(),
+                hooks,
+                on_hook_failure: r.on_hook_failure.unwrap_or_default(),
+            });
         }
         out
     }

@@ -17,7 +17,7 @@ use super::detector::{Detection, Info, Peer, Verdict};
 use super::sandbox::{Bounds, HostState, MAX_ALPN, MAX_ATTRIBUTES, MAX_STRING};
 use anyhow::Context as _;
 use wasmtime::Store;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre};
 
 /// Most bytes one call may copy out of a plugin: an export's answer, or an
 /// import's arguments (the `crypto` interface takes up to 64 KiB).
@@ -29,16 +29,28 @@ pub struct Pre(DetectorPluginPre<HostState>);
 /// One instance's exports.
 pub struct Exports(Bindings);
 
+/// Whether `component` exports the detector interface, and the hook one.
+pub fn kinds(component: &Component) -> (bool, bool) {
+    let exports = |name| component.get_export_index(None, name).is_some();
+    (exports("refractium:plugin/detector@0.1.0"), exports("refractium:plugin/hook@0.1.0"))
+}
+
+/// Link `component` (see [`super::imports`]) and pre-instantiate it; the
+/// names of the interfaces it imports that are refused at the call come
+/// back too.
+pub fn link(component: &Component) -> anyhow::Result<(InstancePre<HostState>, Vec<String>)> {
+    let linked = super::imports::link(component)?;
+    let pre = linked.linker.instantiate_pre(component).map_err(anyhow::Error::from).context("linking")?;
+    Ok((pre, linked.refused))
+}
+
 impl Pre {
-    /// Link `component` (see [`super::imports`]); the names of the
-    /// interfaces it imports that are refused at the call come back too.
-    pub fn new(component: &Component) -> anyhow::Result<(Pre, Vec<String>)> {
-        let linked = super::imports::link(component)?;
-        let pre = linked.linker.instantiate_pre(component).map_err(anyhow::Error::from).context("linking")?;
+    /// The detector exports of a linked component.
+    pub fn new(pre: InstancePre<HostState>) -> anyhow::Result<Pre> {
         let pre = DetectorPluginPre::new(pre)
             .map_err(anyhow::Error::from)
             .context("it does not export the refractium:plugin/detector@0.1.0 interface")?;
-        Ok((Pre(pre), linked.refused))
+        Ok(Pre(pre))
     }
 
     /// A fresh instance in `store`.

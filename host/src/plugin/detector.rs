@@ -28,7 +28,7 @@ pub const DISABLED_FOR: Duration = Duration::from_secs(60);
 const MAX_IDLE: usize = 16;
 /// Time budget, at least, of the calls the host makes for itself at load
 /// (`init`, the first-byte probes), whatever `plugins.limits.call_timeout`.
-const SETUP_BUDGET: Duration = Duration::from_millis(100);
+pub(super) const SETUP_BUDGET: Duration = Duration::from_millis(100);
 
 /// What a detector found (the host's copy of the WIT record).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
@@ -314,10 +314,7 @@ impl DetectorPlugin {
     }
 
     fn instantiate(&self) -> Result<(Instance, Info), Failure> {
-        let engine = super::engine::engine();
-        let mut store = Store::new(engine, HostState::new(self.name.clone(), self.memory, self.log.clone()));
-        store.limiter(|state| &mut state.cap);
-        store.epoch_deadline_callback(|mut store| Ok(store.data_mut().on_epoch()));
+        let mut store = new_store(&self.name, self.memory, &self.log);
         let budget = self.setup_budget();
         let _running = start_call(&mut store, budget);
         let failed = |e: wasmtime::Error, store: &Store<HostState>, what: &str| {
@@ -487,9 +484,18 @@ impl DetectorPlugin {
     }
 }
 
+/// A store for one instance of the plugin `name`, under its memory cap,
+/// whose calls look at their clocks when the epoch advances.
+pub(super) fn new_store(name: &Arc<str>, memory: u64, log: &Arc<LogBudget>) -> Store<HostState> {
+    let mut store = Store::new(super::engine::engine(), HostState::new(name.clone(), memory, log.clone()));
+    store.limiter(|state| &mut state.cap);
+    store.epoch_deadline_callback(|mut store| Ok(store.data_mut().on_epoch()));
+    store
+}
+
 /// Give the store a call's deadline, `budget` from now; the call may run
 /// until the returned guard drops.
-fn start_call(store: &mut Store<HostState>, budget: Duration) -> watchdog::Call {
+pub(super) fn start_call(store: &mut Store<HostState>, budget: Duration) -> watchdog::Call {
     let call = watchdog::Call::start(store.engine(), budget);
     store.data_mut().begin_call(budget, call.deadline());
     // Consult the callback at the next epoch: the watchdog advances it

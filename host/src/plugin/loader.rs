@@ -1,9 +1,11 @@
 //! Which plugins a snapshot runs: the built-ins embedded in the binary, then
-//! every `*.wasm` file of `plugins.dir`. A file named like a built-in
+//! every `*.wasm` file of `plugins.dir`, each a detector, a hook or both
+//! (by the interfaces it exports). A file named like a built-in detector
 //! (`tls.wasm`) replaces it in place; a file that fails to load is reported
 //! by path with the reason and skipped.
 
 use super::detector::{DetectorPlugin, Pre};
+use super::hook::HookPlugin;
 use super::{cache, component, direct};
 use crate::config::Config;
 use anyhow::Context as _;
@@ -48,8 +50,16 @@ pub struct PluginSet {
     /// order, replaced in place by same-named files), then the other files of
     /// the plugins directory by file name.
     pub detectors: Vec<Arc<DetectorPlugin>>,
+    /// Hooks, by file name.
+    pub hooks: Vec<Arc<HookPlugin>>,
     /// Files of the plugins directory that failed to load.
     pub skipped: Vec<Skipped>,
+}
+
+/// What one plugin file gave: a detector, a hook, or both.
+struct Loaded {
+    detector: Option<Arc<DetectorPlugin>>,
+    hook: Option<Arc<HookPlugin>>,
 }
 
 /// Names of the built-in detectors in their default order.
@@ -61,54 +71,86 @@ impl PluginSet {
     /// Load the built-ins and the plugins directory named by `config`.
     pub async fn load(config: &Config) -> anyhow::Result<PluginSet> {
         let cache_dir = config.plugins.cache_dir.clone().or_else(cache::default_dir);
-        let load = |name: &str, source: Source, bytes: &[u8]| -> anyhow::Result<Arc<DetectorPlugin>> {
-            let hash = cache::hash(bytes);
-            let builtin = matches!(source, Source::Builtin);
-            let (pre, refused) = if builtin {
-                // Our own code: called through its core module (see `direct`),
-                // taken out of the component only when it must be compiled.
-                let module = cache::compile(|| direct::main_module(bytes), &hash, cache_dir.as_deref())?;
-                (Pre::Direct(direct::Pre::new(&module).context("linking")?), Vec::new())
-            } else {
-                let component: Component = cache::compile(|| Ok(bytes), &hash, cache_dir.as_deref())?;
-                let (pre, refused) = component::Pre::new(&component)?;
-                (Pre::Component(pre), refused)
-            };
-            let config_json = match config.plugins.config.get(name) {
+        let limits = &config.plugins.limits;
+        let config_json = |name: &str| -> anyhow::Result<String> {
+            Ok(match config.plugins.config.get(name) {
                 Some(value) => serde_json::to_string(value)?,
                 None => "null".to_string(),
-            };
-            let limits = &config.plugins.limits;
+            })
+        };
+        let load_builtin = |name: &str, bytes: &[u8]| -> anyhow::Result<Arc<DetectorPlugin>> {
+            // Our own code: called through its core module (see `direct`),
+            // taken out of the component only when it must be compiled.
+            let hash = cache::hash(bytes);
+            let module = cache::compile(|| direct::main_module(bytes), &hash, cache_dir.as_deref())?;
+            let pre = Pre::Direct(direct::Pre::new(&module).context("linking")?);
+            let (memory, budget) = (limits.memory, limits.call_timeout);
             let mut plugin =
-                DetectorPlugin::new(name, source, hash, pre, refused, config_json, limits.memory, limits.call_timeout)?;
-            if builtin {
-                plugin.learn_first_bytes();
+                DetectorPlugin::new(name, Source::Builtin, hash, pre, Vec::new(), config_json(name)?, memory, budget)?;
+            plugin.learn_first_bytes();
+            Ok(Arc::new(plugin))
+        };
+        let load_file = |name: &str, path: &Path, bytes: &[u8]| -> anyhow::Result<Loaded> {
+            let hash = cache::hash(bytes);
+            let component: Component = cache::compile(|| Ok(bytes), &hash, cache_dir.as_deref())?;
+            let (detects, hooks) = component::kinds(&component);
+            if !detects && !hooks {
+                anyhow::bail!("it exports neither refractium:plugin/detector@0.1.0 nor refractium:plugin/hook@0.1.0");
             }
-            if !plugin.refused.is_empty() {
+            let (pre, refused) = component::link(&component)?;
+            if !refused.is_empty() {
                 tracing::warn!(
                     plugin = name,
-                    path = %plugin.source,
-                    imports = %plugin.refused.join(", "),
+                    path = %path.display(),
+                    imports = %refused.join(", "),
                     "plugin imports interfaces refractium does not grant; a call that uses them fails"
                 );
             }
-            Ok(Arc::new(plugin))
+            let (json, memory, budget) = (config_json(name)?, limits.memory, limits.call_timeout);
+            let source = || Source::File(path.to_path_buf());
+            let detector = if detects {
+                let pre = Pre::Component(component::Pre::new(pre.clone())?);
+                let plugin = DetectorPlugin::new(
+                    name,
+                    source(),
+                    hash.clone(),
+                    pre,
+                    refused.clone(),
+                    json.clone(),
+                    memory,
+                    budget,
+                )?;
+                Some(Arc::new(plugin))
+            } else {
+                None
+            };
+            let hook = if hooks {
+                Some(Arc::new(HookPlugin::new(name, source(), hash, pre, refused, json, memory, budget)?))
+            } else {
+                None
+            };
+            Ok(Loaded { detector, hook })
         };
 
         let files = match &config.plugins.dir {
             Some(dir) => wasm_files(dir)?,
             None => Vec::new(),
         };
-        let mut set = PluginSet { detectors: Vec::new(), skipped: Vec::new() };
+        let mut set = PluginSet { detectors: Vec::new(), hooks: Vec::new(), skipped: Vec::new() };
         let mut loaded_files = Vec::new();
         for path in files {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let result = match std::fs::read(&path) {
-                Ok(bytes) => load(&name, Source::File(path.clone()), &bytes),
+                Ok(bytes) => load_file(&name, &path, &bytes),
                 Err(err) => Err(anyhow::Error::from(err).context("cannot read the file")),
             };
             match result {
-                Ok(plugin) => loaded_files.push((name, plugin)),
+                Ok(loaded) => {
+                    set.hooks.extend(loaded.hook);
+                    if let Some(detector) = loaded.detector {
+                        loaded_files.push((name, detector));
+                    }
+                }
                 Err(err) => {
                     tracing::error!(path = %path.display(), reason = %format!("{err:#}"), "plugin file skipped");
                     set.skipped.push(Skipped { path, reason: format!("{err:#}") });
@@ -116,37 +158,40 @@ impl PluginSet {
             }
         }
         for &(name, _package, bytes, tcp, udp) in builtin::BUILTINS {
-            if let Some(pos) = loaded_files.iter().position(|(n, _)| n == name) {
-                let (_, mut plugin) = loaded_files.remove(pos);
-                // A replacement serves what the built-in served.
-                if let Some(p) = Arc::get_mut(&mut plugin) {
-                    (p.serves_tcp, p.serves_udp) = (tcp, udp);
+            let mut plugin = match loaded_files.iter().position(|(n, _)| n == name) {
+                Some(pos) => {
+                    let (_, plugin) = loaded_files.remove(pos);
+                    tracing::info!(plugin = name, path = %plugin.source, "plugin file replaces the built-in");
+                    plugin
                 }
-                tracing::info!(plugin = name, path = %plugin.source, "plugin file replaces the built-in");
-                set.detectors.push(plugin);
-                continue;
-            }
-            match load(name, Source::Builtin, bytes) {
-                Ok(mut plugin) => {
-                    if let Some(p) = Arc::get_mut(&mut plugin) {
-                        (p.serves_tcp, p.serves_udp) = (tcp, udp);
+                None => match load_builtin(name, bytes) {
+                    Ok(plugin) => plugin,
+                    // Most likely its `plugins.config` entry: say where that is.
+                    Err(err) if config.plugins.config.contains_key(name) => {
+                        let key = format!("plugins.config.{name}");
+                        anyhow::bail!(
+                            "{}",
+                            config.problem_at(&key, format!("built-in plugin `{name}` failed to load: {err:#}"))
+                        )
                     }
-                    set.detectors.push(plugin)
-                }
-                // Most likely its `plugins.config` entry: say where that is.
-                Err(err) if config.plugins.config.contains_key(name) => {
-                    let key = format!("plugins.config.{name}");
-                    anyhow::bail!(
-                        "{}",
-                        config.problem_at(&key, format!("built-in plugin `{name}` failed to load: {err:#}"))
-                    )
-                }
-                Err(err) => anyhow::bail!("built-in plugin `{name}` failed to load: {err:#}"),
+                    Err(err) => anyhow::bail!("built-in plugin `{name}` failed to load: {err:#}"),
+                },
+            };
+            // A replacement serves what the built-in served.
+            if let Some(p) = Arc::get_mut(&mut plugin) {
+                (p.serves_tcp, p.serves_udp) = (tcp, udp);
             }
+            set.detectors.push(plugin);
         }
         set.detectors.extend(loaded_files.into_iter().map(|(_, plugin)| plugin));
-        cache::retain(&set.detectors.iter().map(|d| d.hash.as_str()).collect());
+        let hashes = set.detectors.iter().map(|d| d.hash.as_str()).chain(set.hooks.iter().map(|h| h.hash.as_str()));
+        cache::retain(&hashes.collect());
         Ok(set)
+    }
+
+    /// The hook called `name`.
+    pub fn hook(&self, name: &str) -> Option<&Arc<HookPlugin>> {
+        self.hooks.iter().find(|h| h.name() == name)
     }
 
     /// Detectors serving `udp` (else TCP) listeners, in the default order.

@@ -33,6 +33,7 @@ mod component;
 pub mod detector;
 mod direct;
 pub mod engine;
+pub mod hook;
 pub mod imports;
 pub mod loader;
 pub mod sandbox;

@@ -1,0 +1,270 @@
+//! Forwarding through a route's hooks.
+//!
+//! Each chunk read from one side passes through the route's hooks in order
+//! (what one forwards is what the next one gets) before it is written to
+//! the other side; when a side has finished sending, each hook's `on-end`
+//! runs (its output passing through the hooks after it) and what comes out
+//! is written before the half-close is passed on. A side is not read while
+//! what its last chunk became has not been written (backpressure end to
+//! end), and what one hook call may hand back is bounded
+//! ([`crate::plugin::component::COPY_LIMIT`]), so a hook that multiplies its
+//! input grows a connection's memory by a bounded amount.
+//!
+//! A hook that answers (`respond`) has its bytes written back to the side
+//! the chunk came from, and the connection is closed; so is one that says
+//! `close`, or whose call fails. Only the connection the hook was on ends:
+//! every connection has its own hook instances ([`crate::plugin::hook`]).
+
+use super::idle::Idle;
+use super::{Counters, Side, write_all};
+use crate::config::OnHookFailure;
+use crate::evloop::TcpStream;
+use crate::plugin::hook::{Action, Direction, HookPlugin, Session};
+use crate::plugin::{Detection, Failure, detector::Peer};
+use socket2::SockRef;
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::io::{self, ErrorKind};
+use std::net::Shutdown;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// Most bytes read from a side as one chunk.
+pub const CHUNK: usize = 16 * 1024;
+
+/// The hooks of one route, in order, and what a connection does when one
+/// cannot be had.
+#[derive(Debug)]
+pub struct RouteHooks {
+    pub hooks: Vec<Arc<HookPlugin>>,
+    pub on_failure: OnHookFailure,
+}
+
+/// Why a hook ended a connection.
+#[derive(Debug)]
+pub enum Stop {
+    /// It answered `data` to the side the chunk came from.
+    Respond { hook: String, data: Vec<u8>, reason: String },
+    /// It closed the connection.
+    Close { hook: String, reason: String },
+    /// Its call failed.
+    Failed { hook: String, failure: Failure },
+}
+
+impl Stop {
+    /// What the access log says.
+    pub fn text(&self) -> String {
+        match self {
+            Stop::Respond { hook, reason, .. } | Stop::Close { hook, reason } => format!("hook {hook}: {reason}"),
+            Stop::Failed { hook, failure } => {
+                format!("hook {hook} failed ({}): {}", failure.cause.label(), failure.detail)
+            }
+        }
+    }
+}
+
+/// One connection's sessions of its route's hooks.
+pub struct HookChain {
+    sessions: Vec<Session>,
+}
+
+impl HookChain {
+    /// Open a session of every hook of `route` for a new connection. A hook
+    /// that is disabled, or whose session cannot be opened, closes the
+    /// connection (the `Err` says why), unless the route bypasses it.
+    pub fn open(
+        hooks: &RouteHooks,
+        peer: &Peer,
+        detection: Option<&Detection>,
+        route: &str,
+    ) -> Result<HookChain, String> {
+        let none = Detection::default();
+        let detection = detection.unwrap_or(&none);
+        let mut sessions = Vec::with_capacity(hooks.hooks.len());
+        for hook in &hooks.hooks {
+            let opened = if hook.is_disabled() {
+                Err(format!("hook {} is disabled after repeated failures", hook.name()))
+            } else {
+                hook.open(peer, detection, route)
+                    .map_err(|f| Stop::Failed { hook: hook.name().into(), failure: f }.text())
+            };
+            match (opened, hooks.on_failure) {
+                (Ok(session), _) => sessions.push(session),
+                (Err(why), OnHookFailure::Bypass) => {
+                    tracing::debug!(hook = hook.name(), route, reason = %why, "hook bypassed");
+                }
+                (Err(why), OnHookFailure::Close) => return Err(why),
+            }
+        }
+        Ok(HookChain { sessions })
+    }
+
+    /// Pass a chunk from one side through every hook; what the last one
+    /// forwards.
+    pub fn data(&mut self, direction: Direction, chunk: &[u8]) -> Result<Vec<u8>, Stop> {
+        let mut carry = Cow::Borrowed(chunk);
+        for session in &mut self.sessions {
+            if carry.is_empty() {
+                // Held back: the hooks after this one see nothing this time.
+                break;
+            }
+            let answer = session.on_data(direction, &carry);
+            carry = Cow::Owned(forwarded(session, answer)?);
+        }
+        Ok(carry.into_owned())
+    }
+
+    /// That side has finished sending: every hook's last words, each
+    /// passed through the hooks after it.
+    pub fn end(&mut self, direction: Direction) -> Result<Vec<u8>, Stop> {
+        let mut carry = Vec::new();
+        for session in &mut self.sessions {
+            let mut out = Vec::new();
+            if !carry.is_empty() {
+                let answer = session.on_data(direction, &carry);
+                out = forwarded(session, answer)?;
+            }
+            let answer = session.on_end(direction);
+            out.extend(forwarded(session, answer)?);
+            carry = out;
+        }
+        Ok(carry)
+    }
+}
+
+/// The bytes a hook forwarded, or how it stopped the connection.
+fn forwarded(session: &Session, answer: Result<Action, Failure>) -> Result<Vec<u8>, Stop> {
+    let hook = || session.name().to_string();
+    match answer {
+        Ok(Action::Forward(bytes)) => Ok(bytes),
+        Ok(Action::Respond { data, reason }) => Err(Stop::Respond { hook: hook(), data, reason }),
+        Ok(Action::Close(reason)) => Err(Stop::Close { hook: hook(), reason }),
+        Err(failure) => Err(Stop::Failed { hook: hook(), failure }),
+    }
+}
+
+/// How a hooked relay ended.
+#[derive(Debug)]
+pub enum End {
+    /// Both sides closed.
+    Closed,
+    /// Nothing moved for the idle timeout.
+    Idle,
+    /// A read or write failed.
+    Failed(Side, io::Error),
+    /// A hook ended it.
+    Hook(Stop),
+}
+
+impl End {
+    /// What the access log says.
+    pub fn into_text(self) -> Cow<'static, str> {
+        match self {
+            End::Closed => "closed".into(),
+            End::Idle => "idle timeout".into(),
+            End::Failed(side, err) => format!("{side} error: {err}").into(),
+            End::Hook(stop) => stop.text().into(),
+        }
+    }
+}
+
+/// Why a direction stopped early.
+enum Halt {
+    Io(Side, io::Error),
+    Hook(Stop),
+}
+
+/// Send a hook's answer back on `to` and say nothing more on it.
+pub async fn respond(to: &TcpStream, data: &[u8]) {
+    if write_all(to, data).await.is_ok() {
+        let _ = SockRef::from(to).shutdown(Shutdown::Write);
+    }
+}
+
+/// Relay between `client` and `server` through `chain` until both sides
+/// have closed, a hook ends the connection, or it idles out.
+pub async fn relay(
+    client: &TcpStream,
+    server: &TcpStream,
+    idle: Duration,
+    counters: &Counters,
+    chain: HookChain,
+) -> End {
+    let idle = Idle::watch(idle);
+    let chain = RefCell::new(chain);
+    let up = pump(client, server, Direction::ClientToServer, &chain, counters, &idle);
+    let down = pump(server, client, Direction::ServerToClient, &chain, counters, &idle);
+    let (up, down) = (std::pin::pin!(up), std::pin::pin!(down));
+    let both = std::pin::pin!(async { tokio::try_join!(up, down) });
+    tokio::select! {
+        biased;
+        result = both => match result {
+            Ok(_) => End::Closed,
+            Err(Halt::Io(side, err)) => End::Failed(side, err),
+            Err(Halt::Hook(stop)) => End::Hook(stop),
+        },
+        () = idle.expired() => End::Idle,
+    }
+}
+
+/// One direction: read a chunk, pass it through the hooks, write what comes
+/// out, and only then read again; at the end, the hooks' last words and the
+/// half-close.
+async fn pump(
+    from: &TcpStream,
+    to: &TcpStream,
+    direction: Direction,
+    chain: &RefCell<HookChain>,
+    counters: &Counters,
+    idle: &Idle,
+) -> Result<(), Halt> {
+    let (from_side, to_side, moved) = match direction {
+        Direction::ClientToServer => (Side::Client, Side::Server, &counters.up),
+        Direction::ServerToClient => (Side::Server, Side::Client, &counters.down),
+    };
+    loop {
+        from.readable().await.map_err(|e| Halt::Io(from_side, e))?;
+        // No await from the read to the hooks' answer: the chunk is never
+        // part of the task's state, and the chain is never borrowed across
+        // an await (the other direction uses it too).
+        let out = {
+            let mut chunk = [0u8; CHUNK];
+            let n = match from.try_read(&mut chunk) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(Halt::Io(from_side, e)),
+            };
+            if n == 0 {
+                None
+            } else {
+                moved.fetch_add(n as u64, Ordering::Relaxed);
+                idle.touch();
+                Some(chain.borrow_mut().data(direction, &chunk[..n]))
+            }
+        };
+        let ended = out.is_none();
+        let out = match out {
+            Some(out) => out,
+            None => chain.borrow_mut().end(direction),
+        };
+        let out = match out {
+            Ok(out) => out,
+            Err(Stop::Respond { hook, data, reason }) => {
+                respond(from, &data).await;
+                return Err(Halt::Hook(Stop::Respond { hook, data: Vec::new(), reason }));
+            }
+            Err(stop) => return Err(Halt::Hook(stop)),
+        };
+        write_all(to, &out).await.map_err(|e| Halt::Io(to_side, e))?;
+        if !out.is_empty() {
+            idle.touch();
+        }
+        if ended {
+            return match SockRef::from(to).shutdown(Shutdown::Write) {
+                Err(e) if e.kind() != ErrorKind::NotConnected => Err(Halt::Io(to_side, e)),
+                _ => Ok(()),
+            };
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! A loaded hook plugin, and the sessions it runs for hooked connections.
+//!
+//! Every hooked connection gets an instance of its own, made from the
+//! pre-instantiated component (the pooling allocator maps its memory
+//! copy-on-write from the compiled image), with `init` run and a session
+//! constructed in it. The connection's calls go to that instance only, so a
+//! hook that traps, overruns its budget or fills its memory ends only that
+//! connection, and every other connection through the hook keeps its state.
+//! The instance is thrown away with the connection.
+//!
+//! Calls are synchronous on the connection's thread, under the limits of
+//! [`super::sandbox`]; the bytes a hook hands back are bounded as a
+//! detector's answer is ([`super::component::COPY_LIMIT`]).
+
+use super::bindings::hooks::exports::refractium::plugin::hook as wit_hook;
+use super::bindings::hooks::{HookPlugin as Bindings, HookPluginPre};
+use super::bindings::refractium::plugin::types as wit;
+use super::detector::{Detection, Info, Peer};
+use super::loader::Source;
+use super::sandbox::{Cause, Failure, HostState, LogBudget, MAX_STRING};
+use crate::metrics::PluginCounters;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+use wasmtime::Store;
+use wasmtime::component::{InstancePre, ResourceAny};
+
+/// Which way a chunk travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ClientToServer,
+    ServerToClient,
+}
+
+impl Direction {
+    fn to_wit(self) -> wit::Direction {
+        match self {
+            Direction::ClientToServer => wit::Direction::ClientToServer,
+            Direction::ServerToClient => wit::Direction::ServerToClient,
+        }
+    }
+}
+
+/// What a hook said to do with a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes on.
+    Forward(Vec<u8>),
+    /// Send `data` back to the side the chunk came from, then close.
+    Respond { data: Vec<u8>, reason: String },
+    /// Close, for this reason.
+    Close(String),
+}
+
+/// A hook plugin ready to open sessions from any thread.
+pub struct HookPlugin {
+    name: Arc<str>,
+    /// What its `init` reported.
+    pub info: Info,
+    /// Where it came from.
+    pub source: Source,
+    /// SHA-256 of its bytes.
+    pub hash: String,
+    /// Imported interfaces some of whose functions are refused at the call.
+    pub refused: Vec<String>,
+    pre: HookPluginPre<HostState>,
+    config_json: String,
+    memory: u64,
+    budget: Duration,
+    log: Arc<LogBudget>,
+    /// Failed sessions in a row.
+    failures: AtomicU32,
+    counters: Arc<PluginCounters>,
+    /// Sessions opened (for the metrics).
+    pub sessions: AtomicU64,
+}
+
+impl std::fmt::Debug for HookPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HookPlugin").field("name", &self.name).field("source", &self.source).finish()
+    }
+}
+
+impl HookPlugin {
+    /// Wrap a pre-instantiated component that exports the hook interface,
+    /// running `init` once in a first instance to check the config and
+    /// learn the plugin's name.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        name: &str,
+        source: Source,
+        hash: String,
+        pre: InstancePre<HostState>,
+        refused: Vec<String>,
+        config_json: String,
+        memory: u64,
+        budget: Duration,
+    ) -> anyhow::Result<Self> {
+        let pre = HookPluginPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .map_err(|e| e.context("it does not export the refractium:plugin/hook@0.1.0 interface"))?;
+        let counters = crate::metrics::plugin(name);
+        counters.disabled_until.store(0, Ordering::Relaxed);
+        let mut plugin = HookPlugin {
+            name: name.into(),
+            info: Info { name: name.to_string(), version: String::new() },
+            source,
+            hash,
+            refused,
+            pre,
+            config_json,
+            memory,
+            budget,
+            log: Arc::default(),
+            failures: AtomicU32::new(0),
+            counters,
+            sessions: AtomicU64::new(0),
+        };
+        let (_, info) = plugin.instantiate().map_err(|f| anyhow::anyhow!("{f}"))?;
+        plugin.info = info;
+        Ok(plugin)
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the plugin is disabled after failing again and again.
+    pub fn is_disabled(&self) -> bool {
+        let until = self.counters.disabled_until.load(Ordering::Relaxed);
+        until != 0 && until > crate::clock::now_ms()
+    }
+
+    fn instantiate(&self) -> Result<(Instance, Info), Failure> {
+        let mut store = super::detector::new_store(&self.name, self.memory, &self.log);
+        let budget = self.budget.max(super::detector::SETUP_BUDGET);
+        let _running = super::detector::start_call(&mut store, budget);
+        let failed = |e: wasmtime::Error, store: &Store<HostState>, what: &str| {
+            let failure = store.data().failure(&e, self.memory);
+            Failure { cause: failure.cause, detail: format!("{what} {}", failure.detail) }
+        };
+        store.set_hostcall_fuel(super::component::COPY_LIMIT);
+        let bindings = self.pre.instantiate(&mut store).map_err(|e| failed(e, &store, "instantiation"))?;
+        let init = bindings.refractium_plugin_hook().call_init(&mut store, &self.config_json);
+        store.data_mut().console_flush();
+        let info = match init {
+            Ok(Ok(info)) if info.name.len() <= MAX_STRING && info.version.len() <= MAX_STRING => {
+                Info { name: info.name, version: info.version }
+            }
+            Ok(Ok(_)) => {
+                let detail = format!("init answered a name or version over {MAX_STRING} bytes");
+                return Err(Failure { cause: Cause::Output, detail });
+            }
+            Ok(Err(refusal)) => {
+                let detail = format!("init refused its config: {}", cut(refusal));
+                return Err(Failure { cause: Cause::Instantiate, detail });
+            }
+            Err(err) => return Err(failed(err, &store, "init")),
+        };
+        Ok((Instance { store, bindings }, info))
+    }
+
+    /// A session for a new connection, in an instance of its own.
+    pub fn open(self: &Arc<Self>, peer: &Peer, detection: &Detection, route: &str) -> Result<Session, Failure> {
+        self.sessions.fetch_add(1, Ordering::Relaxed);
+        let opened = self.instantiate().and_then(|(mut instance, _)| {
+            let detection = wit::Detection {
+                protocol: detection.protocol.clone(),
+                sni: detection.sni.clone(),
+                alpn: detection.alpn.clone(),
+                attributes: detection.attributes.clone(),
+            };
+            let result = {
+                let _running = super::detector::start_call(&mut instance.store, self.budget);
+                let guest = instance.bindings.refractium_plugin_hook().session();
+                guest.call_constructor(&mut instance.store, &peer.to_wit(), &detection, route)
+            };
+            instance.store.data_mut().console_flush();
+            match result {
+                Ok(session) => Ok(Session { plugin: self.clone(), instance, session }),
+                Err(err) => {
+                    let failure = instance.store.data().failure(&err, self.memory);
+                    Err(Failure { cause: failure.cause, detail: format!("session {}", failure.detail) })
+                }
+            }
+        });
+        if let Err(failure) = &opened {
+            self.failed(failure);
+        }
+        opened
+    }
+
+    /// Account for a failure: the metrics, a log line, and the breaker.
+    fn failed(&self, failure: &Failure) {
+        self.counters.failed(failure.cause);
+        let (plugin, cause) = (&*self.name, failure.cause.label());
+        tracing::warn!(plugin, cause, detail = %failure.detail, "hook failed; its connection is closed");
+        if !failure.cause.blames_plugin() {
+            return;
+        }
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= super::detector::DISABLE_AFTER {
+            self.failures.store(0, Ordering::Relaxed);
+            let until = crate::clock::now_ms().saturating_add(crate::clock::ms(super::detector::DISABLED_FOR));
+            self.counters.disabled_until.store(until, Ordering::Relaxed);
+            tracing::error!(
+                plugin,
+                failures,
+                "hook disabled for {}s after {failures} failed connections in a row",
+                super::detector::DISABLED_FOR.as_secs()
+            );
+        }
+    }
+}
+
+/// An instance of a hook plugin and the store it lives in.
+struct Instance {
+    store: Store<HostState>,
+    bindings: Bindings,
+}
+
+/// One connection's session of one hook: its own instance.
+pub struct Session {
+    plugin: Arc<HookPlugin>,
+    instance: Instance,
+    session: ResourceAny,
+}
+
+impl Session {
+    /// The hook's name.
+    pub fn name(&self) -> &str {
+        &self.plugin.name
+    }
+
+    /// A chunk from one side.
+    pub fn on_data(&mut self, direction: Direction, data: &[u8]) -> Result<Action, Failure> {
+        self.call(|guest, store, session| guest.call_on_data(store, session, direction.to_wit(), data))
+    }
+
+    /// That side has finished sending.
+    pub fn on_end(&mut self, direction: Direction) -> Result<Action, Failure> {
+        self.call(|guest, store, session| guest.call_on_end(store, session, direction.to_wit()))
+    }
+
+    fn call(
+        &mut self,
+        call: impl FnOnce(
+            wit_hook::GuestSession<'_>,
+            &mut Store<HostState>,
+            ResourceAny,
+        ) -> wasmtime::Result<wit_hook::Action>,
+    ) -> Result<Action, Failure> {
+        let Instance { store, bindings } = &mut self.instance;
+        let result = {
+            let _running = super::detector::start_call(store, self.plugin.budget);
+            call(bindings.refractium_plugin_hook().session(), store, self.session)
+        };
+        store.data_mut().console_flush();
+        let failure = match result {
+            Ok(wit_hook::Action::Forward(data)) => return Ok(self.succeeded(Action::Forward(data))),
+            Ok(wit_hook::Action::Respond(r)) => {
+                return Ok(self.succeeded(Action::Respond { data: r.data, reason: cut(r.reason) }));
+            }
+            Ok(wit_hook::Action::Close(reason)) => return Ok(self.succeeded(Action::Close(cut(reason)))),
+            Err(err) => store.data().failure(&err, self.plugin.memory),
+        };
+        self.plugin.failed(&failure);
+        Err(failure)
+    }
+
+    fn succeeded(&self, action: Action) -> Action {
+        self.plugin.failures.store(0, Ordering::Relaxed);
+        action
+    }
+}
+
+/// `text` cut to a bounded string, on a character boundary.
+fn cut(mut text: String) -> String {
+    let mut end = text.len().min(MAX_STRING);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text
+}

@@ -1,0 +1,223 @@
+//! Hooks: watch, rewrite, hold back or stop the bytes of every connection on
+//! a route that lists the hook.
+//!
+//! A hook is one trait impl and one macro call. Its per-connection state is
+//! a type of your own ([`Hook::Session`]); every method but [`Hook::new`]
+//! and [`Hook::open`] has a default, stated on it, so a hook that only looks
+//! at one direction writes only that:
+//!
+//! ```ignore
+//! use refractium_plugin_sdk::hook::{Action, Direction, Hook};
+//! use refractium_plugin_sdk::{Detection, Peer};
+//!
+//! /// Counts the bytes each client sends.
+//! struct Meter;
+//!
+//! impl Hook for Meter {
+//!     const NAME: &'static str = "meter";
+//!     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+//!     type Session = u64;
+//!
+//!     fn new(_config: &str) -> Result<Self, String> {
+//!         Ok(Meter)
+//!     }
+//!
+//!     fn open(&self, _peer: &Peer, _detection: &Detection, _route: &str) -> u64 {
+//!         0
+//!     }
+//!
+//!     fn on_data(&self, sent: &mut u64, direction: Direction, data: Vec<u8>) -> Action {
+//!         if direction == Direction::ClientToServer {
+//!             *sent += data.len() as u64;
+//!         }
+//!         Action::Forward(data)
+//!     }
+//! }
+//!
+//! refractium_plugin_sdk::export_hook!(Meter);
+//! ```
+//!
+//! The phases of one connection: [`Hook::open`] once the route is chosen;
+//! [`Hook::on_data`] for each chunk from either side (the client's first
+//! bytes, read during detection, come first); [`Hook::on_end`] once per
+//! side when it has finished sending. Chunks are split wherever the network
+//! split them: [`crate::testing::check_hook_splits`] runs a hook over every
+//! split of a stream and checks the output does not depend on it.
+//!
+//! A plugin that is both a detector and a hook exports both with
+//! [`export_plugin!`](crate::export_plugin).
+
+use crate::__bindings::refractium::plugin::types as wit;
+use crate::{Detection, Peer};
+
+/// Which way a chunk travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    ClientToServer,
+    ServerToClient,
+}
+
+/// What to do with a chunk, or at the end of a side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes on towards the other side. Forwarding fewer bytes
+    /// than came in holds the rest back (an empty vector holds the whole
+    /// chunk); held bytes go out with a later chunk or at [`Hook::on_end`].
+    Forward(Vec<u8>),
+    /// Send `data` back to the side the chunk came from, then close the
+    /// connection; `reason` goes to the access log.
+    Respond { data: Vec<u8>, reason: String },
+    /// Close the connection; `reason` goes to the access log.
+    Close(String),
+}
+
+/// A stream hook.
+///
+/// One value is created per plugin instance by [`Hook::new`]; the proxy
+/// gives every hooked connection an instance of its own, so a session's
+/// state is never shared with another connection, and a hook that traps
+/// ends only the connection it was on.
+pub trait Hook: Sized + 'static {
+    /// The plugin's name, as routes list it under `hooks:`.
+    const NAME: &'static str;
+    /// The plugin's version, shown by `refractium plugins`.
+    const VERSION: &'static str;
+    /// What the hook keeps for one connection.
+    type Session: 'static;
+
+    /// Build the hook from its config: the plugin's section of the YAML
+    /// config, as JSON text, or `null` when there is none. An `Err` stops the
+    /// plugin from loading and is shown to the operator.
+    fn new(config: &str) -> Result<Self, String>;
+
+    /// A connection on a route that lists the hook starts: the client, what
+    /// detection found, and the route's name.
+    fn open(&self, peer: &Peer, detection: &Detection, route: &str) -> Self::Session;
+
+    /// A chunk read from one side, before it is written to the other. By
+    /// default it is forwarded unchanged.
+    fn on_data(&self, session: &mut Self::Session, direction: Direction, data: Vec<u8>) -> Action {
+        let _ = (session, direction);
+        Action::Forward(data)
+    }
+
+    /// That side has finished sending: the last chance to forward held
+    /// bytes. By default nothing more is forwarded.
+    fn on_end(&self, session: &mut Self::Session, direction: Direction) -> Action {
+        let _ = (session, direction);
+        Action::Forward(Vec::new())
+    }
+}
+
+impl From<wit::Direction> for Direction {
+    fn from(d: wit::Direction) -> Self {
+        match d {
+            wit::Direction::ClientToServer => Direction::ClientToServer,
+            wit::Direction::ServerToClient => Direction::ServerToClient,
+        }
+    }
+}
+
+#[doc(hidden)]
+pub mod __rt {
+    use super::{Action, Hook};
+    use crate::__bindings::refractium::plugin::types as wit;
+    use crate::__hook_bindings::exports::refractium::plugin::hook as export;
+    use crate::{Detection, Peer};
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    pub fn init<H: Hook>(config: String) -> Result<wit::PluginInfo, String> {
+        let hook = H::new(&config)?;
+        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(hook)));
+        Ok(wit::PluginInfo { name: H::NAME.to_string(), version: H::VERSION.to_string() })
+    }
+
+    fn with<H: Hook, R>(f: impl FnOnce(&H) -> R) -> Option<R> {
+        INSTANCE.with(|cell| cell.borrow().as_ref().and_then(|h| h.downcast_ref::<H>()).map(f))
+    }
+
+    /// One connection's state, behind the generated resource.
+    pub struct Session<H: Hook>(RefCell<Option<H::Session>>);
+
+    impl<H: Hook> Session<H> {
+        pub fn new(peer: wit::Peer, detection: wit::Detection, route: String) -> Self {
+            let (peer, detection) = (Peer::from(peer), Detection::from(detection));
+            Session(RefCell::new(with::<H, _>(|hook| hook.open(&peer, &detection, &route))))
+        }
+
+        pub fn on_data(&self, direction: wit::Direction, data: Vec<u8>) -> Action {
+            let mut state = self.0.borrow_mut();
+            match state.as_mut() {
+                Some(state) => with::<H, _>(|hook| hook.on_data(state, direction.into(), data)),
+                None => None,
+            }
+            .unwrap_or_else(|| Action::Close("the hook was not initialised".into()))
+        }
+
+        pub fn on_end(&self, direction: wit::Direction) -> Action {
+            let mut state = self.0.borrow_mut();
+            match state.as_mut() {
+                Some(state) => with::<H, _>(|hook| hook.on_end(state, direction.into())),
+                None => None,
+            }
+            .unwrap_or_else(|| Action::Close("the hook was not initialised".into()))
+        }
+    }
+
+    impl From<Action> for export::Action {
+        fn from(action: Action) -> Self {
+            match action {
+                Action::Forward(data) => export::Action::Forward(data),
+                Action::Respond { data, reason } => export::Action::Respond(export::Response { data, reason }),
+                Action::Close(reason) => export::Action::Close(reason),
+            }
+        }
+    }
+}
+
+/// Export a [`Hook`] as the plugin's `refractium:plugin/hook` interface.
+///
+/// ```ignore
+/// refractium_plugin_sdk::export_hook!(MyHook);
+/// ```
+#[macro_export]
+macro_rules! export_hook {
+    ($hook:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::__bindings::refractium::plugin::types as wit;
+            use $crate::__hook_bindings::exports::refractium::plugin::hook as export;
+
+            struct RefractiumHookExport;
+            struct RefractiumHookSession($crate::hook::__rt::Session<$hook>);
+
+            impl export::Guest for RefractiumHookExport {
+                type Session = RefractiumHookSession;
+                fn init(config: String) -> Result<wit::PluginInfo, String> {
+                    $crate::hook::__rt::init::<$hook>(config)
+                }
+            }
+
+            impl export::GuestSession for RefractiumHookSession {
+                fn new(peer: wit::Peer, detection: wit::Detection, route: String) -> Self {
+                    RefractiumHookSession($crate::hook::__rt::Session::new(peer, detection, route))
+                }
+                fn on_data(&self, direction: wit::Direction, data: Vec<u8>) -> export::Action {
+                    self.0.on_data(direction, data).into()
+                }
+                fn on_end(&self, direction: wit::Direction) -> export::Action {
+                    self.0.on_end(direction).into()
+                }
+            }
+
+            $crate::__hook_bindings::__refractium_export_hook_world!(
+                RefractiumHookExport with_types_in $crate::__hook_bindings
+            );
+        };
+    };
+}

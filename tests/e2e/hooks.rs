@@ -1,0 +1,187 @@
+//! Hooks on routes: a hook rewrites, holds back, answers and closes; a
+//! hooked and an unhooked route share a listener; a hook that traps, spins,
+//! fills its memory or multiplies its output closes only its own connection
+//! while the other connections through the same hook finish intact; a hook
+//! that keeps failing is disabled, and its route closes or bypasses it.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::time::Duration;
+
+/// A proxy with `testhook` installed under each name of `hooks` (with its
+/// mode), an echo backend, and `routes` (YAML) over a listener `edge` that
+/// detects HTTP and sends anything else to the route `plain`.
+fn hooked_proxy(hooks: &[(&str, &str)], routes: &str) -> (Proxy, Backend) {
+    let echo = Backend::start(Reply::Echo);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir(&plugins).expect("mkdir");
+    let mut config = String::new();
+    for (name, mode) in hooks {
+        std::fs::copy(test_plugins_dir().join("refractium_test_testhook.wasm"), plugins.join(format!("{name}.wasm")))
+            .expect("copy testhook");
+        config.push_str(&format!("    {name}: {{ mode: {mode} }}\n"));
+    }
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detectors: [http]
+    detect: {{ timeout: 500ms }}
+    default: plain
+routes:
+{routes}  - name: plain
+    to: echo
+backends:
+  echo: {{ servers: [{echo}] }}
+plugins:
+  dir: plugins.d
+  limits: {{ call_timeout: 100ms }}
+  config:
+{config}"#,
+        echo = echo.addr
+    );
+    (Proxy::start_in(dir, &yaml), echo)
+}
+
+/// Send `chunks` (pausing between them so they arrive apart), end the
+/// sending side, and read everything until the proxy closes.
+fn converse(proxy: &Proxy, chunks: &[&[u8]]) -> Vec<u8> {
+    let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    for (i, chunk) in chunks.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        c.write_all(chunk).expect("write");
+    }
+    let _ = c.shutdown(Shutdown::Write);
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    got
+}
+
+const GET: &[u8] = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+
+#[test]
+fn a_hook_rewrites_one_route_and_the_other_route_is_untouched() {
+    let (proxy, _echo) = hooked_proxy(
+        &[("shout", "upper")],
+        "  - name: web\n    match: { protocol: http }\n    hooks: [shout]\n    to: echo\n",
+    );
+    // Hooked: the first bytes (read during detection) and what follows are
+    // upper-cased on the way to the server; the echo comes back unchanged.
+    let got = converse(&proxy, &[GET, b"and then some\n"]);
+    assert_eq!(got, [GET.to_ascii_uppercase(), b"AND THEN SOME\n".to_vec()].concat());
+    // Unhooked, on the same listener: byte for byte.
+    assert_eq!(converse(&proxy, &[b"plain words\n", b"more\n"]), b"plain words\nmore\n");
+    let access = proxy.wait_access(2);
+    assert!(access.iter().all(|a| a["close"] == "closed"), "{access:?}");
+}
+
+#[test]
+fn a_hook_holds_bytes_until_the_side_ends() {
+    let (proxy, echo) = hooked_proxy(
+        &[("holder", "hold")],
+        "  - name: web\n    match: { protocol: http }\n    hooks: [holder]\n    to: echo\n",
+    );
+    let got = converse(&proxy, &[GET, b"held"]);
+    assert_eq!(got, [GET, b"held"].concat(), "released at each side's end, in order");
+    // The server got nothing before the client's end: one read, all of it.
+    assert_eq!(echo.wait_seen(1)[0], [GET, b"held"].concat());
+}
+
+#[test]
+fn a_hook_answers_and_closes() {
+    let (proxy, echo) = hooked_proxy(
+        &[("guard", "deny")],
+        "  - name: web\n    match: { protocol: http }\n    hooks: [guard]\n    to: echo\n",
+    );
+    // In the first bytes: answered before any server is asked.
+    let got = converse(&proxy, &[b"GET /forbidden HTTP/1.1\r\nHost: a\r\n\r\n"]);
+    assert!(got.starts_with(b"HTTP/1.1 403 Forbidden\r\n"), "{}", String::from_utf8_lossy(&got));
+    let line = proxy.wait_log(10, |v| v["target"] == "refractium::access" && v["close"] != "closed");
+    assert_eq!(line["close"], "hook guard: forbidden word", "{line}");
+    assert!(echo.seen().is_empty(), "the server was never connected");
+    // Later in the stream: what went before reached the server and came
+    // back; then the answer, and the end.
+    let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    c.write_all(GET).expect("write");
+    let mut echoed = vec![0u8; GET.len()];
+    c.read_exact(&mut echoed).expect("the echo of the first request");
+    assert_eq!(echoed, GET);
+    c.write_all(b"now something forbidden").expect("write");
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(rest.starts_with(b"HTTP/1.1 403 Forbidden\r\n"), "{}", String::from_utf8_lossy(&rest));
+    // `close`: the connection ends with no answer.
+    assert_eq!(converse(&proxy, &[GET, b"please close"]), GET);
+    proxy.wait_log(10, |v| v["close"] == "hook guard: asked to close");
+}
+
+/// Fifty connections through one hook exchange their bytes while others,
+/// through the same hook, make it trap, spin, fill its memory and multiply
+/// its output: each of those closes alone, with the cause in the access
+/// log; the fifty finish intact.
+#[test]
+fn a_broken_hook_closes_only_its_own_connection() {
+    let (proxy, _echo) = hooked_proxy(
+        &[("fragile", "broken")],
+        "  - name: web\n    match: { protocol: http }\n    hooks: [fragile]\n    to: echo\n",
+    );
+    let addr = proxy.addr("edge");
+    // Fifty clients connect and send their first request, and keep their
+    // connections open while the hook breaks on others.
+    let mut clients: Vec<TcpStream> = (0..50)
+        .map(|_| {
+            let mut c = TcpStream::connect(addr).expect("connect");
+            c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            c.write_all(GET).expect("write");
+            let mut echoed = vec![0u8; GET.len()];
+            c.read_exact(&mut echoed).expect("echo");
+            assert_eq!(echoed, GET);
+            c
+        })
+        .collect();
+    for (trigger, cause) in [("trap", "trap"), ("spin", "time"), ("hog!", "memory"), ("grow", "output")] {
+        let got = converse(&proxy, &[GET, trigger.as_bytes()]);
+        assert_eq!(got, GET, "{trigger}: the first request's echo, then the close");
+        let line = proxy.wait_log(10, |v| {
+            v["target"] == "refractium::access"
+                && v["close"].as_str().is_some_and(|c| c.starts_with(&format!("hook fragile failed ({cause})")))
+        });
+        assert_eq!(line["route"], "web", "{line}");
+    }
+    // Every one of the fifty still has its own session and finishes intact.
+    for (i, c) in clients.iter_mut().enumerate() {
+        let line = format!("client {i} still here\n");
+        c.write_all(line.as_bytes()).expect("write");
+        c.shutdown(Shutdown::Write).expect("shutdown");
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).expect("read");
+        assert_eq!(rest, line.as_bytes(), "client {i}");
+    }
+    let clean = proxy.wait_access(54);
+    assert_eq!(clean.iter().filter(|a| a["close"] == "closed").count(), 50, "{clean:?}");
+}
+
+/// A hook that fails on every connection is disabled; then its route
+/// closes new connections, unless it says `on_hook_failure: bypass`.
+#[test]
+fn a_disabled_hook_closes_its_route_or_is_bypassed() {
+    let routes = "  - name: web\n    match: { protocol: http, attributes: { host: strict } }\n    hooks: [fragile]\n    to: echo\n  - name: lenient\n    match: { protocol: http }\n    hooks: [fragile]\n    on_hook_failure: bypass\n    to: echo\n";
+    let (proxy, _echo) = hooked_proxy(&[("fragile", "broken")], routes);
+    let strict = b"GET /trap HTTP/1.1\r\nHost: strict\r\n\r\n";
+    for _ in 0..10 {
+        assert_eq!(converse(&proxy, &[strict]), b"", "the trap ends it at once");
+    }
+    proxy.wait_log(10, |v| v["plugin"] == "fragile" && v["level"] == "ERROR");
+    // Disabled: the strict route closes; the lenient one goes on unhooked.
+    assert_eq!(converse(&proxy, &[b"GET / HTTP/1.1\r\nHost: strict\r\n\r\n"]), b"");
+    proxy.wait_log(10, |v| v["close"].as_str().is_some_and(|c| c.contains("fragile is disabled")));
+    let lenient = b"GET /trap HTTP/1.1\r\nHost: lenient\r\n\r\n";
+    assert_eq!(converse(&proxy, &[lenient]), lenient, "bypassed: the trigger reaches the server untouched");
+}

@@ -1,0 +1,111 @@
+//! Test plugin `testhook`: a hook that behaves, or misbehaves, as its config
+//! says (`{"mode": ...}`), so the proxy's tests can show what a hook can do
+//! to a stream and that a broken one ends only its own connection:
+//!
+//! - `identity`: forwards every chunk unchanged;
+//! - `upper`: upper-cases what the client sends;
+//! - `hold`: holds every byte of a side until that side ends;
+//! - `deny`: answers `HTTP/1.1 403 Forbidden` and closes when a client chunk
+//!   contains `forbidden`; closes without answer on `close`;
+//! - `broken`: forwards unchanged, except that a client chunk containing
+//!   `trap` panics, `spin` loops forever, `hog!` allocates until memory
+//!   runs out, and `grow` answers one byte with 1 MiB.
+
+use refractium_plugin_sdk::hook::{Action, Direction, Hook};
+use refractium_plugin_sdk::{Detection, Peer};
+
+pub struct TestHook {
+    mode: String,
+}
+
+/// Per connection: the bytes held back, per direction.
+#[derive(Default)]
+pub struct Held {
+    up: Vec<u8>,
+    down: Vec<u8>,
+}
+
+fn contains(data: &[u8], word: &[u8]) -> bool {
+    data.windows(word.len()).any(|w| w == word)
+}
+
+impl Hook for TestHook {
+    const NAME: &'static str = "testhook";
+    const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+    type Session = Held;
+
+    fn new(config: &str) -> Result<Self, String> {
+        let config: serde_json::Value = serde_json::from_str(config).map_err(|e| e.to_string())?;
+        let mode = config.get("mode").and_then(|m| m.as_str()).unwrap_or("identity");
+        Ok(TestHook { mode: mode.to_string() })
+    }
+
+    fn open(&self, _peer: &Peer, _detection: &Detection, _route: &str) -> Held {
+        Held::default()
+    }
+
+    fn on_data(&self, held: &mut Held, direction: Direction, data: Vec<u8>) -> Action {
+        let from_client = direction == Direction::ClientToServer;
+        match self.mode.as_str() {
+            "upper" if from_client => Action::Forward(data.to_ascii_uppercase()),
+            "hold" => {
+                let buffer = if from_client { &mut held.up } else { &mut held.down };
+                buffer.extend_from_slice(&data);
+                Action::Forward(Vec::new())
+            }
+            "deny" if from_client && contains(&data, b"forbidden") => Action::Respond {
+                data: b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+                reason: "forbidden word".into(),
+            },
+            "deny" if from_client && contains(&data, b"close") => Action::Close("asked to close".into()),
+            "broken" if from_client => {
+                if contains(&data, b"trap") {
+                    panic!("testhook: deliberate panic");
+                }
+                if contains(&data, b"spin") {
+                    let mut n = 0u64;
+                    loop {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                }
+                if contains(&data, b"hog!") {
+                    let mut kept: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        kept.push(std::hint::black_box(vec![0xa5u8; 1 << 20]));
+                    }
+                }
+                if contains(&data, b"grow") {
+                    return Action::Forward(vec![b'x'; 1 << 20]);
+                }
+                Action::Forward(data)
+            }
+            _ => Action::Forward(data),
+        }
+    }
+
+    fn on_end(&self, held: &mut Held, direction: Direction) -> Action {
+        let buffer = if direction == Direction::ClientToServer { &mut held.up } else { &mut held.down };
+        Action::Forward(std::mem::take(buffer))
+    }
+}
+
+refractium_plugin_sdk::export_hook!(TestHook);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use refractium_plugin_sdk::testing::check_hook_splits;
+
+    fn hook(mode: &str) -> TestHook {
+        TestHook::new(&format!("{{\"mode\":\"{mode}\"}}")).expect("config")
+    }
+
+    #[test]
+    fn modes_do_not_depend_on_where_the_stream_is_split() {
+        let stream = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(check_hook_splits(&hook("identity"), Direction::ClientToServer, stream).output, stream);
+        assert_eq!(check_hook_splits(&hook("hold"), Direction::ServerToClient, stream).output, stream);
+        let upper = check_hook_splits(&hook("upper"), Direction::ClientToServer, stream);
+        assert_eq!(upper.output, stream.to_ascii_uppercase());
+    }
+}
