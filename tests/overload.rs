@@ -10,8 +10,6 @@
 #[path = "e2e/support.rs"]
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -40,17 +38,6 @@ impl Drop for Hogs {
             let _ = hog.wait();
         }
     }
-}
-
-/// GET `path` from the admin listener; the body.
-fn admin_get(proxy: &Proxy, path: &str) -> String {
-    let line = proxy.wait_log(10, |v| v["message"] == "admin listening");
-    let addr = line["addr"].as_str().expect("admin addr");
-    let mut c = TcpStream::connect(addr).expect("connect admin");
-    write!(c, "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").expect("write");
-    let mut out = String::new();
-    c.read_to_string(&mut out).expect("read");
-    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
 }
 
 /// The value of the metric line that starts with `prefix`, 0 if absent.
@@ -149,7 +136,7 @@ plugins:
     drop(hogs);
 
     let (served, wrong) = (served.into_inner(), wrong.into_inner());
-    let metrics = admin_get(&proxy, "/metrics");
+    let metrics = proxy.admin_get("/metrics");
     let failures = |plugin: &str, cause: &str| {
         metric(&metrics, &format!("refractium_plugin_failures_total{{plugin=\"{plugin}\",cause=\"{cause}\"}} "))
     };

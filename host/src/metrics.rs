@@ -100,6 +100,18 @@ pub struct PluginCounters {
     /// [`crate::clock::now_ms`] until which the plugin is disabled (0: it
     /// is not).
     pub disabled_until: AtomicU64,
+    /// Set once the plugin has been loaded as a hook: its hook counters are
+    /// shown.
+    pub is_hook: std::sync::atomic::AtomicBool,
+    /// Hook sessions opened (one per hooked connection).
+    pub sessions: AtomicU64,
+    /// Hook calls (`on-data`, `on-end`) that answered.
+    pub calls: AtomicU64,
+    /// Bytes handed to the hook, and bytes it forwarded.
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Connections the hook ended by answering or closing.
+    pub closes: AtomicU64,
 }
 
 impl PluginCounters {
@@ -161,6 +173,22 @@ pub fn render() -> String {
         let until = counters.disabled_until.load(Ordering::Relaxed);
         let _ = writeln!(out, "refractium_plugin_disabled{{plugin=\"{name}\"}} {}", u8::from(until > now));
     }
+    let hooks: Vec<&(String, Arc<PluginCounters>)> =
+        plugins.iter().filter(|(_, c)| c.is_hook.load(Ordering::Relaxed)).collect();
+    type Field = fn(&PluginCounters) -> &AtomicU64;
+    let families: [(&str, &str, Field); 5] = [
+        ("refractium_hook_sessions_total", "Hook sessions opened, one per hooked connection.", |c| &c.sessions),
+        ("refractium_hook_calls_total", "Hook calls (on-data, on-end) that answered.", |c| &c.calls),
+        ("refractium_hook_bytes_in_total", "Bytes handed to the hook.", |c| &c.bytes_in),
+        ("refractium_hook_bytes_out_total", "Bytes the hook forwarded.", |c| &c.bytes_out),
+        ("refractium_hook_closes_total", "Connections the hook ended by answering or closing.", |c| &c.closes),
+    ];
+    for (metric, help, field) in families {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+        for (name, counters) in &hooks {
+            let _ = writeln!(out, "{metric}{{hook=\"{name}\"}} {}", field(counters).load(Ordering::Relaxed));
+        }
+    }
     out
 }
 
@@ -174,7 +202,7 @@ mod tests {
         let text = render();
         assert!(text.contains("# TYPE refractium_reloads_total counter\nrefractium_reloads_total "));
         assert!(text.contains("# TYPE refractium_tcp_connections_open gauge"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), ALL.len() + 2);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), ALL.len() + 7);
     }
 
     #[test]

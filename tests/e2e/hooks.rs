@@ -36,6 +36,7 @@ routes:
     to: echo
 backends:
   echo: {{ servers: [{echo}] }}
+admin: {{ bind: 127.0.0.1:0 }}
 plugins:
   dir: plugins.d
   limits: {{ call_timeout: 100ms }}
@@ -79,6 +80,17 @@ fn a_hook_rewrites_one_route_and_the_other_route_is_untouched() {
     assert_eq!(converse(&proxy, &[b"plain words\n", b"more\n"]), b"plain words\nmore\n");
     let access = proxy.wait_access(2);
     assert!(access.iter().all(|a| a["close"] == "closed"), "{access:?}");
+    // One session; the client's bytes in and out, the echo's in and out.
+    let metrics = proxy.admin_get("/metrics");
+    let sent = (GET.len() + b"and then some\n".len()) as u64;
+    for line in [
+        "refractium_hook_sessions_total{hook=\"shout\"} 1".to_string(),
+        format!("refractium_hook_bytes_in_total{{hook=\"shout\"}} {}", 2 * sent),
+        format!("refractium_hook_bytes_out_total{{hook=\"shout\"}} {}", 2 * sent),
+        "refractium_hook_closes_total{hook=\"shout\"} 0".to_string(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} not in:\n{metrics}");
+    }
 }
 
 #[test]

@@ -9,8 +9,6 @@
 
 use crate::support::*;
 use crate::udp_backend::*;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 /// Copy test plugin `built` into `dir/plugins.d` as `name.wasm`.
@@ -216,17 +214,6 @@ plugins:
     Proxy::start_in(dir, &yaml)
 }
 
-/// GET `path` from the admin listener; the body.
-fn admin_get(proxy: &Proxy, path: &str) -> String {
-    let line = proxy.wait_log(10, |v| v["message"] == "admin listening");
-    let addr = line["addr"].as_str().expect("admin addr");
-    let mut c = TcpStream::connect(addr).expect("connect admin");
-    write!(c, "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").expect("write");
-    let mut out = String::new();
-    c.read_to_string(&mut out).expect("read");
-    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
-}
-
 /// Every intruder fails where the sandbox draws the line, and its listener
 /// keeps serving every ordinary client: 200 HTTP connections each, and 20
 /// DNS queries behind a detector that sleeps.
@@ -265,7 +252,7 @@ fn intruders_cannot_make_ordinary_connections_fail() {
         // Failing on every call, it is switched off after a while.
         proxy.wait_log(10, |v| v["plugin"] == name && v["level"] == "ERROR");
     }
-    let metrics = admin_get(&proxy, "/metrics");
+    let metrics = proxy.admin_get("/metrics");
     for (name, _, _) in INTRUDERS {
         let line = format!("refractium_plugin_failures_total{{plugin=\"{name}\",cause=\"refused\"}} ");
         let count = metrics.lines().find_map(|l| l.strip_prefix(&line)).unwrap_or("0");

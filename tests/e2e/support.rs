@@ -179,6 +179,18 @@ impl Proxy {
         reply(&mut c)
     }
 
+    /// GET `path` from the admin listener (the config must have one); the
+    /// response body.
+    pub fn admin_get(&self, path: &str) -> String {
+        let line = self.wait_log(10, |v| v["message"] == "admin listening");
+        let addr = line["addr"].as_str().expect("admin addr");
+        let mut c = TcpStream::connect(addr).expect("connect admin");
+        write!(c, "GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").expect("write");
+        let mut out = String::new();
+        c.read_to_string(&mut out).expect("read");
+        out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

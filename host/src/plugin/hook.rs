@@ -20,7 +20,7 @@ use super::loader::Source;
 use super::sandbox::{Cause, Failure, HostState, LogBudget, MAX_STRING};
 use crate::metrics::PluginCounters;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::component::{InstancePre, ResourceAny};
@@ -71,8 +71,6 @@ pub struct HookPlugin {
     /// Failed sessions in a row.
     failures: AtomicU32,
     counters: Arc<PluginCounters>,
-    /// Sessions opened (for the metrics).
-    pub sessions: AtomicU64,
 }
 
 impl std::fmt::Debug for HookPlugin {
@@ -101,6 +99,7 @@ impl HookPlugin {
             .map_err(|e| e.context("it does not export the refractium:plugin/hook@0.1.0 interface"))?;
         let counters = crate::metrics::plugin(name);
         counters.disabled_until.store(0, Ordering::Relaxed);
+        counters.is_hook.store(true, Ordering::Relaxed);
         let mut plugin = HookPlugin {
             name: name.into(),
             info: Info { name: name.to_string(), version: String::new() },
@@ -114,7 +113,6 @@ impl HookPlugin {
             log: Arc::default(),
             failures: AtomicU32::new(0),
             counters,
-            sessions: AtomicU64::new(0),
         };
         let (_, info) = plugin.instantiate().map_err(|f| anyhow::anyhow!("{f}"))?;
         plugin.info = info;
@@ -163,7 +161,7 @@ impl HookPlugin {
 
     /// A session for a new connection, in an instance of its own.
     pub fn open(self: &Arc<Self>, peer: &Peer, detection: &Detection, route: &str) -> Result<Session, Failure> {
-        self.sessions.fetch_add(1, Ordering::Relaxed);
+        self.counters.sessions.fetch_add(1, Ordering::Relaxed);
         let opened = self.instantiate().and_then(|(mut instance, _)| {
             let detection = wit::Detection {
                 protocol: detection.protocol.clone(),
@@ -235,6 +233,7 @@ impl Session {
 
     /// A chunk from one side.
     pub fn on_data(&mut self, direction: Direction, data: &[u8]) -> Result<Action, Failure> {
+        self.plugin.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
         self.call(|guest, store, session| guest.call_on_data(store, session, direction.to_wit(), data))
     }
 
@@ -270,7 +269,13 @@ impl Session {
     }
 
     fn succeeded(&self, action: Action) -> Action {
+        let counters = &self.plugin.counters;
         self.plugin.failures.store(0, Ordering::Relaxed);
+        counters.calls.fetch_add(1, Ordering::Relaxed);
+        match &action {
+            Action::Forward(data) => counters.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed),
+            Action::Respond { .. } | Action::Close(_) => counters.closes.fetch_add(1, Ordering::Relaxed),
+        };
         action
     }
 }
