@@ -1,4 +1,4 @@
-//! The `refractium` command line: `run`, `check`, `detect`, `plugins`.
+//! The `refractium` command line: `run`, `check`, `detect`, `hook`, `plugins`.
 
 use crate::config::{self, Config};
 use crate::detect::{self, Outcome};
@@ -63,8 +63,29 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run a hook over files as successive chunks of one side of a
+    /// connection; print what the other side would receive and the actions.
+    Hook {
+        /// The hook's name (a plugin file of the plugins directory).
+        name: String,
+        /// Which way the chunks travel.
+        #[arg(long, value_enum, default_value_t = DirectionArg::ClientToServer)]
+        direction: DirectionArg,
+        /// The protocol the session is told detection found.
+        #[arg(long, default_value = "")]
+        protocol: String,
+        /// Files holding the chunks, in order.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// List the loaded plugins.
     Plugins,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DirectionArg {
+    ClientToServer,
+    ServerToClient,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -80,6 +101,9 @@ pub fn main() -> ExitCode {
         Command::Run => run(cli.config.as_deref()),
         Command::Check => check(cli.config.as_deref()),
         Command::Detect { transport, flight, files } => detect_files(cli.config.as_deref(), transport, flight, &files),
+        Command::Hook { name, direction, protocol, files } => {
+            run_hook(cli.config.as_deref(), &name, direction, protocol, &files)
+        }
         Command::Plugins => plugins(cli.config.as_deref()),
     };
     match result {
@@ -267,6 +291,78 @@ fn config_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
         None if Path::new(DEFAULT_CONFIG).exists() => Ok(config::load(Path::new(DEFAULT_CONFIG))?),
         None => Ok(Config::default()),
     }
+}
+
+/// `refractium hook`: one JSON object with each step (a file's chunk, then
+/// the side's end), what the hook forwarded at each, everything the other
+/// side would receive, and how the hook stopped the stream if it did.
+fn run_hook(
+    path: Option<&Path>,
+    name: &str,
+    direction: DirectionArg,
+    protocol: String,
+    files: &[PathBuf],
+) -> anyhow::Result<()> {
+    use crate::plugin::hook::{Action, Direction};
+    crate::logging::init("warn", config::LogFormat::Text);
+    let config = config_or_default(path)?;
+    let plugins = local_runtime()?.block_on(PluginSet::load(&config))?;
+    let Some(hook) = plugins.hook(name) else {
+        let loaded: Vec<&str> = plugins.hooks.iter().map(|h| h.name()).collect();
+        anyhow::bail!("no hook plugin named `{name}` (loaded: {})", loaded.join(", "));
+    };
+    let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "hook", false);
+    let detection = crate::plugin::Detection { protocol, ..Default::default() };
+    let mut session = hook.open(&peer, &detection, "hook").map_err(|f| anyhow::anyhow!("the session failed: {f}"))?;
+    let (direction, label) = match direction {
+        DirectionArg::ClientToServer => (Direction::ClientToServer, "client-to-server"),
+        DirectionArg::ServerToClient => (Direction::ServerToClient, "server-to-client"),
+    };
+    let (mut steps, mut output, mut stop) = (Vec::new(), Vec::<u8>::new(), serde_json::Value::Null);
+    let inputs = files.iter().map(Some).chain([None]);
+    for input in inputs {
+        let (label_in, answer) = match input {
+            Some(file) => {
+                let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+                (file.display().to_string(), session.on_data(direction, &bytes))
+            }
+            None => ("end".to_string(), session.on_end(direction)),
+        };
+        let step = match answer {
+            Ok(Action::Forward(data)) => {
+                output.extend_from_slice(&data);
+                serde_json::json!({"input": label_in, "action": "forward", "data": String::from_utf8_lossy(&data)})
+            }
+            Ok(Action::Respond { data, reason }) => {
+                stop = serde_json::json!({"respond": String::from_utf8_lossy(&data), "reason": reason});
+                serde_json::json!({"input": label_in, "action": "respond", "data": String::from_utf8_lossy(&data), "reason": reason})
+            }
+            Ok(Action::Close(reason)) => {
+                stop = serde_json::json!({"close": reason});
+                serde_json::json!({"input": label_in, "action": "close", "reason": reason})
+            }
+            Err(failure) => {
+                stop = serde_json::json!({"failed": failure.cause.label(), "detail": failure.detail});
+                serde_json::json!({"input": label_in, "action": "failed", "cause": failure.cause.label(), "detail": failure.detail})
+            }
+        };
+        let stopped = !stop.is_null();
+        steps.push(step);
+        if stopped {
+            break;
+        }
+    }
+    say!(
+        "{}",
+        serde_json::json!({
+            "hook": name,
+            "direction": label,
+            "steps": steps,
+            "output": String::from_utf8_lossy(&output),
+            "stop": stop,
+        })
+    );
+    Ok(())
 }
 
 fn detect_files(path: Option<&Path>, transport: TransportArg, flight: bool, files: &[PathBuf]) -> anyhow::Result<()> {

@@ -172,3 +172,50 @@ fn plugins_lists_the_builtins_and_a_broken_file_is_skipped_by_name() {
     let (ok, _, _) = check(&cfg, 120);
     assert!(!ok);
 }
+
+/// `refractium hook` runs a hook over files as one side's chunks and says
+/// what the other side would receive and what the hook did.
+#[test]
+fn hook_runs_a_hook_over_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir(&plugins).expect("mkdir");
+    for name in ["shout", "guard"] {
+        std::fs::copy(test_plugins_dir().join("refractium_test_testhook.wasm"), plugins.join(format!("{name}.wasm")))
+            .expect("copy testhook");
+    }
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: { servers: [127.0.0.1:1] }\nplugins:\n  dir: plugins.d\n  config:\n    shout: { mode: upper }\n    guard: { mode: deny }\n",
+    )
+    .expect("write config");
+    let (a, b) = (dir.path().join("a.bin"), dir.path().join("b.bin"));
+    std::fs::write(&a, b"hello ").expect("write");
+    std::fs::write(&b, b"forbidden world").expect("write");
+    let hook = |args: &[&str]| {
+        let (ok, out, err) = run_cmd(
+            std::process::Command::new(bin())
+                .arg("hook")
+                .args(args)
+                .arg("-c")
+                .arg(&cfg)
+                .arg(&a)
+                .arg(&b)
+                .env("REFRACTIUM_CACHE_DIR", cache_dir()),
+            120,
+        );
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).expect("one JSON object")
+    };
+    let v = hook(&["shout"]);
+    assert_eq!(v["output"], "HELLO FORBIDDEN WORLD", "{v}");
+    assert_eq!(v["steps"].as_array().map(Vec::len), Some(3), "two chunks and the end: {v}");
+    assert!(v["stop"].is_null(), "{v}");
+    let v = hook(&["shout", "--direction", "server-to-client"]);
+    assert_eq!(v["output"], "hello forbidden world", "{v}");
+    let v = hook(&["guard"]);
+    assert_eq!(v["output"], "hello ", "{v}");
+    assert_eq!(v["stop"]["reason"], "forbidden word", "{v}");
+    assert!(v["stop"]["respond"].as_str().is_some_and(|r| r.starts_with("HTTP/1.1 403")), "{v}");
+}

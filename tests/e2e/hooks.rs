@@ -197,3 +197,56 @@ fn a_disabled_hook_closes_its_route_or_is_bypassed() {
     let lenient = b"GET /trap HTTP/1.1\r\nHost: lenient\r\n\r\n";
     assert_eq!(converse(&proxy, &[lenient]), lenient, "bypassed: the trigger reaches the server untouched");
 }
+
+/// A reload that changes a hook while clients keep coming: no connection
+/// fails, each is served wholly by one version, a connection open across
+/// the reload keeps the version it started with, and new ones get the new.
+#[test]
+fn a_reload_replaces_a_hook_under_load_without_a_failed_connection() {
+    let (proxy, _echo) = hooked_proxy(
+        &[("shout", "upper")],
+        "  - name: web\n    match: { protocol: http }\n    hooks: [shout]\n    to: echo\n",
+    );
+    let config = proxy.dir.path().join("refractium.yaml");
+    let before = std::fs::read_to_string(&config).expect("config");
+    let (lower, upper) = ([GET, b"tail\n"].concat(), [GET.to_ascii_uppercase(), b"TAIL\n".to_vec()].concat());
+    // Open across the reload: its first chunk has gone through the old hook.
+    let mut open = TcpStream::connect(proxy.addr("edge")).expect("connect");
+    open.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    open.write_all(GET).expect("write");
+    let mut echoed = vec![0u8; GET.len()];
+    open.read_exact(&mut echoed).expect("echo");
+    assert_eq!(echoed, GET.to_ascii_uppercase());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let served = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 2000 {
+                        let got = converse(&proxy, &[GET, b"tail\n"]);
+                        assert!(got == upper || got == lower, "a connection failed or was mixed: {got:?}");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(&config, before.replace("mode: upper", "mode: identity")).expect("rewrite config");
+        let _ = std::process::Command::new("kill").args(["-HUP", &proxy.pid().to_string()]).status();
+        proxy.wait_log(30, |v| v["message"] == "reload: new configuration in force");
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        clients.into_iter().map(|c| c.join().expect("client")).sum::<usize>()
+    });
+    assert!(served > 0);
+    assert_eq!(converse(&proxy, &[GET, b"tail\n"]), lower, "new connections get the new version");
+    open.write_all(b"still the old one\n").expect("write");
+    open.shutdown(Shutdown::Write).expect("shutdown");
+    let mut rest = Vec::new();
+    open.read_to_end(&mut rest).expect("read");
+    assert_eq!(rest, b"STILL THE OLD ONE\n", "the open connection keeps the hook it started with");
+    let failed = proxy.logs_where(|v| v["target"] == "refractium::access" && v["close"] != "closed");
+    assert!(failed.is_empty(), "{failed:?}");
+}
