@@ -1,4 +1,4 @@
-//! Builds the built-in detector plugins (and the deliberately broken plugins
+//! Builds the built-in detector and hook plugins (and the deliberately broken plugins
 //! the sandbox tests use) for `wasm32-wasip2`, and writes `builtins.rs` into
 //! `OUT_DIR`, which embeds the built-in ones in the `refractium` binary.
 //!
@@ -39,6 +39,10 @@ const BUILTINS: &[(&str, &str, bool, bool)] = &[
     ("pattern", "refractium-detector-pattern", true, true),
 ];
 
+/// Built-in hooks: (name, package). They are loaded as components, like a
+/// plugin file, and a file of the same name replaces one.
+const BUILTIN_HOOKS: &[(&str, &str)] = &[("deny", "refractium-hook-deny"), ("rewrite", "refractium-hook-rewrite")];
+
 /// Plugins built only for the test suite: (name, package).
 const TEST_PLUGINS: &[(&str, &str)] = &[
     ("spin", "refractium-test-spin"),
@@ -68,7 +72,8 @@ fn main() {
     cmd.current_dir(&workspace)
         .args(["build", "--target", TARGET, "--profile", PROFILE, "--target-dir"])
         .arg(&target_dir);
-    let packages = BUILTINS.iter().map(|b| b.1).chain(TEST_PLUGINS.iter().map(|t| t.1));
+    let packages =
+        BUILTINS.iter().map(|b| b.1).chain(BUILTIN_HOOKS.iter().map(|h| h.1)).chain(TEST_PLUGINS.iter().map(|t| t.1));
     for package in packages {
         cmd.args(["-p", package]);
     }
@@ -106,6 +111,15 @@ fn main() {
         let file = wasm_file(&out_wasm, package);
         let path = file.display().to_string();
         src.push_str(&format!("    ({name:?}, {package:?}, include_bytes!({path:?}), {tcp}, {udp}),\n"));
+    }
+    src.push_str("];\n");
+    src.push_str(
+        "/// Built-in hooks embedded in the binary: (name, package, wasm bytes).\n\
+         pub const BUILTIN_HOOKS: &[(&str, &str, &[u8])] = &[\n",
+    );
+    for (name, package) in BUILTIN_HOOKS {
+        let path = wasm_file(&out_wasm, package).display().to_string();
+        src.push_str(&format!("    ({name:?}, {package:?}, include_bytes!({path:?})),\n"));
     }
     src.push_str("];\n");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

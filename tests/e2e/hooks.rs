@@ -250,3 +250,64 @@ fn a_reload_replaces_a_hook_under_load_without_a_failed_connection() {
     let failed = proxy.logs_where(|v| v["target"] == "refractium::access" && v["close"] != "closed");
     assert!(failed.is_empty(), "{failed:?}");
 }
+
+/// The built-in `deny` answers curl's request for a banned path with 403
+/// and closes, and lets other paths through; the built-in `rewrite` changes
+/// a word the server sends in two pieces.
+#[test]
+fn the_built_in_deny_and_rewrite_hooks() {
+    let web = Backend::start(Reply::Http("web"));
+    let echo = Backend::start(Reply::Echo);
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detectors: [http]
+    default: echoed
+routes:
+  - name: web
+    match: {{ protocol: http }}
+    hooks: [deny]
+    to: web
+  - name: echoed
+    hooks: [rewrite]
+    to: echo
+backends:
+  web: {{ servers: [{web}] }}
+  echo: {{ servers: [{echo}] }}
+plugins:
+  config:
+    deny:
+      rules:
+        - regex: "^GET /admin"
+          respond: "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+          reason: admin path
+    rewrite:
+      rules:
+        - from: HELLO
+          to: HOWDY
+          direction: server-to-client
+"#,
+        web = web.addr,
+        echo = echo.addr
+    );
+    let proxy = Proxy::start(&yaml);
+    let url = |path: &str| format!("http://{}{path}", proxy.addr("edge"));
+    if have("curl") {
+        let code = |path: &str| {
+            let (_, out, _) = run_cmd(
+                std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url(path)]),
+                20,
+            );
+            out
+        };
+        assert_eq!(code("/admin/users"), "403");
+        assert_eq!(code("/index.html"), "200");
+        proxy.wait_log(10, |v| v["close"] == "hook deny: admin path");
+    }
+    assert_eq!(web.seen().len(), usize::from(have("curl")), "the banned request never reached the server");
+    // Echoed in two pieces (the client's two writes), rewritten as one.
+    let got = converse(&proxy, &[b"say HEL", b"LO world"]);
+    assert_eq!(got, b"say HOWDY world");
+}

@@ -90,7 +90,7 @@ impl PluginSet {
             plugin.learn_first_bytes();
             Ok(Arc::new(plugin))
         };
-        let load_file = |name: &str, path: &Path, bytes: &[u8]| -> anyhow::Result<Loaded> {
+        let load_component = |name: &str, source: Source, bytes: &[u8]| -> anyhow::Result<Loaded> {
             let hash = cache::hash(bytes);
             let component: Component = cache::compile(|| Ok(bytes), &hash, cache_dir.as_deref())?;
             let (detects, hooks) = component::kinds(&component);
@@ -101,18 +101,17 @@ impl PluginSet {
             if !refused.is_empty() {
                 tracing::warn!(
                     plugin = name,
-                    path = %path.display(),
+                    path = %source,
                     imports = %refused.join(", "),
                     "plugin imports interfaces refractium does not grant; a call that uses them fails"
                 );
             }
             let (json, memory, budget) = (config_json(name)?, limits.memory, limits.call_timeout);
-            let source = || Source::File(path.to_path_buf());
             let detector = if detects {
                 let pre = Pre::Component(component::Pre::new(pre.clone())?);
                 let plugin = DetectorPlugin::new(
                     name,
-                    source(),
+                    source.clone(),
                     hash.clone(),
                     pre,
                     refused.clone(),
@@ -125,7 +124,7 @@ impl PluginSet {
                 None
             };
             let hook = if hooks {
-                Some(Arc::new(HookPlugin::new(name, source(), hash, pre, refused, json, memory, budget)?))
+                Some(Arc::new(HookPlugin::new(name, source, hash, pre, refused, json, memory, budget)?))
             } else {
                 None
             };
@@ -141,7 +140,7 @@ impl PluginSet {
         for path in files {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let result = match std::fs::read(&path) {
-                Ok(bytes) => load_file(&name, &path, &bytes),
+                Ok(bytes) => load_component(&name, Source::File(path.clone()), &bytes),
                 Err(err) => Err(anyhow::Error::from(err).context("cannot read the file")),
             };
             match result {
@@ -184,6 +183,23 @@ impl PluginSet {
             set.detectors.push(plugin);
         }
         set.detectors.extend(loaded_files.into_iter().map(|(_, plugin)| plugin));
+        for &(name, _package, bytes) in builtin::BUILTIN_HOOKS {
+            if set.hooks.iter().any(|h| h.name() == name) {
+                tracing::info!(plugin = name, "plugin file replaces the built-in hook");
+                continue;
+            }
+            match load_component(name, Source::Builtin, bytes) {
+                Ok(loaded) => set.hooks.extend(loaded.hook),
+                Err(err) if config.plugins.config.contains_key(name) => {
+                    let key = format!("plugins.config.{name}");
+                    anyhow::bail!(
+                        "{}",
+                        config.problem_at(&key, format!("built-in hook `{name}` failed to load: {err:#}"))
+                    )
+                }
+                Err(err) => anyhow::bail!("built-in hook `{name}` failed to load: {err:#}"),
+            }
+        }
         let hashes = set.detectors.iter().map(|d| d.hash.as_str()).chain(set.hooks.iter().map(|h| h.hash.as_str()));
         cache::retain(&hashes.collect());
         Ok(set)
