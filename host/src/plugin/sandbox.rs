@@ -238,6 +238,10 @@ impl HostState {
         let budget = humantime::format_duration(Duration::from_nanos(self.call.budget_ns));
         let (cause, detail) = if self.cap.hit {
             (Cause::Memory, format!("exceeded its memory cap of {memory} bytes"))
+        } else if err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+            // Every instance slot of the process is taken (a flood of
+            // hooked connections, say): not the plugin's doing.
+            (Cause::Overload, format!("no instance could be made: {err}"))
         } else if let Some(refused) = err.downcast_ref::<super::imports::Refused>() {
             (Cause::Refused, refused.to_string())
         } else if let Some(large) = err.downcast_ref::<TooLarge>() {
