@@ -41,7 +41,11 @@ const BUILTINS: &[(&str, &str, bool, bool)] = &[
 
 /// Built-in hooks: (name, package). They are loaded as components, like a
 /// plugin file, and a file of the same name replaces one.
-const BUILTIN_HOOKS: &[(&str, &str)] = &[("deny", "refractium-hook-deny"), ("rewrite", "refractium-hook-rewrite")];
+const BUILTIN_HOOKS: &[(&str, &str)] = &[
+    ("http-headers", "refractium-hook-http-headers"),
+    ("deny", "refractium-hook-deny"),
+    ("rewrite", "refractium-hook-rewrite"),
+];
 
 /// Plugins built only for the test suite: (name, package).
 const TEST_PLUGINS: &[(&str, &str)] = &[

@@ -311,3 +311,102 @@ plugins:
     let got = converse(&proxy, &[b"say HEL", b"LO world"]);
     assert_eq!(got, b"say HOWDY world");
 }
+
+/// A proxy whose HTTP route passes through the built-in `http-headers`
+/// (which also sets `X-Env: test`) to a backend that answers each request
+/// with the head it received.
+fn headers_proxy() -> (Proxy, crate::http_backend::HttpEcho) {
+    let backend = crate::http_backend::HttpEcho::start();
+    let yaml = format!(
+        "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detectors: [http]\nroutes:\n  - name: web\n    match: {{ protocol: http }}\n    hooks: [http-headers]\n    to: web\nbackends:\n  web: {{ servers: [{}] }}\nplugins:\n  limits: {{ call_timeout: 1s }}\n  config:\n    http-headers: {{ set: {{ X-Env: test }}, remove: [X-Debug] }}\n",
+        backend.addr
+    );
+    (Proxy::start(&yaml), backend)
+}
+
+/// curl through `http-headers`: three requests on one kept-alive
+/// connection, a POST whose body holds a blank line and a request, a
+/// chunked upload; every head rewritten, every body intact.
+#[test]
+fn http_headers_rewrites_every_request_curl_sends() {
+    if !have("curl") {
+        return;
+    }
+    let (proxy, backend) = headers_proxy();
+    let base = format!("http://{}", proxy.addr("edge"));
+    let curl = |args: &[&str]| {
+        let (ok, out, err) =
+            run_cmd(std::process::Command::new("curl").args(["-s", "--max-time", "20"]).args(args), 30);
+        assert!(ok, "curl failed: {err}");
+        out
+    };
+    // Keep-alive: curl reuses one connection for the three URLs.
+    let out = curl(&["-H", "X-Debug: secret", &format!("{base}/a"), &format!("{base}/b"), &format!("{base}/c")]);
+    assert_eq!(backend.connections(), 1, "one kept-alive connection");
+    let heads = backend.heads();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    for (head, path) in heads.iter().zip(["/a", "/b", "/c"]) {
+        assert!(head.starts_with(&format!("GET {path} HTTP/1.1\r\n")), "{head}");
+        for line in ["X-Env: test", "X-Forwarded-For: 127.0.0.1", "X-Real-IP: 127.0.0.1", "Forwarded: for=127.0.0.1"] {
+            assert!(head.contains(&format!("{line}\r\n")), "{line} missing from {head}");
+        }
+        assert!(!head.contains("X-Debug"), "{head}");
+    }
+    assert_eq!(out.matches("X-Forwarded-For: 127.0.0.1").count(), 3, "{out}");
+    // A body holding what looks like a request passes unchanged.
+    let body = "line one\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: evil\r\n\r\n";
+    let out = curl(&["--data-binary", body, &format!("{base}/post")]);
+    assert!(out.ends_with(body), "{out}");
+    assert_eq!(out.matches("X-Forwarded-For").count(), 1, "the body was not taken for a head: {out}");
+    // A chunked upload arrives whole.
+    let file = proxy.dir.path().join("upload.bin");
+    let upload: String = (0..2000).map(|i| format!("{i}\r\n\r\n")).collect();
+    std::fs::write(&file, &upload).expect("write");
+    let out = curl(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &format!("{base}/chunked"),
+    ]);
+    assert!(out.ends_with(&upload), "the upload came back changed");
+    let access = proxy.wait_access(3);
+    assert!(access.iter().all(|a| a["close"] == "closed"), "{access:?}");
+}
+
+/// A head sent a byte at a time is rewritten once whole; an upgrade ends
+/// the rewriting; a request the hook cannot follow is answered 400.
+#[test]
+fn http_headers_waits_for_whole_heads_and_stops_at_an_upgrade() {
+    let (proxy, backend) = headers_proxy();
+    let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    for b in b"GET /slow HTTP/1.1\r\nHost: a\r\n\r\n" {
+        c.write_all(&[*b]).expect("write");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut answer = vec![0u8; 4096];
+    let n = c.read(&mut answer).expect("read");
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(
+        answer.contains("GET /slow HTTP/1.1\r\nHost: a\r\nX-Env: test\r\nX-Forwarded-For: 127.0.0.1\r\n"),
+        "{answer}"
+    );
+    // Upgrade: the 101, then bytes that look like a request come back as sent.
+    let mut ws = TcpStream::connect(proxy.addr("edge")).expect("connect");
+    ws.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    ws.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").expect("write");
+    let mut switched = vec![0u8; 4096];
+    let n = ws.read(&mut switched).expect("read");
+    assert!(switched[..n].starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&switched[..n]));
+    let frame = b"GET /inside HTTP/1.1\r\nHost: b\r\n\r\n";
+    ws.write_all(frame).expect("write");
+    let mut echoed = vec![0u8; frame.len()];
+    ws.read_exact(&mut echoed).expect("echo");
+    assert_eq!(echoed, frame, "after the upgrade nothing is rewritten");
+    assert_eq!(backend.heads().len(), 2, "the bytes after the upgrade were not a request to the backend");
+    // Malformed: 400, and the connection ends.
+    let got = converse(&proxy, &[b"GET / HTTP/1.1\r\nHost a\r\n\r\n"]);
+    assert!(got.starts_with(b"HTTP/1.1 400 Bad Request"), "{}", String::from_utf8_lossy(&got));
+    proxy.wait_log(10, |v| v["close"].as_str().is_some_and(|c| c.starts_with("hook http-headers: 400: malformed")));
+}

@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod corpus;
 mod hooks;
+mod http_backend;
 mod reload;
 mod routing;
 mod sandbox;
