@@ -105,17 +105,12 @@ async fn serve<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'
     let counters = Counters::default();
     counters.up.store(first_len as u64, Ordering::Relaxed);
     let idle = at.snapshot.config.limits.idle_timeout;
-    if let Some(chain) = hooks {
-        let end = forward::hooked::relay(stream, &server.stream, idle, &counters, chain).await;
-        entry.up = counters.up.load(Ordering::Relaxed);
-        entry.down = counters.down.load(Ordering::Relaxed);
-        entry.close = end.into_text();
-        return;
-    }
-    let end = forward::relay(stream, &server.stream, idle, &counters).await;
+    entry.close = match hooks {
+        Some(chain) => forward::hooked::relay(stream, &server.stream, idle, &counters, chain).await.into_text(),
+        None => forward::relay(stream, &server.stream, idle, &counters).await.into_text(),
+    };
     entry.up = counters.up.load(Ordering::Relaxed);
     entry.down = counters.down.load(Ordering::Relaxed);
-    entry.close = end.into_text();
     // Closing both sockets (two `close`s, each sending a FIN or tearing
     // down a socket) waits for the event loop's next look at its sockets,
     // when it is work nobody waits for: the client has had everything, its FIN included, and the close

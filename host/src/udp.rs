@@ -75,6 +75,15 @@ struct Detecting {
     peer: Peer,
 }
 
+impl Detecting {
+    /// Whether the held datagrams are at their bound (count, or the
+    /// listener's `detect.max_bytes`): detection ends with what is there.
+    fn holds_enough(&self, listener: &str) -> bool {
+        let full = self.snapshot.listeners.get(listener).is_none_or(|p| self.data.len() >= p.max_bytes);
+        self.ends.len() >= MAX_HELD || full
+    }
+}
+
 /// A routed session.
 struct Live {
     upstream: Arc<UdpSocket>,
@@ -202,8 +211,7 @@ async fn serve(l: UdpListener) {
                 Some(Session::Detecting(d)) if d.progress.is_none() => {
                     // A step runs beside the socket: hold the datagram for
                     // the next one, within the same bounds.
-                    let full = d.snapshot.listeners.get(&*l.name).is_none_or(|p| d.data.len() >= p.max_bytes);
-                    if d.ends.len() >= MAX_HELD || full {
+                    if d.holds_enough(&l.name) {
                         dropped();
                     } else {
                         d.data.extend_from_slice(datagram);
@@ -294,7 +302,7 @@ impl UdpListener {
     /// A step that ran beside the socket is back.
     async fn stepped(&self, step: Stepped, done: &UnboundedSender<Stepped>) {
         let Stepped { client, progress, outcome, seen } = step;
-        let d = match self.sessions.lock() {
+        let mut d = match self.sessions.lock() {
             Ok(mut map) => match map.get(&client) {
                 Some(Session::Detecting(d)) if d.progress.is_none() => match map.remove(&client) {
                     Some(Session::Detecting(d)) => d,
@@ -304,7 +312,6 @@ impl UdpListener {
             },
             Err(_) => return,
         };
-        let mut d = d;
         if outcome.is_none() && d.data.len() > seen && !d.timed_out {
             // Datagrams arrived meanwhile: look at them too.
             d.progress = Some(progress);
@@ -317,9 +324,8 @@ impl UdpListener {
     /// held datagrams at their bound, or the timeout passed meanwhile), else
     /// wait for its next datagram.
     async fn settle(&self, client: SocketAddr, mut d: Box<Detecting>, progress: Progress, outcome: Option<Outcome>) {
-        let full = d.snapshot.listeners.get(&*self.name).is_none_or(|p| d.data.len() >= p.max_bytes);
         let outcome = outcome
-            .or_else(|| (d.ends.len() >= MAX_HELD || full).then_some(Outcome::Full))
+            .or_else(|| d.holds_enough(&self.name).then_some(Outcome::Full))
             .or_else(|| d.timed_out.then_some(Outcome::TimedOut));
         d.progress = Some(progress);
         match outcome {

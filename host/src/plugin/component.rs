@@ -71,14 +71,7 @@ impl Exports {
                 bounds.string("version", info.version.len())?;
                 Ok(Info { name: info.name, version: info.version })
             }
-            Err(mut refusal) => {
-                let mut end = refusal.len().min(MAX_STRING);
-                while !refusal.is_char_boundary(end) {
-                    end -= 1;
-                }
-                refusal.truncate(end);
-                Err(refusal)
-            }
+            Err(refusal) => Err(super::sandbox::truncate(&refusal, MAX_STRING).to_string()),
         })
     }
 

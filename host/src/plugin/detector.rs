@@ -7,23 +7,19 @@
 //! long is interrupted ([`super::sandbox`]).
 
 use super::bindings::refractium::plugin::types as wit;
+use super::breaker::{Breaker, Kind};
 use super::loader::Source;
 use super::sandbox::{Cause, Failure, HostState, LogBudget};
 use super::{component, direct, watchdog};
-use crate::metrics::PluginCounters;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use wasmtime::Store;
 
-/// Consecutive failed calls after which a plugin is disabled for a while.
-pub const DISABLE_AFTER: u32 = 10;
-/// How long a disabled plugin stays disabled before it is tried again.
-pub const DISABLED_FOR: Duration = Duration::from_secs(60);
 /// Idle instances kept per plugin.
 const MAX_IDLE: usize = 16;
 /// Time budget, at least, of the calls the host makes for itself at load
@@ -234,10 +230,8 @@ pub struct DetectorPlugin {
     budget: Duration,
     log: Arc<LogBudget>,
     idle: Mutex<Vec<Instance>>,
-    /// Failed calls in a row that blame the plugin.
-    failures: AtomicU32,
-    /// Its failure counts and disabled state, in the metrics.
-    counters: Arc<PluginCounters>,
+    /// Its failure counts, and whether it is disabled.
+    breaker: Breaker,
     /// [`crate::clock::now_ms`] of the last overload warning, to write one a
     /// second at most.
     overload_warned: AtomicU64,
@@ -280,9 +274,6 @@ impl DetectorPlugin {
         memory: u64,
         budget: Duration,
     ) -> anyhow::Result<Self> {
-        let counters = crate::metrics::plugin(name);
-        // A plugin loaded afresh (a start, a reload) starts enabled.
-        counters.disabled_until.store(0, Ordering::Relaxed);
         let mut plugin = DetectorPlugin {
             name: name.into(),
             info: Info { name: name.to_string(), version: String::new() },
@@ -297,8 +288,7 @@ impl DetectorPlugin {
             budget,
             log: Arc::default(),
             idle: Mutex::new(Vec::new()),
-            failures: AtomicU32::new(0),
-            counters,
+            breaker: Breaker::new(name.into(), Kind::Detector),
             overload_warned: AtomicU64::new(0),
             first_bytes: FirstBytes::default(),
         };
@@ -395,16 +385,20 @@ impl DetectorPlugin {
 
     /// Whether the plugin is currently disabled after repeated failures.
     pub fn is_disabled(&self) -> bool {
-        // A plugin that never failed has no time to compare with.
-        let until = self.counters.disabled_until.load(Ordering::Relaxed);
-        until != 0 && until > crate::clock::now_ms()
+        self.breaker.is_disabled()
     }
 
-    /// Account for a failed call: the metrics, a log line, and the breaker.
+    /// Account for a failed call: a log line, the metrics and the breaker.
     fn failed(&self, failure: &Failure) {
-        self.counters.failed(failure.cause);
         let (plugin, cause) = (&*self.name, failure.cause.label());
-        if !failure.cause.blames_plugin() {
+        if failure.cause.blames_plugin() {
+            tracing::warn!(
+                plugin,
+                cause,
+                detail = %failure.detail,
+                "plugin call failed; the call counts as no-match and the instance is replaced"
+            );
+        } else {
             // The machine's fault: said once a second at most, never counted
             // toward disabling the plugin.
             let now = crate::clock::now_ms();
@@ -412,26 +406,8 @@ impl DetectorPlugin {
             if now.saturating_sub(last) >= 1000 && self.overload_warned.swap(now, Ordering::Relaxed) == last {
                 tracing::warn!(plugin, cause, detail = %failure.detail, "plugin call interrupted; the call counts as no-match");
             }
-            return;
         }
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        tracing::warn!(
-            plugin,
-            cause,
-            detail = %failure.detail,
-            "plugin call failed; the call counts as no-match and the instance is replaced"
-        );
-        if failures >= DISABLE_AFTER {
-            self.failures.store(0, Ordering::Relaxed);
-            let until = crate::clock::now_ms().saturating_add(crate::clock::ms(DISABLED_FOR));
-            self.counters.disabled_until.store(until, Ordering::Relaxed);
-            tracing::error!(
-                plugin,
-                failures,
-                "plugin disabled for {}s after {failures} failed calls in a row",
-                DISABLED_FOR.as_secs()
-            );
-        }
+        self.breaker.failed(failure.cause);
     }
 }
 
@@ -446,7 +422,7 @@ impl Detect for DetectorPlugin {
         }
         let result = self.call_once(data, peer, self.budget);
         match &result {
-            Ok(_) => self.failures.store(0, Ordering::Relaxed),
+            Ok(_) => self.breaker.succeeded(),
             Err(failure) => self.failed(failure),
         }
         result

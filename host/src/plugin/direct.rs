@@ -170,11 +170,7 @@ impl Exports {
                 }),
                 1 => {
                     let text = str_in(view.memory, view.u32(4)? as usize, view.u32(8)? as usize)?;
-                    let mut end = text.len().min(MAX_STRING);
-                    while !text.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    Err(text[..end].to_string())
+                    Err(super::sandbox::truncate(text, MAX_STRING).to_string())
                 }
                 d => wasmtime::bail!("invalid `result` discriminant {d}"),
             }

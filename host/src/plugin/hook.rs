@@ -15,12 +15,12 @@
 use super::bindings::hooks::exports::refractium::plugin::hook as wit_hook;
 use super::bindings::hooks::{HookPlugin as Bindings, HookPluginPre};
 use super::bindings::refractium::plugin::types as wit;
+use super::breaker::{Breaker, Kind};
 use super::detector::{Detection, Info, Peer};
 use super::loader::Source;
 use super::sandbox::{Cause, Failure, HostState, LogBudget, MAX_STRING};
-use crate::metrics::PluginCounters;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::component::{InstancePre, ResourceAny};
@@ -68,9 +68,8 @@ pub struct HookPlugin {
     memory: u64,
     budget: Duration,
     log: Arc<LogBudget>,
-    /// Failed sessions in a row.
-    failures: AtomicU32,
-    counters: Arc<PluginCounters>,
+    /// Its counters, and whether it is disabled.
+    breaker: Breaker,
 }
 
 impl std::fmt::Debug for HookPlugin {
@@ -97,9 +96,6 @@ impl HookPlugin {
         let pre = HookPluginPre::new(pre)
             .map_err(anyhow::Error::from)
             .map_err(|e| e.context("it does not export the refractium:plugin/hook@0.1.0 interface"))?;
-        let counters = crate::metrics::plugin(name);
-        counters.disabled_until.store(0, Ordering::Relaxed);
-        counters.is_hook.store(true, Ordering::Relaxed);
         let mut plugin = HookPlugin {
             name: name.into(),
             info: Info { name: name.to_string(), version: String::new() },
@@ -111,8 +107,7 @@ impl HookPlugin {
             memory,
             budget,
             log: Arc::default(),
-            failures: AtomicU32::new(0),
-            counters,
+            breaker: Breaker::new(name.into(), Kind::Hook),
         };
         let (_, info) = plugin.instantiate().map_err(|f| anyhow::anyhow!("{f}"))?;
         plugin.info = info;
@@ -126,8 +121,7 @@ impl HookPlugin {
 
     /// Whether the plugin is disabled after failing again and again.
     pub fn is_disabled(&self) -> bool {
-        let until = self.counters.disabled_until.load(Ordering::Relaxed);
-        until != 0 && until > crate::clock::now_ms()
+        self.breaker.is_disabled()
     }
 
     fn instantiate(&self) -> Result<(Instance, Info), Failure> {
@@ -161,7 +155,7 @@ impl HookPlugin {
 
     /// A session for a new connection, in an instance of its own.
     pub fn open(self: &Arc<Self>, peer: &Peer, detection: &Detection, route: &str) -> Result<Session, Failure> {
-        self.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        self.breaker.counters().sessions.fetch_add(1, Ordering::Relaxed);
         let opened = self.instantiate().and_then(|(mut instance, _)| {
             let detection = wit::Detection {
                 protocol: detection.protocol.clone(),
@@ -189,26 +183,11 @@ impl HookPlugin {
         opened
     }
 
-    /// Account for a failure: the metrics, a log line, and the breaker.
+    /// Account for a failure: a log line, the metrics and the breaker.
     fn failed(&self, failure: &Failure) {
-        self.counters.failed(failure.cause);
         let (plugin, cause) = (&*self.name, failure.cause.label());
         tracing::warn!(plugin, cause, detail = %failure.detail, "hook failed; its connection is closed");
-        if !failure.cause.blames_plugin() {
-            return;
-        }
-        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if failures >= super::detector::DISABLE_AFTER {
-            self.failures.store(0, Ordering::Relaxed);
-            let until = crate::clock::now_ms().saturating_add(crate::clock::ms(super::detector::DISABLED_FOR));
-            self.counters.disabled_until.store(until, Ordering::Relaxed);
-            tracing::error!(
-                plugin,
-                failures,
-                "hook disabled for {}s after {failures} failed connections in a row",
-                super::detector::DISABLED_FOR.as_secs()
-            );
-        }
+        self.breaker.failed(failure.cause);
     }
 }
 
@@ -233,7 +212,7 @@ impl Session {
 
     /// A chunk from one side.
     pub fn on_data(&mut self, direction: Direction, data: &[u8]) -> Result<Action, Failure> {
-        self.plugin.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.plugin.breaker.counters().bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
         self.call(|guest, store, session| guest.call_on_data(store, session, direction.to_wit(), data))
     }
 
@@ -269,8 +248,8 @@ impl Session {
     }
 
     fn succeeded(&self, action: Action) -> Action {
-        let counters = &self.plugin.counters;
-        self.plugin.failures.store(0, Ordering::Relaxed);
+        let counters = self.plugin.breaker.counters();
+        self.plugin.breaker.succeeded();
         counters.calls.fetch_add(1, Ordering::Relaxed);
         match &action {
             Action::Forward(data) => counters.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed),
@@ -280,12 +259,7 @@ impl Session {
     }
 }
 
-/// `text` cut to a bounded string, on a character boundary.
-fn cut(mut text: String) -> String {
-    let mut end = text.len().min(MAX_STRING);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text
+/// `text` cut to a bounded string.
+fn cut(text: String) -> String {
+    super::sandbox::truncate(&text, MAX_STRING).to_string()
 }

@@ -22,12 +22,13 @@
 //!    pre-instantiated component), given its deadline, called, and put back.
 //!    A trap, an exceeded budget, memory cap or output bound, or a refused
 //!    import ends the call as `no-match` and the instance is dropped; a
-//!    plugin that keeps failing is disabled for a while.
+//!    plugin that keeps failing is disabled for a while ([`breaker`]).
 //!
 //! The sandbox limits themselves (imports, memory cap, time budget, output
 //! bounds, log budget) live together in [`sandbox`].
 
 mod bindings;
+pub mod breaker;
 pub mod cache;
 mod component;
 pub mod detector;

@@ -405,7 +405,7 @@ impl LogBudget {
 }
 
 /// Cut `message` to at most `max` bytes on a character boundary.
-fn truncate(message: &str, max: usize) -> &str {
+pub fn truncate(message: &str, max: usize) -> &str {
     if message.len() <= max {
         return message;
     }
