@@ -108,15 +108,10 @@ impl Snapshot {
                 },
             );
         }
-        let udp_routes = udp_routes(&config, &listeners);
         let mut route_hooks = NameMap::default();
         for (i, r) in config.routes.iter().enumerate() {
             if r.hooks.is_empty() {
                 continue;
-            }
-            if udp_routes.contains(r.name.as_str()) {
-                let why = "hooks run on TCP streams; this route is reached from a UDP listener";
-                problems.push(config.problem_at(&format!("routes[{i}].hooks"), why));
             }
             let mut hooks = Vec::new();
             for (j, name) in r.hooks.iter().enumerate() {

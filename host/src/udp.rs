@@ -20,17 +20,30 @@
 //! call a plugin file runs on a blocking thread, so a slow plugin call
 //! holds up only the client it looks at. The task that serves a socket is
 //! started again if it panics ([`run`]).
+//!
+//! A session on a route with hooks has a task of its own that runs the
+//! hooks (each in a session of its own, as on TCP): every datagram is one
+//! chunk, through the hooks in order, and what the last one forwards goes
+//! on as one datagram; forwarding nothing drops it. The socket's task hands
+//! it the client's datagrams through a bounded queue (a full queue drops,
+//! as a full socket buffer would), so a slow hook holds up only its own
+//! session. `respond` sends its bytes back to the side the datagram came
+//! from and ends the session, as `close` or a failed call does; `on-end`
+//! is not called, datagrams having no end.
 
 use crate::detect::{Failures, Outcome, Progress};
+use crate::forward::hooked::{HookChain, Stop};
 use crate::limits::{Admitted, Limits};
 use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
+use crate::plugin::hook::Direction;
 use crate::proxy::choose_route;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,6 +58,8 @@ use tokio_util::task::TaskTracker;
 pub const MAX_HELD: usize = 16;
 /// Largest datagram carried.
 const MAX_DATAGRAM: usize = 65_536;
+/// Datagrams queued for a hooked session's task.
+const HOOK_QUEUE: usize = 64;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_DATAGRAM]);
@@ -88,6 +103,8 @@ impl Detecting {
 struct Live {
     upstream: Arc<UdpSocket>,
     counters: Arc<Counters>,
+    /// The queue to its task, when its route has hooks.
+    hooked: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
 }
 
 #[derive(Default)]
@@ -205,7 +222,14 @@ async fn serve(l: UdpListener) {
             let Ok(mut map) = l.sessions.lock() else { continue };
             match map.get_mut(&client) {
                 Some(Session::Live(live)) => {
-                    send_up(&live.upstream, &live.counters, datagram);
+                    match &live.hooked {
+                        None => send_up(&live.upstream, &live.counters, datagram),
+                        Some(queue) => {
+                            if queue.try_send(datagram.to_vec()).is_err() {
+                                dropped();
+                            }
+                        }
+                    }
                     continue;
                 }
                 Some(Session::Detecting(d)) if d.progress.is_none() => {
@@ -398,29 +422,167 @@ impl UdpListener {
             }
         };
         let counters = Arc::new(Counters::default());
-        // The held datagrams first, in order.
-        let mut start = 0;
-        for &end in &detecting.ends {
-            if let Some(datagram) = detecting.data.get(start..end) {
-                send_up(&upstream, &counters, datagram);
-            }
-            start = end;
-        }
-        if let Ok(mut map) = self.sessions.lock() {
-            map.insert(client, Session::Live(Live { upstream: upstream.clone(), counters: counters.clone() }));
-        }
+        let held: Vec<&[u8]> = {
+            let mut start = 0;
+            detecting
+                .ends
+                .iter()
+                .filter_map(|&end| {
+                    let datagram = detecting.data.get(start..end);
+                    start = end;
+                    datagram
+                })
+                .collect()
+        };
+        let hooks = route.hooked.then(|| snapshot.route_hooks.get(&route.name).cloned()).flatten();
         let timeout = snapshot.config.udp.session_timeout;
         let (socket, sessions, stop) = (self.socket.clone(), self.sessions.clone(), self.stop.clone());
         let (admitted, gauge) = (detecting.admitted, detecting.gauge);
+        let Some(hooks) = hooks else {
+            // The held datagrams first, in order.
+            for datagram in held {
+                send_up(&upstream, &counters, datagram);
+            }
+            if let Ok(mut map) = self.sessions.lock() {
+                let live = Live { upstream: upstream.clone(), counters: counters.clone(), hooked: None };
+                map.insert(client, Session::Live(live));
+            }
+            self.tracker.spawn(async move {
+                let why = relay_down(&upstream, &socket, client, &counters, timeout, &stop).await;
+                if let Ok(mut map) = sessions.lock() {
+                    map.remove(&client);
+                }
+                drop((admitted, gauge));
+                log.write(Some(&route_name), Some(server), &counters, why);
+            });
+            return;
+        };
+        let (queue, mut queued) = tokio::sync::mpsc::channel(HOOK_QUEUE);
+        if let Ok(mut map) = self.sessions.lock() {
+            let live = Live { upstream: upstream.clone(), counters: counters.clone(), hooked: Some(queue) };
+            map.insert(client, Session::Live(live));
+        }
+        let held: Vec<Vec<u8>> = held.into_iter().map(<[u8]>::to_vec).collect();
+        let peer = detecting.peer;
         self.tracker.spawn(async move {
-            let why = relay_down(&upstream, &socket, client, &counters, timeout, &stop).await;
+            let ends = Ends { upstream: &upstream, socket: &socket, client, counters: &counters };
+            let why = match HookChain::open(&hooks, &peer, log.detection.as_ref(), &route_name) {
+                Ok(mut chain) => {
+                    let mut why = None;
+                    for datagram in held {
+                        if let Err(stop) = ends.pass(&mut chain, Direction::ClientToServer, &datagram) {
+                            why = Some(stop.text());
+                            break;
+                        }
+                    }
+                    match why {
+                        Some(why) => why,
+                        None => relay_hooked(&ends, &mut chain, &mut queued, timeout, &stop).await,
+                    }
+                }
+                Err(why) => why,
+            };
             if let Ok(mut map) = sessions.lock() {
                 map.remove(&client);
             }
-            drop((admitted, gauge));
-            log.write(Some(&route_name), Some(server), &counters, why);
+            drop((admitted, gauge, hooks));
+            log.write(Some(&route_name), Some(server), &counters, &why);
         });
     }
+}
+
+/// The two ends of a hooked session.
+struct Ends<'a> {
+    upstream: &'a UdpSocket,
+    socket: &'a UdpSocket,
+    client: SocketAddr,
+    counters: &'a Counters,
+}
+
+impl Ends<'_> {
+    /// Pass a datagram through the hooks and send what comes out on (a
+    /// hook's answer back to where it came from).
+    fn pass(&self, chain: &mut HookChain, direction: Direction, datagram: &[u8]) -> Result<(), Stop> {
+        touch(self.counters);
+        let out = chain.data(direction, datagram);
+        let (out, up) = match out {
+            Ok(out) => (out, direction == Direction::ClientToServer),
+            Err(Stop::Respond { hook, data, reason }) => {
+                let back = Stop::Respond { hook, data: Vec::new(), reason };
+                let up = direction == Direction::ServerToClient;
+                self.send(&data, up);
+                return Err(back);
+            }
+            Err(stop) => return Err(stop),
+        };
+        self.send(&out, up);
+        Ok(())
+    }
+
+    fn send(&self, datagram: &[u8], up: bool) {
+        if datagram.is_empty() {
+            return;
+        }
+        if up {
+            send_up(self.upstream, self.counters, datagram);
+        } else if send_down(self.socket, self.client, self.counters, datagram).is_err() {
+            dropped();
+        }
+    }
+}
+
+/// Carry a hooked session both ways until it idles out or a hook ends it.
+async fn relay_hooked(
+    ends: &Ends<'_>,
+    chain: &mut HookChain,
+    queued: &mut tokio::sync::mpsc::Receiver<Vec<u8>>,
+    timeout: Duration,
+    stop: &CancellationToken,
+) -> String {
+    loop {
+        let Some(wait) = crate::clock::left(ends.counters.last.load(Ordering::Relaxed), timeout) else {
+            return "idle timeout".into();
+        };
+        let passed = tokio::select! {
+            () = stop.cancelled() => return "shutdown".into(),
+            () = tokio::time::sleep(wait) => continue,
+            datagram = queued.recv() => match datagram {
+                Some(datagram) => ends.pass(chain, Direction::ClientToServer, &datagram),
+                None => return "shutdown".into(),
+            },
+            ready = ends.upstream.readable() => {
+                if let Err(err) = ready {
+                    tracing::debug!(error = %err, "udp upstream failed");
+                    return "upstream error".into();
+                }
+                SCRATCH.with(|cell| {
+                    let mut buf = cell.borrow_mut();
+                    match ends.upstream.try_recv(&mut buf) {
+                        Ok(n) => ends.pass(chain, Direction::ServerToClient, buf.get(..n).unwrap_or_default()),
+                        Err(err) => {
+                            if !matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::ConnectionRefused) {
+                                tracing::debug!(error = %err, "udp reply not received");
+                            }
+                            Ok(())
+                        }
+                    }
+                })
+            }
+        };
+        if let Err(stop) = passed {
+            return stop.text();
+        }
+    }
+}
+
+/// Send a datagram to the client from the listener's socket, and count it.
+fn send_down(socket: &UdpSocket, client: SocketAddr, counters: &Counters, datagram: &[u8]) -> std::io::Result<()> {
+    socket2::SockRef::from(socket).send_to(datagram, &client.into())?;
+    crate::metrics::UDP_DATAGRAMS_DOWN.inc();
+    counters.datagrams_down.fetch_add(1, Ordering::Relaxed);
+    counters.bytes_down.fetch_add(datagram.len() as u64, Ordering::Relaxed);
+    touch(counters);
+    Ok(())
 }
 
 async fn connect_upstream(server: SocketAddr) -> std::io::Result<UdpSocket> {
@@ -476,27 +638,19 @@ async fn relay_down(
         let sent = SCRATCH.with(|cell| {
             let mut buf = cell.borrow_mut();
             match upstream.try_recv(&mut buf) {
-                Ok(n) => Some(
-                    socket2::SockRef::from(socket).send_to(buf.get(..n).unwrap_or_default(), &client.into()).map(|_| n),
-                ),
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => None,
+                Ok(n) => Some(send_down(socket, client, counters, buf.get(..n).unwrap_or_default())),
+                Err(err) if err.kind() == ErrorKind::WouldBlock => None,
                 // ICMP port unreachable from the server shows up here.
                 Err(err) => Some(Err(err)),
             }
         });
         match sent {
-            None => {}
-            Some(Ok(n)) => {
-                crate::metrics::UDP_DATAGRAMS_DOWN.inc();
-                counters.datagrams_down.fetch_add(1, Ordering::Relaxed);
-                counters.bytes_down.fetch_add(n as u64, Ordering::Relaxed);
-                touch(counters);
-            }
-            Some(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+            None | Some(Ok(())) => {}
+            Some(Err(err)) if err.kind() == ErrorKind::ConnectionRefused => {
                 // The server is not listening (yet): keep the session, the
                 // client may retry.
             }
-            Some(Err(err)) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Some(Err(err)) if err.kind() == ErrorKind::WouldBlock => {}
             Some(Err(err)) => tracing::debug!(error = %err, "udp reply not delivered"),
         }
     }

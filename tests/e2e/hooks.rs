@@ -2,7 +2,8 @@
 //! hooked and an unhooked route share a listener; a hook that traps, spins,
 //! fills its memory or multiplies its output closes only its own connection
 //! while the other connections through the same hook finish intact; a hook
-//! that keeps failing is disabled, and its route closes or bypasses it.
+//! that keeps failing is disabled, and its route closes or bypasses it;
+//! on UDP routes a hook sees each datagram as a chunk.
 
 use crate::support::*;
 use std::io::{Read, Write};
@@ -14,15 +15,7 @@ use std::time::Duration;
 /// detects HTTP and sends anything else to the route `plain`.
 fn hooked_proxy(hooks: &[(&str, &str)], routes: &str) -> (Proxy, Backend) {
     let echo = Backend::start(Reply::Echo);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let plugins = dir.path().join("plugins.d");
-    std::fs::create_dir(&plugins).expect("mkdir");
-    let mut config = String::new();
-    for (name, mode) in hooks {
-        std::fs::copy(test_plugins_dir().join("refractium_test_testhook.wasm"), plugins.join(format!("{name}.wasm")))
-            .expect("copy testhook");
-        config.push_str(&format!("    {name}: {{ mode: {mode} }}\n"));
-    }
+    let (dir, config) = with_testhooks(hooks);
     let yaml = format!(
         r#"
 listeners:
@@ -45,6 +38,21 @@ plugins:
         echo = echo.addr
     );
     (Proxy::start_in(dir, &yaml), echo)
+}
+
+/// A directory with `testhook` in `plugins.d` under each name of `hooks`,
+/// and the `plugins.config` lines that give each its mode.
+fn with_testhooks(hooks: &[(&str, &str)]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir(&plugins).expect("mkdir");
+    let mut config = String::new();
+    for (name, mode) in hooks {
+        std::fs::copy(test_plugins_dir().join("refractium_test_testhook.wasm"), plugins.join(format!("{name}.wasm")))
+            .expect("copy testhook");
+        config.push_str(&format!("    {name}: {{ mode: {mode} }}\n"));
+    }
+    (dir, config)
 }
 
 /// Send `chunks` (pausing between them so they arrive apart), end the
@@ -178,6 +186,51 @@ fn a_broken_hook_closes_only_its_own_connection() {
     }
     let clean = proxy.wait_access(54);
     assert_eq!(clean.iter().filter(|a| a["close"] == "closed").count(), 50, "{clean:?}");
+}
+
+/// A hook instance serves one connection after another (its session is
+/// new each time), but one in which a call failed serves nobody again: no
+/// later connection sees what the failing call left behind.
+#[test]
+fn a_hook_instance_is_reused_only_after_a_clean_end() {
+    let (proxy, _echo) = hooked_proxy(
+        &[("counter", "count")],
+        "  - name: web
+    match: { protocol: http }
+    hooks: [counter]
+    to: echo
+",
+    );
+    // `[n]`: the connection's session was the n-th its instance opened.
+    let number = |got: &[u8]| -> String {
+        let text = String::from_utf8_lossy(got).to_string();
+        assert!(text.starts_with('[') && text.ends_with(&String::from_utf8_lossy(GET).to_string()), "{text}");
+        text[1..text.find(']').expect("tag")].to_string()
+    };
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.push(number(&converse(&proxy, &[GET])));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(seen.iter().any(|n| n != "1"), "one after another, connections share an instance: {seen:?}");
+    for _ in 0..3 {
+        assert_eq!(
+            converse(
+                &proxy,
+                &[b"GET /trap HTTP/1.1
+
+"]
+            ),
+            b"",
+            "the trap closes it"
+        );
+        proxy.wait_log(10, |v| v["close"].as_str().is_some_and(|c| c.starts_with("hook counter failed (trap)")));
+        for _ in 0..3 {
+            let n = number(&converse(&proxy, &[GET]));
+            assert_ne!(n, "poisoned", "an instance that trapped served again");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// A hook that fails on every connection is disabled; then its route
@@ -409,4 +462,94 @@ fn http_headers_waits_for_whole_heads_and_stops_at_an_upgrade() {
     let got = converse(&proxy, &[b"GET / HTTP/1.1\r\nHost a\r\n\r\n"]);
     assert!(got.starts_with(b"HTTP/1.1 400 Bad Request"), "{}", String::from_utf8_lossy(&got));
     proxy.wait_log(10, |v| v["close"].as_str().is_some_and(|c| c.starts_with("hook http-headers: 400: malformed")));
+}
+
+/// On UDP routes each datagram is one chunk: rewritten datagrams go on
+/// whole, a hook's answer goes back to the client and ends the session, and
+/// a datagram a hook forwards nothing of is dropped. `dig` resolves through
+/// a hooked DNS route.
+#[test]
+fn hooks_on_udp_routes_see_each_datagram_as_a_chunk() {
+    use crate::udp_backend::{UdpBackend, client, dns_answer, echo};
+    let (dns, other, quiet) = (UdpBackend::start(dns_answer), UdpBackend::start(echo), UdpBackend::start(echo));
+    let (dir, config) =
+        with_testhooks(&[("watch", "identity"), ("guard", "deny"), ("shout", "upper"), ("sink", "hold")]);
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    transport: udp
+    detectors: [dns]
+    detect: {{ timeout: 300ms }}
+    default: other
+  - name: quiet
+    bind: 127.0.0.1:0
+    transport: udp
+    detectors: []
+    default: sunk
+routes:
+  - name: dns
+    match: {{ protocol: dns }}
+    hooks: [watch]
+    to: dns
+  - name: other
+    hooks: [guard, shout]
+    to: other
+  - name: sunk
+    hooks: [sink]
+    to: quiet
+backends:
+  dns: {{ servers: [{dns}] }}
+  other: {{ servers: [{other}] }}
+  quiet: {{ servers: [{quiet}] }}
+admin: {{ bind: 127.0.0.1:0 }}
+udp: {{ session_timeout: 2s }}
+plugins:
+  dir: plugins.d
+  config:
+{config}"#,
+        dns = dns.addr,
+        other = other.addr,
+        quiet = quiet.addr,
+    );
+    let proxy = Proxy::start_in(dir, &yaml);
+    let edge = proxy.addr("edge");
+    // Rewritten on the way up, one datagram each; the echo comes back as is.
+    let c = client();
+    let mut buf = [0u8; 2048];
+    for word in [&b"hello"[..], b"again"] {
+        c.send_to(word, edge).expect("send");
+        let (n, from) = c.recv_from(&mut buf).expect("echo");
+        assert_eq!((from, &buf[..n]), (edge, &word.to_ascii_uppercase()[..]));
+    }
+    let seen: Vec<Vec<u8>> = other.wait_seen(2).into_iter().map(|(_, d)| d).collect();
+    assert_eq!(seen, [b"HELLO".to_vec(), b"AGAIN".to_vec()]);
+    // `guard` answers the client and ends its session; the server never
+    // sees the datagram.
+    c.send_to(b"forbidden", edge).expect("send");
+    let (n, _) = c.recv_from(&mut buf).expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 403 Forbidden"), "{}", String::from_utf8_lossy(&buf[..n]));
+    let line = proxy.wait_log(10, |v| v["target"] == "refractium::access" && v["transport"] == "udp");
+    assert_eq!((&line["route"], &line["close"]), (&"other".into(), &"hook guard: forbidden word".into()), "{line}");
+    assert_eq!(other.seen().len(), 2);
+    // Forwarding nothing drops the datagram: the session stays, nothing
+    // reaches the server.
+    let q = client();
+    q.send_to(b"swallowed", proxy.addr("quiet")).expect("send");
+    q.set_read_timeout(Some(Duration::from_millis(500))).expect("timeout");
+    assert!(q.recv_from(&mut buf).is_err(), "no reply to a dropped datagram");
+    assert!(quiet.seen().is_empty(), "{:?}", quiet.seen());
+    // A real client through a hooked route.
+    if have("dig") {
+        let port = edge.port().to_string();
+        let args = ["+short", "+timeout=3", "+tries=1", "-p", &port, "@127.0.0.1", "example.com"];
+        let (ok, out, err) = run_cmd(std::process::Command::new("dig").args(args), 15);
+        assert!(ok, "dig failed: {out} {err}");
+        assert_eq!(out.trim(), "192.0.2.1");
+        let metrics = proxy.admin_get("/metrics");
+        assert!(metrics.lines().any(|l| l == "refractium_hook_sessions_total{hook=\"watch\"} 1"), "{metrics}");
+    }
+    let metrics = proxy.admin_get("/metrics");
+    assert!(metrics.lines().any(|l| l == "refractium_hook_closes_total{hook=\"guard\"} 1"), "{metrics}");
 }

@@ -13,15 +13,21 @@ pub const MAX_MEMORY: u64 = 64 << 20;
 /// compares its address first: a built-in's `detect` ran 23 % more
 /// instructions (8,190 against 6,318 per call on an HTTP request, counted
 /// by callgrind). The reservation is address space only (no memory, no
-/// page tables): the pool below takes about 8 TiB of the 128 TiB a 64-bit
-/// process has. Where even that cannot be had (`ulimit -v`), the engine
+/// page tables; see [`MEMORY_SLOTS`]). Where even that cannot be had (`ulimit -v`), the engine
 /// falls back to [`MAX_MEMORY`] with bounds checks.
 const RESERVATION: u64 = 4 << 30;
 
 /// Concurrent component instances the pooling allocator has slots for.
 /// Detector calls never yield, so at most one instance per plugin per worker
-/// thread is busy at a time; idle pools stay small.
-const INSTANCE_SLOTS: u32 = 1000;
+/// thread is busy at a time; each hooked connection holds one instance per
+/// hook for as long as it lasts, so this bounds concurrent hooked
+/// connections.
+pub const INSTANCE_SLOTS: u32 = 10_000;
+/// Linear memories the pool reserves address space for ([`RESERVATION`]
+/// each): components built from one core module have one memory, so this
+/// leaves room for some with two, in about 47 TiB of the 128 TiB a process
+/// may address.
+const MEMORY_SLOTS: u32 = INSTANCE_SLOTS + INSTANCE_SLOTS / 5;
 
 static ENGINE: OnceLock<Engine> = OnceLock::new();
 
@@ -61,7 +67,7 @@ fn config(pooling: bool, reservation: u64) -> Config {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(INSTANCE_SLOTS)
             .total_core_instances(INSTANCE_SLOTS * 4)
-            .total_memories(INSTANCE_SLOTS * 2)
+            .total_memories(MEMORY_SLOTS)
             .total_tables(INSTANCE_SLOTS * 4)
             .max_memory_size(MAX_MEMORY as usize)
             .table_elements(20_000)

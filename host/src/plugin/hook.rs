@@ -1,12 +1,18 @@
 //! A loaded hook plugin, and the sessions it runs for hooked connections.
 //!
-//! Every hooked connection gets an instance of its own, made from the
-//! pre-instantiated component (the pooling allocator maps its memory
-//! copy-on-write from the compiled image), with `init` run and a session
-//! constructed in it. The connection's calls go to that instance only, so a
-//! hook that traps, overruns its budget or fills its memory ends only that
-//! connection, and every other connection through the hook keeps its state.
-//! The instance is thrown away with the connection.
+//! Every hooked connection gets an instance of its own, with a session
+//! constructed in it: one left idle by a connection that ended well, or a
+//! new one made from the pre-instantiated component (the pooling allocator
+//! maps its memory copy-on-write from the compiled image) with `init` run.
+//! The connection's calls go to that instance only, so a hook that traps,
+//! overruns its budget or fills its memory ends only that connection, and
+//! every other connection through the hook keeps its state. When the
+//! connection ends, its session is dropped (the guest's destructor runs)
+//! and the instance is kept for a later connection if every call in it
+//! succeeded and its memory stayed small ([`IDLE_INSTANCES`],
+//! [`REUSE_GROWTH`]); an instance whose call failed is thrown away. An
+//! instance serves one connection after another, never two at once: what a
+//! hook keeps per connection belongs in its session.
 //!
 //! Calls are synchronous on the connection's thread, under the limits of
 //! [`super::sandbox`]; the bytes a hook hands back are bounded as a
@@ -19,8 +25,8 @@ use super::breaker::{Breaker, Kind};
 use super::detector::{Detection, Info, Peer};
 use super::loader::Source;
 use super::sandbox::{Cause, Failure, HostState, LogBudget, MAX_STRING};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::Store;
 use wasmtime::component::{InstancePre, ResourceAny};
@@ -52,6 +58,13 @@ pub enum Action {
     Close(String),
 }
 
+/// Instances a hook keeps idle for later connections.
+const IDLE_INSTANCES: usize = 64;
+/// How much an instance's memory may have grown since `init` for it to be
+/// kept: a connection that made it grow more would leave that memory
+/// resident for as long as the instance waits.
+const REUSE_GROWTH: usize = 1 << 20;
+
 /// A hook plugin ready to open sessions from any thread.
 pub struct HookPlugin {
     name: Arc<str>,
@@ -70,6 +83,8 @@ pub struct HookPlugin {
     log: Arc<LogBudget>,
     /// Its counters, and whether it is disabled.
     breaker: Breaker,
+    /// Instances whose last connection ended well, ready for the next.
+    idle: Mutex<Vec<Instance>>,
 }
 
 impl std::fmt::Debug for HookPlugin {
@@ -108,9 +123,11 @@ impl HookPlugin {
             budget,
             log: Arc::default(),
             breaker: Breaker::new(name.into(), Kind::Hook),
+            idle: Mutex::default(),
         };
-        let (_, info) = plugin.instantiate().map_err(|f| anyhow::anyhow!("{f}"))?;
+        let (instance, info) = plugin.instantiate().map_err(|f| anyhow::anyhow!("{f}"))?;
         plugin.info = info;
+        plugin.keep(instance);
         Ok(plugin)
     }
 
@@ -150,13 +167,32 @@ impl HookPlugin {
             }
             Err(err) => return Err(failed(err, &store, "init")),
         };
-        Ok((Instance { store, bindings }, info))
+        let initial = store.data().cap.size;
+        Ok((Instance { store, bindings, initial }, info))
+    }
+
+    /// An idle instance, or a new one.
+    fn instance(&self) -> Result<Instance, Failure> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match idle {
+            Some(instance) => Ok(instance),
+            None => self.instantiate().map(|(instance, _)| instance),
+        }
+    }
+
+    /// Keep `instance` for a later connection, if there is room.
+    fn keep(&self, instance: Instance) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_INSTANCES
+        {
+            idle.push(instance);
+        }
     }
 
     /// A session for a new connection, in an instance of its own.
     pub fn open(self: &Arc<Self>, peer: &Peer, detection: &Detection, route: &str) -> Result<Session, Failure> {
         self.breaker.counters().sessions.fetch_add(1, Ordering::Relaxed);
-        let opened = self.instantiate().and_then(|(mut instance, _)| {
+        let opened = self.instance().and_then(|mut instance| {
             let detection = wit::Detection {
                 protocol: detection.protocol.clone(),
                 sni: detection.sni.clone(),
@@ -170,7 +206,7 @@ impl HookPlugin {
             };
             instance.store.data_mut().console_flush();
             match result {
-                Ok(session) => Ok(Session { plugin: self.clone(), instance, session }),
+                Ok(session) => Ok(Session { plugin: self.clone(), instance: Some(instance), session }),
                 Err(err) => {
                     let failure = instance.store.data().failure(&err, self.memory);
                     Err(Failure { cause: failure.cause, detail: format!("session {}", failure.detail) })
@@ -195,13 +231,35 @@ impl HookPlugin {
 struct Instance {
     store: Store<HostState>,
     bindings: Bindings,
+    /// Its memory's size once `init` had run.
+    initial: usize,
 }
 
-/// One connection's session of one hook: its own instance.
+/// One connection's session of one hook: its own instance, until a call
+/// in it fails.
 pub struct Session {
     plugin: Arc<HookPlugin>,
-    instance: Instance,
+    instance: Option<Instance>,
     session: ResourceAny,
+}
+
+impl Drop for Session {
+    /// Drop the guest's session and keep the instance for a later
+    /// connection, if it is fit for one.
+    fn drop(&mut self) {
+        let Some(mut instance) = self.instance.take() else { return };
+        if self.plugin.is_disabled() {
+            return;
+        }
+        let dropped = {
+            let _running = super::detector::start_call(&mut instance.store, self.plugin.budget);
+            self.session.resource_drop(&mut instance.store)
+        };
+        instance.store.data_mut().console_flush();
+        if dropped.is_ok() && instance.store.data().cap.size <= instance.initial.saturating_add(REUSE_GROWTH) {
+            self.plugin.keep(instance);
+        }
+    }
 }
 
 impl Session {
@@ -229,7 +287,10 @@ impl Session {
             ResourceAny,
         ) -> wasmtime::Result<wit_hook::Action>,
     ) -> Result<Action, Failure> {
-        let Instance { store, bindings } = &mut self.instance;
+        let Some(Instance { store, bindings, .. }) = self.instance.as_mut() else {
+            let detail = "its instance was lost in an earlier failed call".to_string();
+            return Err(Failure { cause: Cause::Trap, detail });
+        };
         let result = {
             let _running = super::detector::start_call(store, self.plugin.budget);
             call(bindings.refractium_plugin_hook().session(), store, self.session)
@@ -243,6 +304,9 @@ impl Session {
             Ok(wit_hook::Action::Close(reason)) => return Ok(self.succeeded(Action::Close(cut(reason)))),
             Err(err) => store.data().failure(&err, self.plugin.memory),
         };
+        // A call that failed may have left the instance half-way through
+        // anything: it serves nobody again.
+        self.instance = None;
         self.plugin.failed(&failure);
         Err(failure)
     }

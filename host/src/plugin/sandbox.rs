@@ -177,7 +177,7 @@ struct CallClock {
 impl HostState {
     pub fn new(plugin: Arc<str>, memory: u64, log: Arc<LogBudget>) -> Self {
         HostState {
-            cap: MemoryCap { limit: usize::try_from(memory).unwrap_or(usize::MAX), hit: false },
+            cap: MemoryCap { limit: usize::try_from(memory).unwrap_or(usize::MAX), hit: false, size: 0 },
             log,
             plugin,
             deadline: 0,
@@ -352,6 +352,8 @@ pub struct MemoryCap {
     limit: usize,
     /// Set when a growth was refused: the cause of the trap that follows.
     pub hit: bool,
+    /// The largest linear memory the instance has, in bytes.
+    pub size: usize,
 }
 
 impl ResourceLimiter for MemoryCap {
@@ -360,6 +362,7 @@ impl ResourceLimiter for MemoryCap {
             self.hit = true;
             return Ok(false);
         }
+        self.size = self.size.max(desired);
         Ok(true)
     }
 

@@ -9,10 +9,19 @@
 //!   contains `forbidden`; closes without answer on `close`;
 //! - `broken`: forwards unchanged, except that a client chunk containing
 //!   `trap` panics, `spin` loops forever, `hog!` allocates until memory
-//!   runs out, and `grow` answers one byte with 1 MiB.
+//!   runs out, and `grow` answers one byte with 1 MiB;
+//! - `count`: puts `[n]` before the first chunk each connection sends, `n`
+//!   being how many sessions its instance has opened, or `[poisoned]` once
+//!   a chunk containing `trap` was seen in the instance (which then panics).
 
 use refractium_plugin_sdk::hook::{Action, Direction, Hook};
 use refractium_plugin_sdk::{Detection, Peer};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+/// Sessions this instance opened (mode `count`).
+static OPENED: AtomicU32 = AtomicU32::new(0);
+/// A session of this instance trapped (mode `count`).
+static POISONED: AtomicBool = AtomicBool::new(false);
 
 pub struct TestHook {
     mode: String,
@@ -23,6 +32,8 @@ pub struct TestHook {
 pub struct Held {
     up: Vec<u8>,
     down: Vec<u8>,
+    /// Mode `count`: the session's number in its instance, until told.
+    number: Option<u32>,
 }
 
 fn contains(data: &[u8], word: &[u8]) -> bool {
@@ -41,7 +52,8 @@ impl Hook for TestHook {
     }
 
     fn open(&self, _peer: &Peer, _detection: &Detection, _route: &str) -> Held {
-        Held::default()
+        let number = Some(OPENED.fetch_add(1, Ordering::Relaxed) + 1);
+        Held { number, ..Held::default() }
     }
 
     fn on_data(&self, held: &mut Held, direction: Direction, data: Vec<u8>) -> Action {
@@ -58,6 +70,15 @@ impl Hook for TestHook {
                 reason: "forbidden word".into(),
             },
             "deny" if from_client && contains(&data, b"close") => Action::Close("asked to close".into()),
+            "count" if from_client => {
+                if contains(&data, b"trap") {
+                    POISONED.store(true, Ordering::Relaxed);
+                    panic!("testhook: deliberate panic");
+                }
+                let Some(number) = held.number.take() else { return Action::Forward(data) };
+                let tag = if POISONED.load(Ordering::Relaxed) { "poisoned".to_string() } else { number.to_string() };
+                Action::Forward([format!("[{tag}]").into_bytes(), data].concat())
+            }
             "broken" if from_client => {
                 if contains(&data, b"trap") {
                     panic!("testhook: deliberate panic");
