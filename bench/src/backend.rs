@@ -7,7 +7,10 @@
 //! the server write `n` bytes and close; `IDLE` holds the connection silently
 //! until the client closes; `STAT` (a control command the orchestrator sends
 //! directly, never through a proxy) answers with the number of `IDLE`
-//! connections currently held. Anything else is drained to EOF and closed.
+//! connections currently held. `POST` is `SINK` after a request head (the
+//! count is of the bytes after the head, framing included), and `GET /srce`
+//! is an endless `SRCE` after a response head, for the bulk cells framed as
+//! HTTP. Anything else is drained to EOF and closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -96,23 +99,26 @@ async fn handle(mut sock: TcpStream, idle: Arc<AtomicUsize>) -> Result<()> {
     }
     match &buf[..4] {
         b"GET " => {
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_HEAD {
-                if read_more(&mut sock, &mut buf).await? == 0 {
-                    return Ok(());
-                }
+            if head_end(&mut sock, &mut buf).await?.is_none() {
+                return Ok(());
             }
-            sock.write_all(HTTP_RESPONSE).await?;
+            if buf.starts_with(b"GET /srce ") {
+                sock.write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", u64::MAX / 2).as_bytes())
+                    .await?;
+                let chunk = vec![0x55u8; BULK_BUF];
+                // Until the client goes away.
+                while sock.write_all(&chunk).await.is_ok() {}
+            } else {
+                sock.write_all(HTTP_RESPONSE).await?;
+            }
+        }
+        b"POST" => {
+            let Some(end) = head_end(&mut sock, &mut buf).await? else { return Ok(()) };
+            let total = (buf.len() - end) as u64 + sink(&mut sock).await?;
+            sock.write_all(format!("{total}\n").as_bytes()).await?;
         }
         b"SINK" => {
-            let mut total = (buf.len() - 4) as u64;
-            let mut chunk = vec![0u8; BULK_BUF];
-            loop {
-                let n = sock.read(&mut chunk).await?;
-                if n == 0 {
-                    break;
-                }
-                total += n as u64;
-            }
+            let total = (buf.len() - 4) as u64 + sink(&mut sock).await?;
             sock.write_all(format!("{total}\n").as_bytes()).await?;
         }
         b"SRCE" => {
@@ -143,6 +149,32 @@ async fn handle(mut sock: TcpStream, idle: Arc<AtomicUsize>) -> Result<()> {
         _ => drain(&mut sock).await?,
     }
     Ok(())
+}
+
+/// Read until `buf` holds a whole request head; where it ends, or `None`
+/// when the client closed first or it grew past [`MAX_HEAD`].
+async fn head_end(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Result<Option<usize>> {
+    loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Some(at + 4));
+        }
+        if buf.len() >= MAX_HEAD || read_more(sock, buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+/// Read to EOF; how many bytes came.
+async fn sink(sock: &mut TcpStream) -> Result<u64> {
+    let mut total = 0u64;
+    let mut chunk = vec![0u8; BULK_BUF];
+    loop {
+        let n = sock.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(total);
+        }
+        total += n as u64;
+    }
 }
 
 async fn read_more(sock: &mut TcpStream, buf: &mut Vec<u8>) -> Result<usize> {

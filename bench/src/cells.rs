@@ -41,9 +41,28 @@ pub struct Target {
     /// The proxy's PSS (KiB) once started, before any workload: what (e)
     /// measures from.
     pub pss_start: Option<u64>,
+    /// Cells it does not run ([`Cell`]).
+    pub skip: &'static [Cell],
+}
+
+/// The kinds of cell a target may sit out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    /// (a) on plain bytes.
+    Bulk,
+    /// (a) framed as HTTP: a chunked upload, a download with a length.
+    HttpBulk,
+    /// (c), (d), (e) and (f).
+    Tls,
+    Hold,
+    Idle,
 }
 
 impl Target {
+    pub fn runs(&self, cell: Cell) -> bool {
+        !self.skip.contains(&cell)
+    }
+
     fn cpu(&self) -> f64 {
         self.pid.map(procs::cpu_secs).unwrap_or(0.0)
     }
@@ -80,7 +99,7 @@ pub async fn run_all(plan: &Plan, targets: &[Target], backend: SocketAddr, s: &m
     }
     short_cells(plan, targets, s).await;
     if plan.has("hold") {
-        for (i, t) in targets.iter().enumerate().filter(|(_, t)| t.pid.is_some()) {
+        for (i, t) in targets.iter().enumerate().filter(|(_, t)| t.pid.is_some() && t.runs(Cell::Hold)) {
             match timeout(Duration::from_secs(60), hold(plan, t, i, s)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => fail(s, "hold", i, t, e),
@@ -91,7 +110,7 @@ pub async fn run_all(plan: &Plan, targets: &[Target], backend: SocketAddr, s: &m
     }
     if plan.has("idle") {
         for round in 1..=plan.rounds {
-            for (i, t) in in_turn(targets, round) {
+            for (i, t) in in_turn(targets, round).filter(|(_, t)| t.runs(Cell::Idle)) {
                 match timeout(Duration::from_secs(90), idle(plan, t, i, backend, s)).await {
                     Ok(Ok(msg)) => progress(round, "idle", t, &msg),
                     Ok(Err(e)) => fail(s, "idle", i, t, e),
@@ -102,35 +121,38 @@ pub async fn run_all(plan: &Plan, targets: &[Target], backend: SocketAddr, s: &m
     }
 }
 
-/// (a): one connection each way, proxy CPU per GB.
+/// (a): one connection each way, proxy CPU per GB; on plain bytes (`bulk`)
+/// and framed as HTTP (`hbulk`), for the targets that run each.
 async fn bulk_cells(plan: &Plan, targets: &[Target], s: &mut Samples) {
     let slack = SLACK;
-    for round in 1..=plan.rounds {
-        for dir in ["up", "down"] {
-            for (i, t) in in_turn(targets, round) {
-                let c0 = t.cpu();
-                let r = match dir {
-                    "up" => timeout(plan.cell + slack, load::bulk_up(t.addr, plan.cell)).await,
-                    _ => timeout(plan.cell + slack, load::bulk_down(t.addr, plan.cell)).await,
-                };
-                let cpu = t.cpu() - c0;
-                let key = format!("bulk.{dir}");
-                match flat(r) {
-                    Ok(b) => {
-                        s.add(&key, i, b.gbps());
-                        if t.pid.is_some() {
-                            s.add(&format!("{key}.cpu"), i, cpu / (b.bytes as f64 / 1e9));
+    for (kind, cell, http) in [("bulk", Cell::Bulk, false), ("hbulk", Cell::HttpBulk, true)] {
+        for round in 1..=plan.rounds {
+            for dir in ["up", "down"] {
+                for (i, t) in in_turn(targets, round).filter(|(_, t)| t.runs(cell)) {
+                    let c0 = t.cpu();
+                    let r = match dir {
+                        "up" => timeout(plan.cell + slack, load::bulk_up(t.addr, plan.cell, http)).await,
+                        _ => timeout(plan.cell + slack, load::bulk_down(t.addr, plan.cell, http)).await,
+                    };
+                    let cpu = t.cpu() - c0;
+                    let key = format!("{kind}.{dir}");
+                    match flat(r) {
+                        Ok(b) => {
+                            s.add(&key, i, b.gbps());
+                            if t.pid.is_some() {
+                                s.add(&format!("{key}.cpu"), i, cpu / (b.bytes as f64 / 1e9));
+                            }
+                            let msg = format!(
+                                "{:.2} GB/s, proxy CPU {cpu:.2} s, {:.3} s to first reply byte",
+                                b.gbps(),
+                                b.ttfb
+                            );
+                            progress(round, &key, t, &msg);
                         }
-                        progress(
-                            round,
-                            &key,
-                            t,
-                            &format!("{:.2} GB/s, proxy CPU {cpu:.2} s, {:.3} s to first reply byte", b.gbps(), b.ttfb),
-                        );
+                        Err(e) => fail(s, &key, i, t, e),
                     }
-                    Err(e) => fail(s, &key, i, t, e),
+                    settle().await;
                 }
-                settle().await;
             }
         }
     }
@@ -167,7 +189,7 @@ async fn short_cells(plan: &Plan, targets: &[Target], s: &mut Samples) {
     }
     for (key, conc, ex) in &short_cells {
         for round in 1..=plan.rounds {
-            for (i, t) in in_turn(targets, round) {
+            for (i, t) in in_turn(targets, round).filter(|(_, t)| key != "tls16" || t.runs(Cell::Tls)) {
                 let c0 = t.cpu();
                 let r = timeout(plan.cell + slack, load::short(t.addr, *conc, plan.cell, ex.clone())).await;
                 let cpu = t.cpu() - c0;
@@ -317,7 +339,7 @@ mod tests {
     fn targets(n: usize) -> Vec<Target> {
         const NAMES: [&str; 4] = ["direct", "refractium", "haproxy", "nginx"];
         (0..n)
-            .map(|i| Target { name: NAMES[i], addr: ([127, 0, 0, 1], 1).into(), pid: None, pss_start: None })
+            .map(|i| Target { name: NAMES[i], addr: ([127, 0, 0, 1], 1).into(), pid: None, pss_start: None, skip: &[] })
             .collect()
     }
 

@@ -45,17 +45,25 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream> {
 }
 
 /// Client→server: send `SINK` then data for `dur`, half-close, and take the
-/// backend's count of bytes received; the clock stops at its reply.
-pub async fn bulk_up(addr: SocketAddr, dur: Duration) -> Result<Bulk> {
+/// backend's count of bytes received; the clock stops at its reply. With
+/// `http`, the data is the body of a chunked `POST`, one chunk per write.
+pub async fn bulk_up(addr: SocketAddr, dur: Duration, http: bool) -> Result<Bulk> {
     let mut s = connect(addr).await?;
-    let chunk = vec![0u8; BULK_BUF];
+    let (head, chunk, last): (&[u8], Vec<u8>, &[u8]) = if http {
+        let framed = [format!("{BULK_BUF:x}\r\n").as_bytes(), &[0u8; BULK_BUF], b"\r\n"].concat();
+        (b"POST /sink HTTP/1.1\r\nHost: bench\r\nTransfer-Encoding: chunked\r\n\r\n", framed, b"0\r\n\r\n")
+    } else {
+        (b"SINK", vec![0u8; BULK_BUF], b"")
+    };
     let start = Instant::now();
-    s.write_all(b"SINK").await.context("write SINK")?;
+    s.write_all(head).await.context("write SINK")?;
     let mut sent = 0u64;
     while start.elapsed() < dur && sent < BULK_CAP {
         timeout(OP_TIMEOUT, s.write_all(&chunk)).await.context("bulk write stalled")?.context("bulk write")?;
         sent += chunk.len() as u64;
     }
+    s.write_all(last).await.context("write the last chunk")?;
+    sent += last.len() as u64;
     s.shutdown().await.context("half-close")?;
     let mut reply = String::new();
     timeout(Duration::from_secs(20), s.read_to_string(&mut reply))
@@ -63,7 +71,7 @@ pub async fn bulk_up(addr: SocketAddr, dur: Duration) -> Result<Bulk> {
         .context("no SINK count")?
         .context("read SINK count")?;
     let secs = start.elapsed().as_secs_f64();
-    let bytes: u64 = reply.trim().parse().context("SINK count")?;
+    let bytes: u64 = reply.trim().parse().with_context(|| format!("SINK count: {reply:?}"))?;
     if bytes != sent {
         bail!("backend counted {bytes} bytes, {sent} were sent");
     }
@@ -71,11 +79,13 @@ pub async fn bulk_up(addr: SocketAddr, dur: Duration) -> Result<Bulk> {
 }
 
 /// Server→client: ask for an endless `SRCE` and read for `dur`, timed from
-/// the first byte received (so a detection delay does not count).
-pub async fn bulk_down(addr: SocketAddr, dur: Duration) -> Result<Bulk> {
+/// the first byte received (so a detection delay does not count). With
+/// `http`, ask with `GET /srce`: the same bytes come as a response body.
+pub async fn bulk_down(addr: SocketAddr, dur: Duration, http: bool) -> Result<Bulk> {
     let start = Instant::now();
     let mut s = connect(addr).await?;
-    s.write_all(format!("SRCE {BULK_CAP}\n").as_bytes()).await.context("write SRCE")?;
+    let ask = if http { "GET /srce HTTP/1.1\r\nHost: bench\r\n\r\n".to_string() } else { format!("SRCE {BULK_CAP}\n") };
+    s.write_all(ask.as_bytes()).await.context("write SRCE")?;
     let mut buf = vec![0u8; BULK_BUF];
     let mut first = None;
     let mut got = 0u64;

@@ -25,18 +25,44 @@ pub struct Proxy {
 #[derive(Clone, Debug)]
 pub enum Kind {
     Refractium(PathBuf),
+    /// refractium with a hook on its routes.
+    Hooked(PathBuf, Hook),
     Haproxy(PathBuf),
     Nginx(PathBuf),
+}
+
+/// The hook a hooked refractium runs.
+#[derive(Clone, Debug)]
+pub enum Hook {
+    /// A plugin file that forwards every chunk unchanged (the test suite's
+    /// `testhook`, written with the SDK), on every route.
+    Identity(PathBuf),
+    /// The built-in `http-headers`, with its defaults, on the `http` route.
+    HttpHeaders,
 }
 
 impl Kind {
     pub fn name(&self) -> &'static str {
         match self {
             Kind::Refractium(_) => "refractium",
+            Kind::Hooked(_, Hook::Identity(_)) => IDENTITY,
+            Kind::Hooked(_, Hook::HttpHeaders) => HTTP_HEADERS,
             Kind::Haproxy(_) => "haproxy",
             Kind::Nginx(_) => "nginx",
         }
     }
+}
+
+/// The names of the hooked targets.
+pub const IDENTITY: &str = "refractium+identity";
+pub const HTTP_HEADERS: &str = "refractium+http-headers";
+
+/// Where `cargo build -p refractium` leaves the test suite's `testhook`
+/// next to the binary `refractium` (`target/release/refractium`).
+pub fn identity_hook(refractium: &Path) -> Option<PathBuf> {
+    let target = refractium.parent()?.parent()?;
+    let file = target.join("wasm-plugins/wasm32-wasip2/plugin/refractium_test_testhook.wasm");
+    file.is_file().then_some(file)
 }
 
 /// Write the config for `kind` into `dir`, start it, wait until it proxies.
@@ -66,7 +92,18 @@ pub fn start_with(
         Kind::Refractium(bin) => {
             let mut cmd = Command::new(bin);
             cmd.arg("run").arg("-c").arg(&conf).current_dir(dir);
-            (refractium_yaml(port, backend), cmd, procs::first_line(bin, "--version"))
+            (refractium_yaml(port, backend, None), cmd, procs::first_line(bin, "--version"))
+        }
+        Kind::Hooked(bin, hook) => {
+            let mut cmd = Command::new(bin);
+            cmd.arg("run").arg("-c").arg(&conf).current_dir(dir);
+            let plugins = dir.join(format!("{name}.plugins"));
+            fs::create_dir_all(&plugins).with_context(|| format!("creating {}", plugins.display()))?;
+            if let Hook::Identity(file) = hook {
+                fs::copy(file, plugins.join("identity.wasm")).with_context(|| format!("copying {}", file.display()))?;
+            }
+            let yaml = refractium_yaml(port, backend, Some((hook, &plugins)));
+            (yaml, cmd, procs::first_line(bin, "--version"))
         }
         Kind::Haproxy(bin) => {
             let mut cmd = Command::new(bin);
@@ -101,8 +138,14 @@ pub fn start_with(
     Ok(Proxy { name, addr, version, group })
 }
 
-/// DESIGN.md §5: one TCP listener, `http` and `tls` routes, a default route.
-pub fn refractium_yaml(port: u16, backend: u16) -> String {
+/// DESIGN.md §5: one TCP listener, `http` and `tls` routes, a default route;
+/// with `hooked`, a hook on the routes and where the plugin files are.
+pub fn refractium_yaml(port: u16, backend: u16, hooked: Option<(&Hook, &Path)>) -> String {
+    let (all, http, plugins) = match hooked {
+        None => ("", "", String::new()),
+        Some((Hook::Identity(_), dir)) => ("\n    hooks: [identity]", "\n    hooks: [identity]", plugins_dir(dir)),
+        Some((Hook::HttpHeaders, dir)) => ("", "\n    hooks: [http-headers]", plugins_dir(dir)),
+    };
     format!(
         "\
 listeners:
@@ -116,12 +159,12 @@ listeners:
 
 routes:
   - name: tls
-    match: {{ protocol: tls, sni: \"bench.example\" }}
+    match: {{ protocol: tls, sni: \"bench.example\" }}{all}
     to: backend
   - name: http
-    match: {{ protocol: http }}
+    match: {{ protocol: http }}{http}
     to: backend
-  - name: other
+  - name: other{all}
     to: backend
 
 backends:
@@ -132,8 +175,12 @@ backends:
 limits: {{ max_connections: 100000, max_connections_per_ip: 100000, idle_timeout: 10m }}
 runtime: {{ workers: 1 }}
 log: {{ level: warn }}
-"
+{plugins}"
     )
+}
+
+fn plugins_dir(dir: &Path) -> String {
+    format!("plugins: {{ dir: {:?} }}\n", dir.display().to_string())
 }
 
 /// 100,000 as asked, or what the fd limit allows: HAProxy refuses to start

@@ -39,6 +39,12 @@ pub fn rows(plan: &Plan, targets: &[Target], s: &Samples, table: &mut Table) {
             "(a) proxy CPU s per GB (c→s / s→c)",
             each(&|i, t| proxy_only(t, multi(s, &["bulk.up.cpu", "bulk.down.cpu"], i))),
         );
+        table.row("(a) HTTP bulk, chunked POST, c→s", each(&|i, _| ratio_cell(s, "hbulk.up", i, " GB/s")));
+        table.row("(a) HTTP bulk, GET response, s→c", each(&|i, _| ratio_cell(s, "hbulk.down", i, " GB/s")));
+        table.row(
+            "(a) HTTP bulk proxy CPU s per GB (c→s / s→c)",
+            each(&|i, t| proxy_only(t, multi(s, &["hbulk.up.cpu", "hbulk.down.cpu"], i))),
+        );
     }
     let short_row = |table: &mut Table, key: &str, label: &str| {
         let cells = each(&|i, _| {
@@ -106,7 +112,7 @@ pub fn rows(plan: &Plan, targets: &[Target], s: &Samples, table: &mut Table) {
 /// not. `None` without refractium and at least one peer.
 pub fn tally(plan: &Plan, targets: &[Target], s: &Samples) -> Option<String> {
     let me = targets.iter().position(|t| t.name == "refractium")?;
-    let peers: Vec<usize> = (1..targets.len()).filter(|&i| i != me).collect();
+    let peers: Vec<usize> = (1..targets.len()).filter(|&i| ["haproxy", "nginx"].contains(&targets[i].name)).collect();
     if peers.is_empty() {
         return None;
     }
@@ -139,4 +145,39 @@ pub fn tally(plan: &Plan, targets: &[Target], s: &Samples) -> Option<String> {
         "- refractium against the better peer, round by round (rounds ahead, median of its figure ÷ the better peer's, lowest–highest): {}\n",
         parts.join(" · ")
     ))
+}
+
+/// Each hooked refractium against refractium unhooked, round by round, on
+/// the rows both ran: in the median round, the hooked figure divided by the
+/// unhooked one (lowest–highest). `None` without a hooked target.
+pub fn hooked_tally(targets: &[Target], s: &Samples) -> Option<String> {
+    let plain = targets.iter().position(|t| t.name == "refractium")?;
+    let rows = [
+        ("bulk.up", "bulk c→s"),
+        ("bulk.down", "bulk s→c"),
+        ("hbulk.up", "HTTP bulk c→s"),
+        ("hbulk.down", "HTTP bulk s→c"),
+        ("short1", "c=1"),
+        ("short16", "c=16"),
+        ("short64", "c=64"),
+    ];
+    let lines: Vec<String> = targets
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.name.starts_with("refractium+"))
+        .filter_map(|(i, t)| {
+            let parts: Vec<String> = rows
+                .iter()
+                .filter_map(|(key, label)| {
+                    let ratios = s.round_ratios(key, i, &[plain])?;
+                    let (low, high) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));
+                    let mid = crate::report::median(&ratios)?;
+                    Some(format!("{label} {mid:.2}× ({low:.2}–{high:.2})"))
+                })
+                .collect();
+            (!parts.is_empty())
+                .then(|| format!("- {} against refractium unhooked, round by round: {}\n", t.name, parts.join(" · ")))
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.concat())
 }

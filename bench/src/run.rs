@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cells::{self, Plan, Target};
+use crate::cells::{self, Cell, Plan, Target};
 use crate::procs::{self, Group};
-use crate::proxies::{self, Kind, Proxy};
+use crate::proxies::{self, HTTP_HEADERS, Hook, IDENTITY, Kind, Proxy};
 use crate::report::{Samples, Table};
 
 /// Options of `run`, from the command line.
@@ -28,7 +28,7 @@ pub struct Opts {
 }
 
 const WORKLOADS: [&str; 5] = ["bulk", "short", "tls", "hold", "idle"];
-const PROXIES: [&str; 3] = ["refractium", "haproxy", "nginx"];
+const PROXIES: [&str; 5] = ["refractium", IDENTITY, HTTP_HEADERS, "haproxy", "nginx"];
 
 /// A temp dir removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -78,15 +78,23 @@ pub fn run(opts: Opts) -> Result<()> {
     let mut skipped = Vec::new();
     let mut running: Vec<Proxy> = Vec::new();
     for name in &proxies_wanted {
+        let refractium = opts
+            .refractium
+            .clone()
+            .or_else(|| Some(PathBuf::from("target/release/refractium")))
+            .filter(|p| p.is_file())
+            // The proxy runs in a temp dir: make a relative path absolute.
+            .map(|p| std::fs::canonicalize(&p).unwrap_or(p));
         let kind = match name.as_str() {
-            "refractium" => opts
-                .refractium
-                .clone()
-                .or_else(|| Some(PathBuf::from("target/release/refractium")))
-                .filter(|p| p.is_file())
-                // The proxy runs in a temp dir: make a relative path absolute.
-                .map(|p| std::fs::canonicalize(&p).unwrap_or(p))
-                .map(Kind::Refractium),
+            "refractium" => refractium.map(Kind::Refractium),
+            IDENTITY => refractium.and_then(|bin| {
+                let hook = proxies::identity_hook(&bin);
+                if hook.is_none() {
+                    eprintln!("{name}: no testhook next to {} (cargo build -p refractium builds it)", bin.display());
+                }
+                hook.map(|hook| Kind::Hooked(bin, Hook::Identity(hook)))
+            }),
+            HTTP_HEADERS => refractium.map(|bin| Kind::Hooked(bin, Hook::HttpHeaders)),
             "haproxy" => procs::which("haproxy").map(Kind::Haproxy),
             _ => procs::which("nginx").map(Kind::Nginx),
         };
@@ -107,12 +115,13 @@ pub fn run(opts: Opts) -> Result<()> {
         }
     }
 
-    let mut targets = vec![Target { name: "direct", addr: backend, pid: None, pss_start: None }];
+    let mut targets = vec![Target { name: "direct", addr: backend, pid: None, pss_start: None, skip: &[] }];
     targets.extend(running.iter().map(|p| Target {
         name: p.name,
         addr: p.addr,
         pid: Some(p.group.pid),
         pss_start: Some(procs::pss_kib(p.group.pid)),
+        skip: skipped_cells(p.name),
     }));
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -128,7 +137,11 @@ pub fn run(opts: Opts) -> Result<()> {
     let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
     let mut table = Table::new(&names);
     crate::rows::rows(&plan, &targets, &samples, &mut table);
-    let tally = crate::rows::tally(&plan, &targets, &samples);
+    let tally = [crate::rows::tally(&plan, &targets, &samples), crate::rows::hooked_tally(&targets, &samples)]
+        .into_iter()
+        .flatten()
+        .collect::<String>();
+    let tally = (!tally.is_empty()).then_some(tally);
     let report = render(&plan, &opts, &running, &skipped, &table, tally.as_deref());
     println!("{report}");
     if let Some(out) = &opts.out {
@@ -141,6 +154,19 @@ pub fn run(opts: Opts) -> Result<()> {
     drop(running);
     drop(backend_group);
     Ok(())
+}
+
+/// The cells a target sits out: the hooked ones run only what their hook
+/// sees (bulk and short connections through the identity hook; HTTP bulk
+/// and short connections through `http-headers`), and only refractium
+/// unhooked runs HTTP bulk beside them (the peers relay it as plain bulk).
+fn skipped_cells(name: &str) -> &'static [Cell] {
+    match name {
+        "refractium" => &[],
+        IDENTITY => &[Cell::HttpBulk, Cell::Tls, Cell::Hold, Cell::Idle],
+        HTTP_HEADERS => &[Cell::Bulk, Cell::Tls, Cell::Hold, Cell::Idle],
+        _ => &[Cell::HttpBulk],
+    }
 }
 
 /// Start `refractium-bench backend` and read the port it prints.

@@ -319,19 +319,32 @@ fn run_hook(
         DirectionArg::ServerToClient => (Direction::ServerToClient, "server-to-client"),
     };
     let (mut steps, mut output, mut stop) = (Vec::new(), Vec::<u8>::new(), serde_json::Value::Null);
+    let mut passed = false;
     let inputs = files.iter().map(Some).chain([None]);
     for input in inputs {
         let (label_in, answer) = match input {
             Some(file) => {
                 let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-                (file.display().to_string(), session.on_data(direction, &bytes))
+                let label = file.display().to_string();
+                if passed {
+                    // Passed on unchanged, without the hook.
+                    output.extend_from_slice(&bytes);
+                    continue;
+                }
+                (label, session.on_data(direction, &bytes))
             }
+            None if passed => break,
             None => ("end".to_string(), session.on_end(direction)),
         };
         let step = match answer {
             Ok(Action::Forward(data)) => {
                 output.extend_from_slice(&data);
                 serde_json::json!({"input": label_in, "action": "forward", "data": String::from_utf8_lossy(&data)})
+            }
+            Ok(Action::Pass(data)) => {
+                output.extend_from_slice(&data);
+                passed = true;
+                serde_json::json!({"input": label_in, "action": "pass", "data": String::from_utf8_lossy(&data)})
             }
             Ok(Action::Respond { data, reason }) => {
                 stop = serde_json::json!({"respond": String::from_utf8_lossy(&data), "reason": reason});

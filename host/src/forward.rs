@@ -133,26 +133,7 @@ struct Direction<'a> {
 /// Relay between `client` and `server` until both have closed.
 pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, counters: &Counters) -> End {
     let idle = Idle::watch(idle);
-    let up = Direction {
-        from: client,
-        to: server,
-        from_side: Side::Client,
-        to_side: Side::Server,
-        moved: &counters.up,
-        idle: &idle,
-        one_done: &counters.one_done,
-        server_fin_left: &counters.server_fin_left,
-    };
-    let down = Direction {
-        from: server,
-        to: client,
-        from_side: Side::Server,
-        to_side: Side::Client,
-        moved: &counters.down,
-        idle: &idle,
-        one_done: &counters.one_done,
-        server_fin_left: &counters.server_fin_left,
-    };
+    let (up, down) = directions(client, server, counters, &idle);
     // Pinned where they are built: `try_join!` and `select!` take their
     // futures by value, and would copy each whole into their own state.
     let up = std::pin::pin!(up.pump());
@@ -166,6 +147,34 @@ pub async fn relay(client: &TcpStream, server: &TcpStream, idle: Duration, count
         },
         () = idle.expired() => End::Idle,
     }
+}
+
+/// The two directions of a relay: client to server, server to client.
+fn directions<'a>(
+    client: &'a TcpStream,
+    server: &'a TcpStream,
+    counters: &'a Counters,
+    idle: &'a Idle,
+) -> (Direction<'a>, Direction<'a>) {
+    let up = Direction {
+        from: client,
+        to: server,
+        from_side: Side::Client,
+        to_side: Side::Server,
+        moved: &counters.up,
+        idle,
+        one_done: &counters.one_done,
+        server_fin_left: &counters.server_fin_left,
+    };
+    let down = Direction {
+        from: server,
+        to: client,
+        from_side: Side::Server,
+        to_side: Side::Client,
+        moved: &counters.down,
+        ..up
+    };
+    (up, down)
 }
 
 type Failure = (Side, io::Error);

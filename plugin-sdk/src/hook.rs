@@ -69,6 +69,13 @@ pub enum Action {
     Respond { data: Vec<u8>, reason: String },
     /// Close the connection; `reason` goes to the access log.
     Close(String),
+    /// Write these bytes on, and let the rest of this direction through
+    /// unchanged without calling the hook again (not even
+    /// [`Hook::on_end`]). A hook that only looks at the start of a
+    /// direction, or only at one direction, says so with this: once every
+    /// hook of a route has passed a direction, the proxy relays it as fast
+    /// as an unhooked route.
+    Pass(Vec<u8>),
 }
 
 /// A stream hook.
@@ -175,6 +182,7 @@ pub mod __rt {
                 Action::Forward(data) => export::Action::Forward(data),
                 Action::Respond { data, reason } => export::Action::Respond(export::Response { data, reason }),
                 Action::Close(reason) => export::Action::Close(reason),
+                Action::Pass(data) => export::Action::Pass(data),
             }
         }
     }

@@ -64,18 +64,26 @@ pub struct HookRun {
 
 /// Run a fresh session of `hook` (opened for a test peer, a detection of
 /// protocol `test` and route `test`) over `chunks` sent in `direction`, then
-/// end that side, as the proxy would.
+/// end that side, as the proxy would: once the hook answers
+/// [`Action::Pass`], the rest goes to the output without calling it.
 pub fn run_hook<H: Hook>(hook: &H, direction: Direction, chunks: &[&[u8]]) -> HookRun {
     let mut session = hook.open(&Peer::test(Transport::Tcp), &Detection::new("test"), "test");
     let mut output = Vec::new();
+    let mut passed = false;
     let actions = chunks.iter().map(|c| Some(c.to_vec())).chain([None]);
     for chunk in actions {
         let action = match chunk {
+            Some(data) if passed => Action::Forward(data),
+            None if passed => break,
             Some(data) => hook.on_data(&mut session, direction, data),
             None => hook.on_end(&mut session, direction),
         };
         match action {
             Action::Forward(data) => output.extend_from_slice(&data),
+            Action::Pass(data) => {
+                output.extend_from_slice(&data);
+                passed = true;
+            }
             Action::Respond { data, reason } => return HookRun { output, stop: Some(Stop::Respond { data, reason }) },
             Action::Close(reason) => return HookRun { output, stop: Some(Stop::Close(reason)) },
         }

@@ -214,6 +214,12 @@ fn hook_runs_a_hook_over_files() {
     assert!(v["stop"].is_null(), "{v}");
     let v = hook(&["shout", "--direction", "server-to-client"]);
     assert_eq!(v["output"], "hello forbidden world", "{v}");
+    // `http-headers` does not look at responses: it passes that direction
+    // at its first chunk, and is not called for the rest.
+    let v = hook(&["http-headers", "--direction", "server-to-client"]);
+    assert_eq!(v["output"], "hello forbidden world", "{v}");
+    assert_eq!(v["steps"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["steps"][0]["action"], "pass", "{v}");
     let v = hook(&["guard"]);
     assert_eq!(v["output"], "hello ", "{v}");
     assert_eq!(v["stop"]["reason"], "forbidden word", "{v}");

@@ -7,7 +7,7 @@
 //! is written before the half-close is passed on. A side is not read while
 //! what its last chunk became has not been written (backpressure end to
 //! end), and what one hook call may hand back is bounded
-//! ([`crate::plugin::component::COPY_LIMIT`]), so a hook that multiplies its
+//! ([`crate::plugin::hook::COPY_LIMIT`]), so a hook that multiplies its
 //! input grows a connection's memory by a bounded amount.
 //!
 //! A hook that answers (`respond`) has its bytes written back to the side
@@ -18,6 +18,7 @@
 use super::idle::Idle;
 use super::{Counters, Side, write_all};
 use crate::config::OnHookFailure;
+use crate::evloop::Interest;
 use crate::evloop::TcpStream;
 use crate::plugin::hook::{Action, Direction, HookPlugin, Session};
 use crate::plugin::{Detection, Failure, detector::Peer};
@@ -27,11 +28,11 @@ use std::cell::RefCell;
 use std::io::{self, ErrorKind};
 use std::net::Shutdown;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Most bytes read from a side as one chunk.
-pub const CHUNK: usize = 16 * 1024;
+/// Most bytes read from a side as one chunk (the worker thread's scratch
+/// buffer, [`super::SCRATCH`]).
+pub const CHUNK: usize = 64 * 1024;
 
 /// The hooks of one route, in order, and what a connection does when one
 /// cannot be had.
@@ -66,7 +67,21 @@ impl Stop {
 
 /// One connection's sessions of its route's hooks.
 pub struct HookChain {
-    sessions: Vec<Session>,
+    sessions: Vec<Link>,
+}
+
+/// One hook's session in a chain, and the directions it has passed.
+struct Link {
+    session: Session,
+    /// Indexed by [`slot`]: the hook said `pass` for that direction.
+    passed: [bool; 2],
+}
+
+fn slot(direction: Direction) -> usize {
+    match direction {
+        Direction::ClientToServer => 0,
+        Direction::ServerToClient => 1,
+    }
 }
 
 impl HookChain {
@@ -90,7 +105,7 @@ impl HookChain {
                     .map_err(|f| Stop::Failed { hook: hook.name().into(), failure: f }.text())
             };
             match (opened, hooks.on_failure) {
-                (Ok(session), _) => sessions.push(session),
+                (Ok(session), _) => sessions.push(Link { session, passed: [false; 2] }),
                 (Err(why), OnHookFailure::Bypass) => {
                     tracing::debug!(hook = hook.name(), route, reason = %why, "hook bypassed");
                 }
@@ -100,47 +115,64 @@ impl HookChain {
         Ok(HookChain { sessions })
     }
 
-    /// Pass a chunk from one side through every hook; what the last one
-    /// forwards.
+    /// Whether every hook has passed `direction` (or there is none): its
+    /// bytes may go through unchanged, without the chain.
+    pub fn passed(&self, direction: Direction) -> bool {
+        self.sessions.iter().all(|link| link.passed[slot(direction)])
+    }
+
+    /// Pass a chunk from one side through every hook that has not passed
+    /// its direction; what the last one forwards.
     pub fn data(&mut self, direction: Direction, chunk: &[u8]) -> Result<Vec<u8>, Stop> {
         let mut carry = Cow::Borrowed(chunk);
-        for session in &mut self.sessions {
+        for link in self.sessions.iter_mut().filter(|link| !link.passed[slot(direction)]) {
             if carry.is_empty() {
                 // Held back: the hooks after this one see nothing this time.
                 break;
             }
-            let answer = session.on_data(direction, &carry);
-            carry = Cow::Owned(forwarded(session, answer)?);
+            let answer = link.session.on_data(direction, &carry);
+            carry = Cow::Owned(link.forwarded(direction, answer)?);
         }
         Ok(carry.into_owned())
     }
 
-    /// That side has finished sending: every hook's last words, each
-    /// passed through the hooks after it.
+    /// That side has finished sending: the last words of every hook that
+    /// has not passed it, each passed through the hooks after it.
     pub fn end(&mut self, direction: Direction) -> Result<Vec<u8>, Stop> {
         let mut carry = Vec::new();
-        for session in &mut self.sessions {
+        for link in &mut self.sessions {
+            if link.passed[slot(direction)] {
+                continue;
+            }
             let mut out = Vec::new();
             if !carry.is_empty() {
-                let answer = session.on_data(direction, &carry);
-                out = forwarded(session, answer)?;
+                let answer = link.session.on_data(direction, &carry);
+                out = link.forwarded(direction, answer)?;
             }
-            let answer = session.on_end(direction);
-            out.extend(forwarded(session, answer)?);
+            if !link.passed[slot(direction)] {
+                let answer = link.session.on_end(direction);
+                out.extend(link.forwarded(direction, answer)?);
+            }
             carry = out;
         }
         Ok(carry)
     }
 }
 
-/// The bytes a hook forwarded, or how it stopped the connection.
-fn forwarded(session: &Session, answer: Result<Action, Failure>) -> Result<Vec<u8>, Stop> {
-    let hook = || session.name().to_string();
-    match answer {
-        Ok(Action::Forward(bytes)) => Ok(bytes),
-        Ok(Action::Respond { data, reason }) => Err(Stop::Respond { hook: hook(), data, reason }),
-        Ok(Action::Close(reason)) => Err(Stop::Close { hook: hook(), reason }),
-        Err(failure) => Err(Stop::Failed { hook: hook(), failure }),
+impl Link {
+    /// The bytes a hook forwarded, or how it stopped the connection.
+    fn forwarded(&mut self, direction: Direction, answer: Result<Action, Failure>) -> Result<Vec<u8>, Stop> {
+        let hook = || self.session.name().to_string();
+        match answer {
+            Ok(Action::Forward(bytes)) => Ok(bytes),
+            Ok(Action::Pass(bytes)) => {
+                self.passed[slot(direction)] = true;
+                Ok(bytes)
+            }
+            Ok(Action::Respond { data, reason }) => Err(Stop::Respond { hook: hook(), data, reason }),
+            Ok(Action::Close(reason)) => Err(Stop::Close { hook: hook(), reason }),
+            Err(failure) => Err(Stop::Failed { hook: hook(), failure }),
+        }
     }
 }
 
@@ -193,8 +225,9 @@ pub async fn relay(
 ) -> End {
     let idle = Idle::watch(idle);
     let chain = RefCell::new(chain);
-    let up = pump(client, server, Direction::ClientToServer, &chain, counters, &idle);
-    let down = pump(server, client, Direction::ServerToClient, &chain, counters, &idle);
+    let (up, down) = super::directions(client, server, counters, &idle);
+    let up = pump(up, Direction::ClientToServer, &chain);
+    let down = pump(down, Direction::ServerToClient, &chain);
     let (up, down) = (std::pin::pin!(up), std::pin::pin!(down));
     let both = std::pin::pin!(async { tokio::try_join!(up, down) });
     tokio::select! {
@@ -210,44 +243,48 @@ pub async fn relay(
 
 /// One direction: read a chunk, pass it through the hooks, write what comes
 /// out, and only then read again; at the end, the hooks' last words and the
-/// half-close.
-async fn pump(
-    from: &TcpStream,
-    to: &TcpStream,
-    direction: Direction,
-    chain: &RefCell<HookChain>,
-    counters: &Counters,
-    idle: &Idle,
-) -> Result<(), Halt> {
-    let (from_side, to_side, moved) = match direction {
-        Direction::ClientToServer => (Side::Client, Side::Server, &counters.up),
-        Direction::ServerToClient => (Side::Server, Side::Client, &counters.down),
-    };
+/// half-close. Once every hook has passed the direction, the rest is
+/// relayed as an unhooked route's (copied, then spliced).
+async fn pump(way: super::Direction<'_>, direction: Direction, chain: &RefCell<HookChain>) -> Result<(), Halt> {
+    let (from, to) = (way.from, way.to);
     loop {
-        from.readable().await.map_err(|e| Halt::Io(from_side, e))?;
+        if chain.borrow().passed(direction) {
+            return Box::pin(way.pump()).await.map_err(|(side, err)| Halt::Io(side, err));
+        }
+        let ready = from.ready(Interest::READABLE).await.map_err(|e| Halt::Io(way.from_side, e))?;
         // No await from the read to the hooks' answer: the chunk is never
         // part of the task's state, and the chain is never borrowed across
         // an await (the other direction uses it too).
-        let out = {
-            let mut chunk = [0u8; CHUNK];
-            let n = match from.try_read(&mut chunk) {
+        let read = super::SCRATCH_BUF.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            let len = buf.len().min(CHUNK);
+            let chunk = &mut buf[..len];
+            let n = match from.try_read(chunk) {
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(Halt::Io(from_side, e)),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(Halt::Io(way.from_side, e)),
             };
-            if n == 0 {
-                None
+            // The sender had finished and this read emptied the socket: its
+            // end comes next, and is handled with this chunk (see
+            // `super::Direction::copy_pump`).
+            let last = n == 0 || (ready.is_read_closed() && !ready.is_error() && n < len);
+            let mut chain = chain.borrow_mut();
+            let out = if n == 0 {
+                Ok(Vec::new())
             } else {
-                moved.fetch_add(n as u64, Ordering::Relaxed);
-                idle.touch();
-                Some(chain.borrow_mut().data(direction, &chunk[..n]))
-            }
-        };
-        let ended = out.is_none();
-        let out = match out {
-            Some(out) => out,
-            None => chain.borrow_mut().end(direction),
-        };
+                way.record(n);
+                chain.data(direction, &chunk[..n])
+            };
+            let out = match out {
+                Ok(mut out) if last => chain.end(direction).map(|more| {
+                    out.extend(more);
+                    out
+                }),
+                out => out,
+            };
+            Ok(Some((out, last)))
+        })?;
+        let Some((out, ended)) = read else { continue };
         let out = match out {
             Ok(out) => out,
             Err(Stop::Respond { hook, data, reason }) => {
@@ -256,15 +293,23 @@ async fn pump(
             }
             Err(stop) => return Err(Halt::Hook(stop)),
         };
-        write_all(to, &out).await.map_err(|e| Halt::Io(to_side, e))?;
+        // The last bytes wait (`MSG_MORE`) for the half-close that follows
+        // at once, so that they and the FIN go out together.
+        let sent = if ended && !out.is_empty() {
+            match super::send(to, &out, true) {
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+                Err(e) => return Err(Halt::Io(way.to_side, e)),
+            }
+        } else {
+            0
+        };
+        write_all(to, out.get(sent..).unwrap_or_default()).await.map_err(|e| Halt::Io(way.to_side, e))?;
         if !out.is_empty() {
-            idle.touch();
+            way.idle.touch();
         }
         if ended {
-            return match SockRef::from(to).shutdown(Shutdown::Write) {
-                Err(e) if e.kind() != ErrorKind::NotConnected => Err(Halt::Io(to_side, e)),
-                _ => Ok(()),
-            };
+            return way.half_close().map_err(|(side, err)| Halt::Io(side, err));
         }
     }
 }

@@ -15,8 +15,8 @@
 //! hook keeps per connection belongs in its session.
 //!
 //! Calls are synchronous on the connection's thread, under the limits of
-//! [`super::sandbox`]; the bytes a hook hands back are bounded as a
-//! detector's answer is ([`super::component::COPY_LIMIT`]).
+//! [`super::sandbox`]; what one call hands back is at most [`COPY_LIMIT`]
+//! bytes (chunks come in at up to 64 KiB).
 
 use super::bindings::hooks::exports::refractium::plugin::hook as wit_hook;
 use super::bindings::hooks::{HookPlugin as Bindings, HookPluginPre};
@@ -56,10 +56,20 @@ pub enum Action {
     Respond { data: Vec<u8>, reason: String },
     /// Close, for this reason.
     Close(String),
+    /// Write these bytes on, and do not call the hook for this direction again.
+    Pass(Vec<u8>),
 }
 
-/// Instances a hook keeps idle for later connections.
-const IDLE_INSTANCES: usize = 64;
+/// The most bytes one hook call may hand back: room to grow a whole chunk
+/// fourfold, and a bound on what a hook that multiplies its input makes a
+/// connection hold while its receiver is slow.
+pub const COPY_LIMIT: usize = 256 << 10;
+
+/// Instances a hook keeps idle for later connections: enough for the
+/// sessions of a busy proxy to come and go without making new ones (each
+/// new instance faults in fresh pages of its memory image), few enough that
+/// their memory stays bounded after a burst.
+const IDLE_INSTANCES: usize = 256;
 /// How much an instance's memory may have grown since `init` for it to be
 /// kept: a connection that made it grow more would leave that memory
 /// resident for as long as the instance waits.
@@ -149,7 +159,7 @@ impl HookPlugin {
             let failure = store.data().failure(&e, self.memory);
             Failure { cause: failure.cause, detail: format!("{what} {}", failure.detail) }
         };
-        store.set_hostcall_fuel(super::component::COPY_LIMIT);
+        store.set_hostcall_fuel(COPY_LIMIT);
         let bindings = self.pre.instantiate(&mut store).map_err(|e| failed(e, &store, "instantiation"))?;
         let init = bindings.refractium_plugin_hook().call_init(&mut store, &self.config_json);
         store.data_mut().console_flush();
@@ -302,6 +312,7 @@ impl Session {
                 return Ok(self.succeeded(Action::Respond { data: r.data, reason: cut(r.reason) }));
             }
             Ok(wit_hook::Action::Close(reason)) => return Ok(self.succeeded(Action::Close(cut(reason)))),
+            Ok(wit_hook::Action::Pass(data)) => return Ok(self.succeeded(Action::Pass(data))),
             Err(err) => store.data().failure(&err, self.plugin.memory),
         };
         // A call that failed may have left the instance half-way through
@@ -316,7 +327,9 @@ impl Session {
         self.plugin.breaker.succeeded();
         counters.calls.fetch_add(1, Ordering::Relaxed);
         match &action {
-            Action::Forward(data) => counters.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed),
+            Action::Forward(data) | Action::Pass(data) => {
+                counters.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed)
+            }
             Action::Respond { .. } | Action::Close(_) => counters.closes.fetch_add(1, Ordering::Relaxed),
         };
         action

@@ -140,6 +140,11 @@ impl Hook for Deny {
     }
 
     fn on_data(&self, tails: &mut Tails, direction: Direction, data: Vec<u8>) -> Action {
+        let up = direction == Direction::ClientToServer;
+        if !self.rules.iter().any(|r| if up { r.up } else { r.down }) {
+            // Nothing to look for this way.
+            return Action::Pass(data);
+        }
         let (tail, seen) = match direction {
             Direction::ClientToServer => (&mut tails.up, &mut tails.up_seen),
             Direction::ServerToClient => (&mut tails.down, &mut tails.down_seen),

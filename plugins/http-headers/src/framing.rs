@@ -140,6 +140,14 @@ impl Requests {
                         }
                     }
                 }
+                State::Head(head) if head.is_empty() && find(data, b"\r\n\r\n", 0).is_some() => {
+                    // A whole head in hand, nothing held: parsed where it is.
+                    let end = find(data, b"\r\n\r\n", 0).map_or(data.len(), |p| p + 4);
+                    let (rewritten, next) = parse(&data[..end], rewrite)?;
+                    out.extend_from_slice(&rewritten);
+                    data = &data[end..];
+                    self.state = next;
+                }
                 State::Head(head) => {
                     let before = head.len();
                     head.extend_from_slice(data);
@@ -159,6 +167,11 @@ impl Requests {
             }
         }
         Ok(out)
+    }
+
+    /// Whether the stream has become a tunnel: the rest passes unchanged.
+    pub fn is_tunnel(&self) -> bool {
+        self.state == State::Tunnel
     }
 
     /// The client has finished sending: what a head that never completed

@@ -45,8 +45,16 @@ pub struct HttpHeaders {
 
 /// Per connection: the client's address and its request stream.
 pub struct Stream {
-    client: Option<std::net::IpAddr>,
+    client: Option<Client>,
     requests: Requests,
+}
+
+/// The client's address, written out once for every request's headers.
+struct Client {
+    /// As `X-Forwarded-For` and `X-Real-IP` give it.
+    ip: String,
+    /// As `Forwarded` gives it (`for=…`).
+    forwarded: String,
 }
 
 fn pairs(value: Option<&Value>, key: &str) -> Result<Vec<(String, String)>, String> {
@@ -111,7 +119,7 @@ fn parse(config: &str) -> Result<HttpHeaders, String> {
 
 impl HttpHeaders {
     /// `head` with the configured changes, for a client at `client`.
-    fn rewrite(&self, head: &Head<'_>, client: Option<std::net::IpAddr>) -> Vec<u8> {
+    fn rewrite(&self, head: &Head<'_>, client: Option<&Client>) -> Vec<u8> {
         let replaced = |name: &str| {
             self.remove.iter().chain(self.set.iter().map(|(n, _)| n)).any(|r| r.eq_ignore_ascii_case(name))
                 || (self.real_ip && client.is_some() && name.eq_ignore_ascii_case("x-real-ip"))
@@ -132,17 +140,17 @@ impl HttpHeaders {
             }
             match client {
                 // The client is appended to the last header of the name.
-                Some(ip)
+                Some(c)
                     if self.forwarded_for
                         && name.eq_ignore_ascii_case("x-forwarded-for")
                         && is_last(head, name, value) =>
                 {
-                    header(name, &[*value, b", ", ip.to_string().as_bytes()].concat());
+                    header(name, &[*value, b", ", c.ip.as_bytes()].concat());
                     xff_done = true;
                     continue;
                 }
-                Some(ip) if self.forwarded && name.eq_ignore_ascii_case("forwarded") && is_last(head, name, value) => {
-                    header(name, &[*value, b", ", forwarded_for(ip).as_bytes()].concat());
+                Some(c) if self.forwarded && name.eq_ignore_ascii_case("forwarded") && is_last(head, name, value) => {
+                    header(name, &[*value, b", ", c.forwarded.as_bytes()].concat());
                     fwd_done = true;
                     continue;
                 }
@@ -153,15 +161,15 @@ impl HttpHeaders {
         for (name, value) in self.set.iter().chain(&self.add) {
             header(name, value.as_bytes());
         }
-        if let Some(ip) = client {
+        if let Some(c) = client {
             if self.forwarded_for && !xff_done {
-                header("X-Forwarded-For", ip.to_string().as_bytes());
+                header("X-Forwarded-For", c.ip.as_bytes());
             }
             if self.real_ip {
-                header("X-Real-IP", ip.to_string().as_bytes());
+                header("X-Real-IP", c.ip.as_bytes());
             }
             if self.forwarded && !fwd_done {
-                header("Forwarded", forwarded_for(ip).as_bytes());
+                header("Forwarded", c.forwarded.as_bytes());
             }
         }
         out.extend_from_slice(b"\r\n");
@@ -194,15 +202,19 @@ impl Hook for HttpHeaders {
 
     fn open(&self, peer: &Peer, _detection: &Detection, _route: &str) -> Stream {
         let client = peer.client_addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip());
+        let client = client.map(|ip| Client { ip: ip.to_string(), forwarded: forwarded_for(ip) });
         Stream { client, requests: Requests::default() }
     }
 
+    /// Responses are not looked at (the hook passes that direction at its
+    /// first chunk), nor is a tunnel's traffic after an upgrade.
     fn on_data(&self, stream: &mut Stream, direction: Direction, data: Vec<u8>) -> Action {
         if direction == Direction::ServerToClient {
-            return Action::Forward(data);
+            return Action::Pass(data);
         }
-        let client = stream.client;
+        let client = stream.client.as_ref();
         match stream.requests.feed(&data, &|head| self.rewrite(head, client)) {
+            Ok(out) if stream.requests.is_tunnel() => Action::Pass(out),
             Ok(out) => Action::Forward(out),
             Err(why) => Action::Respond { data: BAD_REQUEST.to_vec(), reason: format!("400: {why}") },
         }

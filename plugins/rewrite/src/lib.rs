@@ -114,6 +114,11 @@ impl Hook for Rewrite {
     }
 
     fn on_data(&self, held: &mut Held, direction: Direction, data: Vec<u8>) -> Action {
+        let up = direction == Direction::ClientToServer;
+        if !self.rules.iter().any(|r| if up { r.up } else { r.down }) {
+            // Nothing to replace this way.
+            return Action::Pass(data);
+        }
         let buffer = if direction == Direction::ClientToServer { &mut held.up } else { &mut held.down };
         let data = if buffer.is_empty() { data } else { [std::mem::take(buffer), data].concat() };
         let (out, keep) = self.scan(direction, &data, false);
