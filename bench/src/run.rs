@@ -157,13 +157,13 @@ pub fn run(opts: Opts) -> Result<()> {
 }
 
 /// The cells a target sits out: the hooked ones run only what their hook
-/// sees (bulk and short connections through the identity hook; HTTP bulk
-/// and short connections through `http-headers`), and only refractium
+/// sees (bulk, short and idle connections through the identity hook; HTTP
+/// bulk and short connections through `http-headers`), and only refractium
 /// unhooked runs HTTP bulk beside them (the peers relay it as plain bulk).
 fn skipped_cells(name: &str) -> &'static [Cell] {
     match name {
         "refractium" => &[],
-        IDENTITY => &[Cell::HttpBulk, Cell::Tls, Cell::Hold, Cell::Idle],
+        IDENTITY => &[Cell::HttpBulk, Cell::Tls, Cell::Hold],
         HTTP_HEADERS => &[Cell::Bulk, Cell::Tls, Cell::Hold, Cell::Idle],
         _ => &[Cell::HttpBulk],
     }

@@ -9,44 +9,37 @@ pub struct Banner {
     to: Vec<u8>,
 }
 
-/// Per connection: the server's bytes held while they may still become `from`.
-#[derive(Default)]
-pub struct Pending {
-    held: Vec<u8>,
-    done: bool,
-}
-
 impl Hook for Banner {
     const NAME: &'static str = "banner";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    type Session = Pending;
+    /// Per connection: the server's bytes held while they may still become `from`.
+    type Session = Vec<u8>;
 
     fn new(_config: &str) -> Result<Self, String> {
         Ok(Banner { from: b"SSH-2.0-OpenSSH_9.2".to_vec(), to: b"SSH-2.0-Server".to_vec() })
     }
 
-    fn open(&self, _peer: &Peer, _detection: &Detection, _route: &str) -> Pending {
-        Pending::default()
+    fn open(&self, _peer: &Peer, _detection: &Detection, _route: &str) -> Vec<u8> {
+        Vec::new()
     }
 
-    fn on_data(&self, s: &mut Pending, direction: Direction, data: Vec<u8>) -> Action {
-        if s.done || direction == Direction::ClientToServer {
-            return Action::Forward(data);
+    fn on_data(&self, held: &mut Vec<u8>, direction: Direction, data: Vec<u8>) -> Action {
+        if direction == Direction::ClientToServer {
+            return Action::Pass(data); // the client's bytes are not looked at
         }
-        s.held.extend(data);
-        if s.held.len() < self.from.len() && self.from.starts_with(&s.held) {
+        held.extend(data);
+        if held.len() < self.from.len() && self.from.starts_with(held) {
             return Action::Forward(Vec::new()); // could still be the banner: hold it
         }
-        s.done = true;
-        let mut out = std::mem::take(&mut s.held);
+        let mut out = std::mem::take(held);
         if out.starts_with(&self.from) {
             out.splice(..self.from.len(), self.to.iter().copied());
         }
-        Action::Forward(out)
+        Action::Pass(out) // the rest goes through as on an unhooked route
     }
 
-    fn on_end(&self, s: &mut Pending, _direction: Direction) -> Action {
-        Action::Forward(std::mem::take(&mut s.held))
+    fn on_end(&self, held: &mut Vec<u8>, _direction: Direction) -> Action {
+        Action::Forward(std::mem::take(held))
     }
 }
 

@@ -16,7 +16,7 @@
 //!
 //! Calls are synchronous on the connection's thread, under the limits of
 //! [`super::sandbox`]; what one call hands back is at most [`COPY_LIMIT`]
-//! bytes (chunks come in at up to 64 KiB).
+//! bytes (chunks come in at up to 256 KiB).
 
 use super::bindings::hooks::exports::refractium::plugin::hook as wit_hook;
 use super::bindings::hooks::{HookPlugin as Bindings, HookPluginPre};
@@ -60,10 +60,10 @@ pub enum Action {
     Pass(Vec<u8>),
 }
 
-/// The most bytes one hook call may hand back: room to grow a whole chunk
-/// fourfold, and a bound on what a hook that multiplies its input makes a
-/// connection hold while its receiver is slow.
-pub const COPY_LIMIT: usize = 256 << 10;
+/// The most bytes one hook call may hand back: room to double a whole chunk
+/// ([`crate::forward::hooked::CHUNK`]), and a bound on what a hook that
+/// multiplies its input makes a connection hold while its receiver is slow.
+pub const COPY_LIMIT: usize = 512 << 10;
 
 /// Instances a hook keeps idle for later connections: enough for the
 /// sessions of a busy proxy to come and go without making new ones (each
