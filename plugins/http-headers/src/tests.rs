@@ -65,7 +65,17 @@ fn the_client_is_appended_to_forwarding_headers_already_there() {
     let run = run_hook(&hook("null"), Direction::ClientToServer, &[stream]);
     let want = "GET / HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.1\r\nForwarded: for=10.0.0.1, for=127.0.0.1\r\nX-Real-IP: 127.0.0.1\r\n\r\n";
     assert_eq!(text(&run.output), want);
-    assert_eq!(forwarded_for("2001:db8::1".parse().expect("v6")), "for=\"[2001:db8::1]\"");
+}
+
+#[test]
+fn the_client_address_is_taken_as_the_host_writes_it() {
+    let of = |addr: &str| Client::of(addr).map(|c| (c.ip, c.forwarded));
+    assert_eq!(of("192.0.2.7:40000"), Some(("192.0.2.7".into(), "for=192.0.2.7".into())));
+    assert_eq!(of("[2001:db8::1]:443"), Some(("2001:db8::1".into(), "for=\"[2001:db8::1]\"".into())));
+    assert_eq!(of("[fe80::1%2]:443"), Some(("fe80::1".into(), "for=\"[fe80::1]\"".into())));
+    for bad in ["", "192.0.2.7", "[192.0.2.7]:1", "2001:db8::1:443", "host:80"] {
+        assert_eq!(of(bad), None, "{bad}");
+    }
 }
 
 #[test]
