@@ -80,6 +80,36 @@ enum Command {
     },
     /// List the loaded plugins.
     Plugins,
+    /// Start a plugin project: a detector or a hook that builds as it is,
+    /// with the one function to fill in, a test and build instructions.
+    New {
+        /// What the plugin exports.
+        #[arg(value_enum)]
+        kind: KindArg,
+        /// The plugin's name (lower-case letters, digits, `-`).
+        name: String,
+        /// The language of the project.
+        #[arg(long, value_enum, default_value_t = LangArg::Rust)]
+        lang: LangArg,
+        /// Where to write it (default: a directory named after the plugin).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The plugin SDK's directory (default: the one of the source tree
+        /// this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KindArg {
+    Detector,
+    Hook,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LangArg {
+    Rust,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -105,6 +135,7 @@ pub fn main() -> ExitCode {
             run_hook(cli.config.as_deref(), &name, direction, protocol, &files)
         }
         Command::Plugins => plugins(cli.config.as_deref()),
+        Command::New { kind, name, lang: LangArg::Rust, dir, sdk } => new_plugin(kind, &name, dir, sdk.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -291,6 +322,27 @@ fn config_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
         None if Path::new(DEFAULT_CONFIG).exists() => Ok(config::load(Path::new(DEFAULT_CONFIG))?),
         None => Ok(Config::default()),
     }
+}
+
+/// `refractium new`: write the project and say what to do next.
+fn new_plugin(kind: KindArg, name: &str, dir: Option<PathBuf>, sdk: Option<&Path>) -> anyhow::Result<()> {
+    use crate::scaffold::{Kind, create};
+    let kind = match kind {
+        KindArg::Detector => Kind::Detector,
+        KindArg::Hook => Kind::Hook,
+    };
+    let dir = dir.unwrap_or_else(|| PathBuf::from(name));
+    let files = create(kind, name, &dir, sdk)?;
+    for file in &files {
+        say!("wrote {}", file.display());
+    }
+    let function = if kind == Kind::Detector { "detect" } else { "on_data" };
+    say!(
+        "next: fill in `{function}` in {}, then `cargo test` and `cargo build --release --target wasm32-wasip2` in {} (see its README.md)",
+        dir.join("src/lib.rs").display(),
+        dir.display()
+    );
+    Ok(())
 }
 
 /// `refractium hook`: one JSON object with each step (a file's chunk, then

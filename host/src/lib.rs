@@ -32,6 +32,7 @@ pub mod plugin;
 pub mod proxy;
 pub mod reload;
 pub mod route;
+pub mod scaffold;
 pub mod snapshot;
 pub mod sockopt;
 pub mod supervise;

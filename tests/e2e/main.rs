@@ -9,6 +9,7 @@ mod http_backend;
 mod reload;
 mod routing;
 mod sandbox;
+mod scaffold;
 mod stream;
 mod support;
 mod udp;
