@@ -304,7 +304,15 @@ fn print_plugins(plugins: &PluginSet) {
         }
     }
     for h in &plugins.hooks {
-        say!("{:<12} {:<10} {:<9} {:<8} {:<14} {}", h.name(), h.info.version, "hook", "tcp", &h.hash[..12], h.source);
+        say!(
+            "{:<12} {:<10} {:<9} {:<8} {:<14} {}",
+            h.name(),
+            h.info.version,
+            "hook",
+            "tcp,udp",
+            &h.hash[..12],
+            h.source
+        );
         if !h.refused.is_empty() {
             say!("  {} imports, and a call to them fails: {}", h.name(), h.refused.join(", "));
         }
