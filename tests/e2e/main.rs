@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod corpus;
+mod examples;
 mod hooks;
 mod http_backend;
 mod reload;
