@@ -26,31 +26,6 @@ fn component_from_wat(file: &Path, world: &str) -> Vec<u8> {
         .expect("a valid component")
 }
 
-/// A config routing `protocol` to backend `b`, anything else to `a`.
-fn config(protocol: &str, a: &Backend, b: &Backend) -> String {
-    format!(
-        r#"
-listeners:
-  - name: edge
-    bind: 127.0.0.1:0
-    detect: {{ timeout: 2s }}
-    default: fallback
-routes:
-  - name: example
-    match: {{ protocol: {protocol} }}
-    to: b
-  - name: fallback
-    to: a
-backends:
-  a: {{ servers: [{a}] }}
-  b: {{ servers: [{b}] }}
-plugins: {{ dir: plugins.d, limits: {{ call_timeout: 1s }} }}
-"#,
-        a = a.addr,
-        b = b.addr
-    )
-}
-
 #[test]
 fn the_wat_detector_is_recognised_by_the_cli_and_routes_live_traffic() {
     let wasm = component_from_wat(&workspace().join("plugins/examples/wat/hi.wat"), "detector-plugin");
@@ -58,7 +33,7 @@ fn the_wat_detector_is_recognised_by_the_cli_and_routes_live_traffic() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
     std::fs::write(dir.path().join("plugins.d/wat-hi.wasm"), &wasm).expect("write");
-    let proxy = Proxy::start_in(dir, &config("wat-hi", &a, &b));
+    let proxy = Proxy::start_in(dir, &protocol_config("wat-hi", "", &a, &b, ""));
 
     // `refractium detect`: the greeting, and something else.
     let captures = proxy.dir.path();

@@ -6,33 +6,11 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+/// HTTP to backend `to`, the `snoop` protocol to `b`, anything else to `a`.
 fn config(to: &str, a: &Backend, b: &Backend, extra: &str) -> String {
-    format!(
-        r#"
-listeners:
-  - name: edge
-    bind: 127.0.0.1:0
-    detect: {{ timeout: 2s }}
-    default: fallback
-routes:
-  - name: http
-    match: {{ protocol: http }}
-    to: {to}
-  - name: snoop
-    match: {{ protocol: snoop }}
-    to: b
-  - name: fallback
-    to: a
-backends:
-  a: {{ servers: [{a}] }}
-  b: {{ servers: [{b}] }}
-plugins: {{ dir: plugins.d, limits: {{ call_timeout: 1s }} }}
-log: {{ level: "info,refractium=debug", format: json }}
-{extra}
-"#,
-        a = a.addr,
-        b = b.addr
-    )
+    let http = format!("routes:\n  - name: http\n    match: {{ protocol: http }}\n    to: {to}\n");
+    let extra = format!("log: {{ level: \"info,refractium=debug\", format: json }}\n{extra}");
+    protocol_config("snoop", "", a, b, &extra).replacen("routes:\n", &http, 1)
 }
 
 /// Backends `a` and `b`, and a proxy whose HTTP route goes to `a`, with an

@@ -29,32 +29,6 @@ fn new(kind: &str, name: &str, dir: &Path) {
     assert!(out.contains("next: fill in"), "{out}");
 }
 
-fn config(hooks: &str, b: &Backend, a: &Backend) -> String {
-    format!(
-        r#"
-listeners:
-  - name: edge
-    bind: 127.0.0.1:0
-    detect: {{ timeout: 2s }}
-    default: fallback
-routes:
-  - name: knock
-    match: {{ protocol: knock }}{hooks}
-    to: b
-  - name: fallback
-    to: a
-backends:
-  a: {{ servers: [{a}] }}
-  b: {{ servers: [{b}] }}
-admin: {{ bind: 127.0.0.1:0 }}
-plugins: {{ dir: plugins.d, limits: {{ call_timeout: 1s }} }}
-log: {{ level: "info,refractium=debug", format: json }}
-"#,
-        a = a.addr,
-        b = b.addr
-    )
-}
-
 #[test]
 fn a_new_detector_and_hook_route_live_traffic_without_a_restart() {
     let work = tempfile::tempdir().expect("tempdir");
@@ -76,7 +50,8 @@ fn a_new_detector_and_hook_route_live_traffic_without_a_restart() {
     let (a, b) = (Backend::start(Reply::Record("a")), Backend::start(Reply::Record("b")));
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
-    let proxy = Proxy::start_in(dir, &config("", &b, &a));
+    let admin = "admin: { bind: 127.0.0.1:0 }\nlog: { level: \"info,refractium=debug\", format: json }";
+    let proxy = Proxy::start_in(dir, &protocol_config("knock", "", &a, &b, admin));
     assert_eq!(proxy.exchange("edge", b"KNOCK knock\r\n"), "a\n", "nothing knows the protocol yet");
 
     // Drop both in, list the hook on the route, and reload.

@@ -373,3 +373,31 @@ pub fn reply(c: &mut TcpStream) -> String {
     let _ = c.read_to_string(&mut reply);
     reply
 }
+
+/// A config whose listener `edge` (detection up to 2 s) routes `protocol`
+/// to backend `b` (with `route_extra`, e.g. its hooks) and anything else to
+/// `a`, with plugin files in `plugins.d` and `extra` at the top level.
+pub fn protocol_config(protocol: &str, route_extra: &str, a: &Backend, b: &Backend, extra: &str) -> String {
+    format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detect: {{ timeout: 2s }}
+    default: fallback
+routes:
+  - name: {protocol}
+    match: {{ protocol: {protocol} }}{route_extra}
+    to: b
+  - name: fallback
+    to: a
+backends:
+  a: {{ servers: [{a}] }}
+  b: {{ servers: [{b}] }}
+plugins: {{ dir: plugins.d, limits: {{ call_timeout: 1s }} }}
+{extra}
+"#,
+        a = a.addr,
+        b = b.addr
+    )
+}
