@@ -69,3 +69,40 @@ fn the_wat_detector_is_recognised_by_the_cli_and_routes_live_traffic() {
     c.read_to_string(&mut got).expect("read");
     assert_eq!(got, "b\n");
 }
+
+#[test]
+fn the_wat_hook_rewrites_what_clients_send_on_a_live_route() {
+    let examples = workspace().join("plugins/examples/wat");
+    let (a, echo) = (Backend::start(Reply::Record("a")), Backend::start(Reply::Echo));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
+    for (file, world, name) in [("hi.wat", "detector-plugin", "wat-hi"), ("upper.wat", "hook-plugin", "wat-upper")] {
+        let wasm = component_from_wat(&examples.join(file), world);
+        std::fs::write(dir.path().join(format!("plugins.d/{name}.wasm")), wasm).expect("write");
+    }
+    let proxy = Proxy::start_in(dir, &protocol_config("wat-hi", "\n    hooks: [wat-upper]", &a, &echo, ""));
+
+    // `refractium hook`: the client's letters upper-cased; the server's passed.
+    let chunk = proxy.dir.path().join("chunk.bin");
+    std::fs::write(&chunk, b"hello, World 42\n").expect("chunk");
+    let hook = |direction: &str| {
+        let (ok, out, err) = run_cmd(
+            Command::new(bin())
+                .args(["hook", "wat-upper", "--direction", direction, "-c"])
+                .arg(proxy.dir.path().join("refractium.yaml"))
+                .arg(&chunk)
+                .env("REFRACTIUM_CACHE_DIR", cache_dir()),
+            60,
+        );
+        assert!(ok, "{err}");
+        serde_json::from_str::<serde_json::Value>(out.trim()).expect("one JSON object")
+    };
+    let up = hook("client-to-server");
+    assert_eq!(up["output"], "HELLO, WORLD 42\n", "{up}");
+    let down = hook("server-to-client");
+    assert_eq!((&down["output"], &down["steps"][0]["action"]), (&"hello, World 42\n".into(), &"pass".into()), "{down}");
+
+    // Live: the server gets (and echoes) what the hook made of the request.
+    assert_eq!(proxy.exchange("edge", b"WAT! knock knock\n"), "WAT! KNOCK KNOCK\n");
+    assert_eq!(proxy.exchange("edge", b"something else\n"), "a\n", "the other route has no hook");
+}
