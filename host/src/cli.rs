@@ -110,6 +110,9 @@ enum KindArg {
 #[derive(Clone, Copy, ValueEnum)]
 enum LangArg {
     Rust,
+    C,
+    Js,
+    Python,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -135,7 +138,7 @@ pub fn main() -> ExitCode {
             run_hook(cli.config.as_deref(), &name, direction, protocol, &files)
         }
         Command::Plugins => plugins(cli.config.as_deref()),
-        Command::New { kind, name, lang: LangArg::Rust, dir, sdk } => new_plugin(kind, &name, dir, sdk.as_deref()),
+        Command::New { kind, name, lang, dir, sdk } => new_plugin(kind, lang, &name, dir, sdk.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -333,21 +336,26 @@ fn config_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 /// `refractium new`: write the project and say what to do next.
-fn new_plugin(kind: KindArg, name: &str, dir: Option<PathBuf>, sdk: Option<&Path>) -> anyhow::Result<()> {
-    use crate::scaffold::{Kind, create};
+fn new_plugin(kind: KindArg, lang: LangArg, name: &str, dir: Option<PathBuf>, sdk: Option<&Path>) -> anyhow::Result<()> {
+    use crate::scaffold::{Kind, Lang, create};
     let kind = match kind {
         KindArg::Detector => Kind::Detector,
         KindArg::Hook => Kind::Hook,
     };
+    let lang = match lang {
+        LangArg::Rust => Lang::Rust,
+        LangArg::C => Lang::C,
+        LangArg::Js => Lang::Js,
+        LangArg::Python => Lang::Python,
+    };
     let dir = dir.unwrap_or_else(|| PathBuf::from(name));
-    let files = create(kind, name, &dir, sdk)?;
+    let files = create(kind, lang, name, &dir, sdk)?;
     for file in &files {
         say!("wrote {}", file.display());
     }
     let function = if kind == Kind::Detector { "detect" } else { "on_data" };
     say!(
-        "next: fill in `{function}` in {}, then `cargo test` and `cargo build --release --target wasm32-wasip2` in {} (see its README.md)",
-        dir.join("src/lib.rs").display(),
+        "next: fill in `{function}` in {}, then build it as its README.md says",
         dir.display()
     );
     Ok(())
