@@ -2,6 +2,7 @@
 //! loopback, real clients (curl, openssl s_client, ssh) where they exist.
 
 mod admin;
+mod check_file;
 mod cli;
 mod corpus;
 mod examples;
