@@ -134,6 +134,19 @@ fn status(s: &Snapshot) -> serde_json::Value {
         .collect();
     let skipped: Vec<_> =
         s.plugins.skipped.iter().map(|k| json!({"path": k.path.display().to_string(), "reason": k.reason})).collect();
+    let compiling: Vec<_> = s
+        .plugins
+        .compiling
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "path": c.path.display().to_string(),
+                "hash": c.hash,
+                "since_unix": c.since.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            })
+        })
+        .collect();
     let last_reload = crate::reload::last().map(|o| {
         json!({
             "ok": o.error.is_none(),
@@ -148,6 +161,7 @@ fn status(s: &Snapshot) -> serde_json::Value {
         "routes": routes,
         "plugins": plugins,
         "skipped_plugins": skipped,
+        "compiling_plugins": compiling,
         "last_reload": last_reload,
     })
 }

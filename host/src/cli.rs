@@ -164,6 +164,7 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     // This thread runs signals, reloads, health checks and the admin endpoint;
     // `listener::serve` starts the worker threads.
     let runtime = listener::main_runtime().context("starting the runtime")?;
+    crate::plugin::background::enable();
     runtime.block_on(async {
         let snapshot = Snapshot::build(config).await?;
         let bound = listener::bind_all(&snapshot, workers)?;
@@ -178,6 +179,7 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
         tracing::info!(config = %file, workers, detectors = snapshot.plugins.detectors.len(), "refractium started");
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
         tokio::spawn(crate::reload::on_sighup(config_path.clone(), state.clone()));
+        tokio::spawn(crate::reload::on_plugin_compiled(config_path.clone(), state.clone()));
         if state.load().config.reload.watch
             && let Err(err) = crate::reload::watch(config_path.clone(), state.clone())
         {
@@ -336,7 +338,13 @@ fn config_or_default(path: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 /// `refractium new`: write the project and say what to do next.
-fn new_plugin(kind: KindArg, lang: LangArg, name: &str, dir: Option<PathBuf>, sdk: Option<&Path>) -> anyhow::Result<()> {
+fn new_plugin(
+    kind: KindArg,
+    lang: LangArg,
+    name: &str,
+    dir: Option<PathBuf>,
+    sdk: Option<&Path>,
+) -> anyhow::Result<()> {
     use crate::scaffold::{Kind, Lang, create};
     let kind = match kind {
         KindArg::Detector => Kind::Detector,
@@ -354,10 +362,7 @@ fn new_plugin(kind: KindArg, lang: LangArg, name: &str, dir: Option<PathBuf>, sd
         say!("wrote {}", file.display());
     }
     let function = if kind == Kind::Detector { "detect" } else { "on_data" };
-    say!(
-        "next: fill in `{function}` in {}, then build it as its README.md says",
-        dir.display()
-    );
+    say!("next: fill in `{function}` in {}, then build it as its README.md says", dir.display());
     Ok(())
 }
 

@@ -6,8 +6,8 @@
 //! log line that says what is wrong, and the old one stays in force.
 //!
 //! Triggered by a change to the config file or the plugins directory
-//! (`reload.watch`, debounced), `SIGHUP`, or `POST /reload` on the admin
-//! listener. Sockets of unchanged listeners are kept (no gap in accept);
+//! (`reload.watch`, debounced), `SIGHUP`, `POST /reload` on the admin
+//! listener, or a plugin file compiled in the background. Sockets of unchanged listeners are kept (no gap in accept);
 //! added ones are bound before the swap (a bind failure rejects the
 //! reload) and start accepting after it; removed ones stop accepting and
 //! their connections finish. A changed worker count needs a restart. Health
@@ -80,6 +80,15 @@ pub async fn on_sighup(path: PathBuf, state: Arc<ArcSwap<Snapshot>>) {
     };
     while hup.recv().await.is_some() {
         let _ = trigger(&path, &state, "SIGHUP").await;
+    }
+}
+
+/// Reload each time a plugin file compiled in the background is ready
+/// ([`crate::plugin::background`]), until the process ends.
+pub async fn on_plugin_compiled(path: PathBuf, state: Arc<ArcSwap<Snapshot>>) {
+    loop {
+        crate::plugin::background::compiled().notified().await;
+        let _ = trigger(&path, &state, "plugin compiled").await;
     }
 }
 

@@ -76,6 +76,14 @@ impl Snapshot {
                             None
                         }
                         Some(d) => Some(d.clone() as Arc<dyn Detect>),
+                        None if plugins.compiling.iter().any(|c| &c.name == name) => {
+                            tracing::warn!(
+                                listener = %l.name,
+                                detector = %name,
+                                "detector is still compiling; the listener runs without it until it joins"
+                            );
+                            None
+                        }
                         None => {
                             let skipped =
                                 plugins.skipped.iter().find(|s| s.path.file_stem().is_some_and(|f| f == name.as_str()));
@@ -113,10 +121,19 @@ impl Snapshot {
             if r.hooks.is_empty() {
                 continue;
             }
-            let mut hooks = Vec::new();
+            let (mut hooks, mut compiling) = (Vec::new(), Vec::new());
             for (j, name) in r.hooks.iter().enumerate() {
                 match plugins.hook(name) {
                     Some(hook) => hooks.push(hook.clone()),
+                    None if plugins.compiling.iter().any(|c| &c.name == name) => {
+                        tracing::warn!(
+                            route = %r.name,
+                            hook = %name,
+                            on_hook_failure = ?r.on_hook_failure,
+                            "hook is still compiling; until it joins, the route treats it as a hook that cannot start"
+                        );
+                        compiling.push(name.clone());
+                    }
                     None => {
                         let skipped =
                             plugins.skipped.iter().find(|s| s.path.file_stem().is_some_and(|f| f == name.as_str()));
@@ -131,7 +148,8 @@ impl Snapshot {
                     }
                 }
             }
-            route_hooks.insert(r.name.clone(), Arc::new(RouteHooks { hooks, on_failure: r.on_hook_failure }));
+            route_hooks
+                .insert(r.name.clone(), Arc::new(RouteHooks { hooks, compiling, on_failure: r.on_hook_failure }));
         }
         if !problems.is_empty() {
             return Err(ConfigError { problems }.into());

@@ -103,6 +103,126 @@ fn the_wat_hook_rewrites_what_clients_send_on_a_live_route() {
     assert_eq!((&down["output"], &down["steps"][0]["action"]), (&"hello, World 42\n".into(), &"pass".into()), "{down}");
 
     // Live: the server gets (and echoes) what the hook made of the request.
-    assert_eq!(proxy.exchange("edge", b"WAT! knock knock\n"), "WAT! KNOCK KNOCK\n");
+    assert_eq!(proxy.exchange_eof("edge", b"WAT! knock knock\n"), "WAT! KNOCK KNOCK\n");
     assert_eq!(proxy.exchange("edge", b"something else\n"), "a\n", "the other route has no hook");
+}
+
+/// `bytes` with a custom section of `size` bytes appended: as large as a
+/// JavaScript or Python runtime, and as valid as before. The section starts
+/// with `nonce`, so the file is new to the compile cache.
+fn padded(mut bytes: Vec<u8>, size: usize, nonce: &[u8]) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            out.push(if n == 0 { byte } else { byte | 0x80 });
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    let name = b"padding";
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name);
+    body.extend_from_slice(nonce);
+    body.resize(body.len() + size, 0);
+    bytes.push(0);
+    leb(body.len(), &mut bytes);
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+/// A plugin file of megabytes that is not in the compile cache is compiled
+/// while the proxy serves without it: the proxy starts, `/status` lists it
+/// as compiling until it joins, and then it detects and hooks; a restart
+/// finds it compiled in the cache.
+#[test]
+fn a_large_plugin_file_compiles_in_the_background_and_joins_when_ready() {
+    let examples = workspace().join("plugins/examples/wat");
+    let (a, echo) = (Backend::start(Reply::Record("a")), Backend::start(Reply::Echo));
+    // New to the shared compile cache (whose built-ins spare the proxy a
+    // start of many seconds), and the same for the restart.
+    let nonce = format!("{:?}{}", std::time::SystemTime::now(), std::process::id());
+    let start = || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
+        for (file, world, name) in [("hi.wat", "detector-plugin", "wat-hi"), ("upper.wat", "hook-plugin", "wat-upper")]
+        {
+            let wasm = padded(component_from_wat(&examples.join(file), world), 3 << 20, nonce.as_bytes());
+            std::fs::write(dir.path().join(format!("plugins.d/{name}.wasm")), wasm).expect("write");
+        }
+        let yaml = format!(
+            r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detectors: [wat-hi, http]
+    detect: {{ timeout: 2s }}
+    default: fallback
+routes:
+  - name: wat-hi
+    match: {{ protocol: wat-hi }}
+    hooks: [wat-upper]
+    to: echo
+  - name: fallback
+    to: a
+backends:
+  a: {{ servers: [{a}] }}
+  echo: {{ servers: [{echo}] }}
+admin: {{ bind: 127.0.0.1:0 }}
+plugins: {{ dir: plugins.d, limits: {{ call_timeout: 1s }} }}
+"#,
+            a = a.addr,
+            echo = echo.addr,
+        );
+        Proxy::start_in(dir, &yaml)
+    };
+
+    let proxy = start();
+    for name in ["wat-hi", "wat-upper"] {
+        proxy.wait_log(10, |v| v["plugin"] == name && v["message"].as_str().is_some_and(|m| m.contains("background")));
+    }
+    // Until they join, the listener detects without `wat-hi` and its route
+    // cannot start its hook; either way, other clients are served.
+    let status: serde_json::Value = serde_json::from_str(&proxy.admin_get("/status")).expect("status JSON");
+    let compiling: Vec<&str> =
+        status["compiling_plugins"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    let joined = |name: &str| {
+        !proxy
+            .logs_where(|v| v["plugin"] == name && v["message"].as_str().is_some_and(|m| m.contains("compiled in the")))
+            .is_empty()
+    };
+    for name in ["wat-hi", "wat-upper"] {
+        assert!(compiling.contains(&name) || joined(name), "{name}: {status}\n{}", proxy.output());
+    }
+    assert_eq!(proxy.exchange("edge", b"hello there\n"), "a\n", "{}", proxy.output());
+
+    // Each compile ends with a reload that brings it in.
+    for name in ["wat-hi", "wat-upper"] {
+        proxy.wait_log(120, |v| {
+            v["plugin"] == name && v["message"].as_str().is_some_and(|m| m.contains("compiled in the"))
+        });
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let status: serde_json::Value = serde_json::from_str(&proxy.admin_get("/status")).expect("status JSON");
+        let loaded = status["plugins"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["name"] == "wat-hi" || p["name"] == "wat-upper");
+        if loaded.count() == 2 && status["compiling_plugins"].as_array().is_some_and(|c| c.is_empty()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never joined: {status}\n{}", proxy.output());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(proxy.exchange_eof("edge", b"WAT! joined\n"), "WAT! JOINED\n");
+    drop(proxy);
+
+    // A restart takes both from the cache: nothing to compile, routed at once.
+    let again = start();
+    assert_eq!(again.exchange_eof("edge", b"WAT! cached\n"), "WAT! CACHED\n");
+    assert!(again.logs_where(|v| v["message"].as_str().is_some_and(|m| m.contains("background"))).is_empty());
 }

@@ -179,6 +179,15 @@ impl Proxy {
         reply(&mut c)
     }
 
+    /// Like [`Proxy::exchange`], but the client ends its side after `data`
+    /// (for a backend that answers only then, such as [`Reply::Echo`]).
+    pub fn exchange_eof(&self, name: &str, data: &[u8]) -> String {
+        let mut c = TcpStream::connect(self.addr(name)).expect("connect");
+        c.write_all(data).expect("write");
+        let _ = c.shutdown(std::net::Shutdown::Write);
+        reply(&mut c)
+    }
+
     /// GET `path` from the admin listener (the config must have one); the
     /// response body.
     pub fn admin_get(&self, path: &str) -> String {

@@ -46,6 +46,8 @@ thread_local! {
 #[derive(Debug)]
 pub struct RouteHooks {
     pub hooks: Vec<Arc<HookPlugin>>,
+    /// Hooks of the route still compiling: none can start yet.
+    pub compiling: Vec<String>,
     pub on_failure: OnHookFailure,
 }
 
@@ -103,6 +105,9 @@ impl HookChain {
     ) -> Result<HookChain, String> {
         let none = Detection::default();
         let detection = detection.unwrap_or(&none);
+        if let (Some(name), OnHookFailure::Close) = (hooks.compiling.first(), hooks.on_failure) {
+            return Err(format!("hook {name} is still compiling"));
+        }
         let mut sessions = Vec::with_capacity(hooks.hooks.len());
         for hook in &hooks.hooks {
             let opened = if hook.is_disabled() {
@@ -318,5 +323,22 @@ async fn pump(way: super::Direction<'_>, direction: Direction, chain: &RefCell<H
         if ended {
             return way.half_close().map_err(|(side, err)| Halt::Io(side, err));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hook still compiling cannot start: the route's `on_hook_failure`
+    /// decides, as for a disabled hook.
+    #[test]
+    fn a_compiling_hook_closes_or_is_bypassed_as_the_route_says() {
+        let peer = Peer::new("192.0.2.1:5000", "192.0.2.2:443", "edge", false);
+        let route = |on_failure| RouteHooks { hooks: Vec::new(), compiling: vec!["slow".into()], on_failure };
+        let closed = HookChain::open(&route(OnHookFailure::Close), &peer, None, "web").err();
+        assert_eq!(closed.as_deref(), Some("hook slow is still compiling"));
+        let bypassed = HookChain::open(&route(OnHookFailure::Bypass), &peer, None, "web").expect("bypassed");
+        assert!(bypassed.passed(Direction::ClientToServer) && bypassed.passed(Direction::ServerToClient));
     }
 }

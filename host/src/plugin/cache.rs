@@ -93,6 +93,35 @@ pub fn default_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache").join("refractium"))
 }
 
+/// The compiled artifact of the plugin whose hash is `hash`, if this
+/// process or the cache directory `dir` has it.
+pub fn cached<A: Artifact>(hash: &str, dir: Option<&Path>) -> Option<A> {
+    let memo = A::memo();
+    if let Some(compiled) = memo.lock().ok().and_then(|m| m.get(hash).cloned()) {
+        return Some(compiled);
+    }
+    let file = artifact_file::<A>(hash, dir)?;
+    let root = dir?;
+    let compiled = match trusted(&file, root) {
+        Ok(()) => load::<A>(&file)?,
+        Err(why) => {
+            if file.exists() {
+                tracing::warn!(file = %file.display(), reason = %why, "ignoring a compiled plugin in the cache; compiling it afresh");
+            }
+            return None;
+        }
+    };
+    if let Ok(mut m) = memo.lock() {
+        m.insert(hash.to_string(), compiled.clone());
+    }
+    Some(compiled)
+}
+
+/// Where `dir` keeps the artifact of the plugin whose hash is `hash`.
+fn artifact_file<A: Artifact>(hash: &str, dir: Option<&Path>) -> Option<PathBuf> {
+    dir.map(|d| d.join(engine::fingerprint()).join(format!("{hash}.{}", A::SUFFIX)))
+}
+
 /// The compiled artifact for the bytes `source` gives (of a plugin whose
 /// hash is `hash`), from memory, from `dir`, or freshly compiled (and then
 /// stored in both). `source` runs only when compiling.
@@ -101,40 +130,19 @@ pub fn compile<'b, A: Artifact>(
     hash: &str,
     dir: Option<&Path>,
 ) -> anyhow::Result<A> {
-    let memo = A::memo();
-    if let Some(compiled) = memo.lock().ok().and_then(|m| m.get(hash).cloned()) {
+    if let Some(compiled) = cached::<A>(hash, dir) {
         return Ok(compiled);
     }
-    let file = dir.map(|d| d.join(engine::fingerprint()).join(format!("{hash}.{}", A::SUFFIX)));
-    let usable = |file: &Path| match trusted(file, dir.unwrap_or(file)) {
-        Ok(()) => true,
-        Err(why) => {
-            if file.exists() {
-                tracing::warn!(file = %file.display(), reason = %why, "ignoring a compiled plugin in the cache; compiling it afresh");
+    let compiled = A::compile(source()?).map_err(anyhow::Error::from).context("compiling the plugin")?;
+    if let (Some(file), Some(root)) = (artifact_file::<A>(hash, dir), dir) {
+        match store(&compiled, &file) {
+            Ok(()) => prune(root, MAX_AGE),
+            Err(err) => {
+                tracing::debug!(file = %file.display(), error = %err, "cannot write compiled plugin to the cache");
             }
-            false
         }
-    };
-    let compiled = match file.as_deref().filter(|f| usable(f)).and_then(load::<A>) {
-        Some(compiled) => compiled,
-        None => {
-            let compiled = A::compile(source()?).map_err(anyhow::Error::from).context("compiling the plugin")?;
-            if let Some(file) = &file {
-                match store(&compiled, file) {
-                    Ok(()) => {
-                        if let Some(root) = dir {
-                            prune(root, MAX_AGE);
-                        }
-                    }
-                    Err(err) => {
-                        tracing::debug!(file = %file.display(), error = %err, "cannot write compiled plugin to the cache");
-                    }
-                }
-            }
-            compiled
-        }
-    };
-    if let Ok(mut m) = memo.lock() {
+    }
+    if let Ok(mut m) = A::memo().lock() {
         m.insert(hash.to_string(), compiled.clone());
     }
     Ok(compiled)

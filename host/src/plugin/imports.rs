@@ -6,7 +6,7 @@
 //! - **granted**: refractium's own interfaces (`refractium:plugin/host`,
 //!   `crypto`, `types`), and the WASI functions [`super::wasi`] implements
 //!   harmlessly (stdio into the log, an empty environment, clocks that can
-//!   be read, random bytes);
+//!   be read, random bytes, a filesystem with no directories);
 //! - **refused at the call**: every other function of a `wasi:` interface —
 //!   sockets, name lookup, the filesystem, waiting on a clock — is linked to
 //!   a function that traps with [`Refused`], naming the import. The call
@@ -36,6 +36,7 @@ const GRANTED_WASI: &[&str] = &[
     "wasi:io/streams",
     "wasi:cli/environment",
     "wasi:cli/exit",
+    "wasi:filesystem/preopens",
     "wasi:cli/stdin",
     "wasi:cli/stdout",
     "wasi:cli/stderr",

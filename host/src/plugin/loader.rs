@@ -4,6 +4,7 @@
 //! (`tls.wasm`) replaces it in place; a file that fails to load is reported
 //! by path with the reason and skipped.
 
+use super::background::{self, Ready};
 use super::detector::{DetectorPlugin, Pre};
 use super::hook::HookPlugin;
 use super::{cache, component, direct};
@@ -54,6 +55,18 @@ pub struct PluginSet {
     pub hooks: Vec<Arc<HookPlugin>>,
     /// Files of the plugins directory that failed to load.
     pub skipped: Vec<Skipped>,
+    /// Large files being compiled in the background, not in this set yet.
+    pub compiling: Vec<Compiling>,
+}
+
+/// A plugin file being compiled in the background ([`background`]).
+#[derive(Debug, Clone)]
+pub struct Compiling {
+    /// Its name (the file's stem).
+    pub name: String,
+    pub path: PathBuf,
+    pub hash: String,
+    pub since: std::time::SystemTime,
 }
 
 /// What one plugin file gave: a detector, a hook, or both.
@@ -90,58 +103,74 @@ impl PluginSet {
             plugin.learn_first_bytes();
             Ok(Arc::new(plugin))
         };
-        let load_component = |name: &str, source: Source, bytes: &[u8]| -> anyhow::Result<Loaded> {
-            let hash = cache::hash(bytes);
-            let component: Component = cache::compile(|| Ok(bytes), &hash, cache_dir.as_deref())?;
-            let (detects, hooks) = component::kinds(&component);
-            if !detects && !hooks {
-                anyhow::bail!("it exports neither refractium:plugin/detector@0.1.0 nor refractium:plugin/hook@0.1.0");
-            }
-            let (pre, refused) = component::link(&component)?;
-            if !refused.is_empty() {
-                tracing::warn!(
-                    plugin = name,
-                    path = %source,
-                    imports = %refused.join(", "),
-                    "plugin imports interfaces refractium does not grant; a call that uses them fails"
-                );
-            }
-            let (json, memory, budget) = (config_json(name)?, limits.memory, limits.call_timeout);
-            let detector = if detects {
-                let pre = Pre::Component(component::Pre::new(pre.clone())?);
-                let plugin = DetectorPlugin::new(
-                    name,
-                    source.clone(),
-                    hash.clone(),
-                    pre,
-                    refused.clone(),
-                    json.clone(),
-                    memory,
-                    budget,
-                )?;
-                Some(Arc::new(plugin))
-            } else {
-                None
+        let load_component =
+            |name: &str, source: Source, hash: String, component: Component| -> anyhow::Result<Loaded> {
+                let (detects, hooks) = component::kinds(&component);
+                if !detects && !hooks {
+                    anyhow::bail!(
+                        "it exports neither refractium:plugin/detector@0.1.0 nor refractium:plugin/hook@0.1.0"
+                    );
+                }
+                let (pre, refused) = component::link(&component)?;
+                if !refused.is_empty() {
+                    tracing::warn!(
+                        plugin = name,
+                        path = %source,
+                        imports = %refused.join(", "),
+                        "plugin imports interfaces refractium does not grant; a call that uses them fails"
+                    );
+                }
+                let (json, memory, budget) = (config_json(name)?, limits.memory, limits.call_timeout);
+                let detector = if detects {
+                    let pre = Pre::Component(component::Pre::new(pre.clone())?);
+                    let plugin = DetectorPlugin::new(
+                        name,
+                        source.clone(),
+                        hash.clone(),
+                        pre,
+                        refused.clone(),
+                        json.clone(),
+                        memory,
+                        budget,
+                    )?;
+                    Some(Arc::new(plugin))
+                } else {
+                    None
+                };
+                let hook = if hooks {
+                    Some(Arc::new(HookPlugin::new(name, source, hash, pre, refused, json, memory, budget)?))
+                } else {
+                    None
+                };
+                Ok(Loaded { detector, hook })
             };
-            let hook = if hooks {
-                Some(Arc::new(HookPlugin::new(name, source, hash, pre, refused, json, memory, budget)?))
-            } else {
-                None
-            };
-            Ok(Loaded { detector, hook })
-        };
 
         let files = match &config.plugins.dir {
             Some(dir) => wasm_files(dir)?,
             None => Vec::new(),
         };
-        let mut set = PluginSet { detectors: Vec::new(), hooks: Vec::new(), skipped: Vec::new() };
+        let mut set =
+            PluginSet { detectors: Vec::new(), hooks: Vec::new(), skipped: Vec::new(), compiling: Vec::new() };
         let mut loaded_files = Vec::new();
         for path in files {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let result = match std::fs::read(&path) {
-                Ok(bytes) => load_component(&name, Source::File(path.clone()), &bytes),
-                Err(err) => Err(anyhow::Error::from(err).context("cannot read the file")),
+            let ready = std::fs::read(&path).context("cannot read the file").and_then(|bytes| {
+                let hash = cache::hash(&bytes);
+                let ready = background::component(&name, bytes, &hash, cache_dir.clone())?;
+                Ok((hash, ready))
+            });
+            let result = match ready {
+                Ok((hash, Ready::Now(component))) => load_component(&name, Source::File(path.clone()), hash, component),
+                Ok((hash, Ready::Compiling(since))) => {
+                    tracing::warn!(
+                        plugin = %name,
+                        path = %path.display(),
+                        "plugin file is large and not compiled yet: compiling it in the background; it joins when ready"
+                    );
+                    set.compiling.push(Compiling { name, path, hash, since });
+                    continue;
+                }
+                Err(err) => Err(err),
             };
             match result {
                 Ok(loaded) => {
@@ -188,7 +217,10 @@ impl PluginSet {
                 tracing::info!(plugin = name, "plugin file replaces the built-in hook");
                 continue;
             }
-            match load_component(name, Source::Builtin, bytes) {
+            let hash = cache::hash(bytes);
+            let loaded = cache::compile(|| Ok(bytes), &hash, cache_dir.as_deref())
+                .and_then(|component| load_component(name, Source::Builtin, hash, component));
+            match loaded {
                 Ok(loaded) => set.hooks.extend(loaded.hook),
                 Err(err) if config.plugins.config.contains_key(name) => {
                     let key = format!("plugins.config.{name}");
@@ -200,8 +232,9 @@ impl PluginSet {
                 Err(err) => anyhow::bail!("built-in hook `{name}` failed to load: {err:#}"),
             }
         }
+        // What is being compiled stays too: its thread puts it in the cache.
         let hashes = set.detectors.iter().map(|d| d.hash.as_str()).chain(set.hooks.iter().map(|h| h.hash.as_str()));
-        cache::retain(&hashes.collect());
+        cache::retain(&hashes.chain(set.compiling.iter().map(|c| c.hash.as_str())).collect());
         Ok(set)
     }
 

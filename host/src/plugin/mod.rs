@@ -8,7 +8,8 @@
 //!    deadline passes), pooling allocator with small explicit limits.
 //! 2. [`cache`] — each plugin's bytes are compiled once per content hash and
 //!    engine version; the artifact is kept on disk so a restart does not
-//!    compile again.
+//!    compile again. A running proxy compiles large plugin files (language
+//!    runtimes) in the [`background`] and brings them in by a reload.
 //! 3. [`loader`] — per snapshot: the built-in plugins and every `*.wasm` of
 //!    `plugins.dir` are linked and pre-instantiated once. A plugin file is
 //!    linked with exactly the imports it has, each granted harmlessly or
@@ -27,6 +28,7 @@
 //! The sandbox limits themselves (imports, memory cap, time budget, output
 //! bounds, log budget) live together in [`sandbox`].
 
+pub mod background;
 mod bindings;
 pub mod breaker;
 pub mod cache;

@@ -12,6 +12,7 @@
 //! | `wasi:cli/exit` | ends the call as a failure |
 //! | `wasi:clocks/monotonic-clock` | `now`, `resolution`; a wait that is already over, else a refusal |
 //! | `wasi:clocks/wall-clock` | `now`, `resolution` |
+//! | `wasi:filesystem/preopens` | no directories (every other filesystem function is refused) |
 //! | `wasi:random/*` | random bytes (at most [`MAX_RANDOM`] per call) |
 //! | `wasi:io/*` | the streams and pollables above; every pollable is ready |
 //!
@@ -41,6 +42,9 @@ pub struct Pollable;
 pub struct InputStream;
 /// `wasi:io/streams.output-stream`: stdout or stderr, into the log.
 pub struct OutputStream;
+/// `wasi:filesystem/types.descriptor` (never handed out: there are no
+/// preopened directories, and every function that opens one is refused).
+pub struct Descriptor;
 /// `wasi:cli/terminal-input.terminal-input` (never handed out).
 pub struct TerminalInput;
 /// `wasi:cli/terminal-output.terminal-output` (never handed out).
@@ -81,6 +85,7 @@ pub fn resource(name: &str) -> Option<wasmtime::component::ResourceType> {
         "output-stream" => ResourceType::host::<OutputStream>(),
         "terminal-input" => ResourceType::host::<TerminalInput>(),
         "terminal-output" => ResourceType::host::<TerminalOutput>(),
+        "descriptor" => ResourceType::host::<Descriptor>(),
         _ => return None,
     })
 }
@@ -148,6 +153,10 @@ pub fn define(linker: &mut Linking<'_>, iface: &str, func: &str) -> wasmtime::Re
             linker.func_wrap(name, |_: Cx<'_>, (): ()| Ok((Vec::<String>::new(),)))?
         }
         ("wasi:cli/environment", "initial-cwd") => linker.func_wrap(name, |_: Cx<'_>, (): ()| Ok((None::<String>,)))?,
+        // Language runtimes ask at start which directories they were given.
+        ("wasi:filesystem/preopens", "get-directories") => {
+            linker.func_wrap(name, |_: Cx<'_>, (): ()| Ok((Vec::<(Resource<Descriptor>, String)>::new(),)))?
+        }
         ("wasi:cli/exit", "exit") => {
             linker.func_wrap(name, |_: Cx<'_>, (_,): (Result<(), ()>,)| -> wasmtime::Result<()> {
                 Err(Refused::new("wasi:cli/exit#exit", "the plugin exited").into())
