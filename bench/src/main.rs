@@ -11,6 +11,7 @@ mod detectors;
 mod hello;
 mod instructions;
 mod load;
+mod plugin;
 mod procs;
 mod proxies;
 mod reload;
@@ -53,6 +54,13 @@ enum Cmd {
         /// Only these detectors (comma list, e.g. `quic,tls`); default: all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+    },
+    /// What plugin files cost, one table row each: size, compile, load,
+    /// a detect call, a new hook session, hook throughput.
+    Plugin {
+        /// Plugin files (`NAME.wasm`, as in a plugins directory).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Reload latency, and the connection rate during a reload storm.
     Reload {
@@ -142,6 +150,7 @@ fn main() -> Result<()> {
             instructions::run(&refractium, secs, nofile)
         }
         Cmd::Reload { refractium, secs } => reload::run(&refractium, secs),
+        Cmd::Plugin { files } => plugin::run(&files),
         Cmd::Udp { refractium, secs, workers } => udp::run(&refractium, secs, workers),
         Cmd::Short { to, conc, secs, tls, pid } => {
             raise_nofile()?;

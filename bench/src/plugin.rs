@@ -1,0 +1,162 @@
+//! What one plugin file costs the proxy, whatever language it was written
+//! in: its size, its compile time, what loading it costs (link,
+//! pre-instantiate, a first instance and `init`), a detect call on a TLS
+//! ClientHello, a new hook session, and a hook's throughput on 256-KiB
+//! chunks from the client. One table row per file.
+
+use anyhow::{Context as _, Result};
+use refractium::config::Config;
+use refractium::plugin::detector::{Detect as _, Peer};
+use refractium::plugin::hook::{Action, Direction};
+use refractium::plugin::{Detection, PluginSet, cache};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long each repeated measurement runs at most.
+const BUDGET: Duration = Duration::from_secs(1);
+/// The chunk a hooked connection reads at once.
+const CHUNK: usize = 256 << 10;
+
+pub fn run(files: &[PathBuf]) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    println!(
+        "| file | size | compile | load (link, instance, init) | detect, 517-B ClientHello | new hook session | hook, 256-KiB chunks |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for file in files {
+        let row = measure(&rt, file).with_context(|| format!("measuring {}", file.display()))?;
+        println!("{row}");
+    }
+    Ok(())
+}
+
+fn measure(rt: &tokio::runtime::Runtime, file: &Path) -> Result<String> {
+    let bytes = std::fs::read(file)?;
+    let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    // Compiled here, into this process's memory only (no cache directory):
+    // every later load takes it from there.
+    let started = Instant::now();
+    let _ = cache::compile::<wasmtime::component::Component>(|| Ok(&bytes[..]), &cache::hash(&bytes), None)?;
+    let compile = started.elapsed();
+
+    let dir = tempfile_dir()?;
+    std::fs::write(dir.join(format!("{name}.wasm")), &bytes)?;
+    let mut config = Config::default();
+    config.plugins.limits.call_timeout = Duration::from_secs(1);
+    let empty = config.clone();
+    config.plugins.dir = Some(dir.clone());
+    // Loading the built-ins alone, and with the file: the difference of the
+    // best of each is the file's own load.
+    let (mut base, mut with, mut set) = (Duration::MAX, Duration::MAX, None);
+    for _ in 0..8 {
+        let t = Instant::now();
+        rt.block_on(PluginSet::load(&empty))?;
+        base = base.min(t.elapsed());
+        let t = Instant::now();
+        let loaded = rt.block_on(PluginSet::load(&config))?;
+        with = with.min(t.elapsed());
+        set = Some(loaded);
+    }
+    let best = with.saturating_sub(base);
+    let set = set.context("loaded")?;
+    if let Some(skipped) = set.skipped.first() {
+        anyhow::bail!("it does not load: {}", skipped.reason);
+    }
+    let detect = set.detector(&name).map(|d| {
+        let hello = crate::hello::client_hello("bench.example");
+        let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "bench", false);
+        per_call(|| {
+            let _ = std::hint::black_box(d.detect(std::hint::black_box(&hello), &peer));
+        })
+    });
+    let (session, throughput) = match set.hook(&name) {
+        Some(hook) => {
+            let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "bench", false);
+            let detection = Detection::default();
+            // Sessions kept open, so each one needs an instance of its own.
+            let mut open = Vec::new();
+            let started = Instant::now();
+            while open.len() < 50 && started.elapsed() < BUDGET {
+                open.push(hook.open(&peer, &detection, "bench").map_err(|f| anyhow::anyhow!("{f}"))?);
+            }
+            let session_cost = started.elapsed() / open.len().max(1) as u32;
+            drop(open);
+            let mut session = hook.open(&peer, &detection, "bench").map_err(|f| anyhow::anyhow!("{f}"))?;
+            let chunk: Vec<u8> = (0..CHUNK).map(|i| b"refractium hook throughput\r\n"[i % 28]).collect();
+            let (mut moved, mut passed) = (0usize, false);
+            let started = Instant::now();
+            while started.elapsed() < BUDGET && moved < (4 << 30) {
+                match session.on_data(Direction::ClientToServer, &chunk).map_err(|f| anyhow::anyhow!("{f}"))? {
+                    Action::Forward(out) => moved += out.len().max(chunk.len()),
+                    Action::Pass(_) => {
+                        passed = true;
+                        break;
+                    }
+                    Action::Respond { .. } | Action::Close(_) => break,
+                }
+            }
+            let rate = if passed {
+                "passes client bytes".to_string()
+            } else {
+                format!("{:.2} GB/s", moved as f64 / started.elapsed().as_secs_f64() / 1e9)
+            };
+            (Some(session_cost), Some(rate))
+        }
+        None => (None, None),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let dash = || "–".to_string();
+    Ok(format!(
+        "| {} | {} | {} | {} | {} | {} | {} |",
+        file.display(),
+        size(bytes.len()),
+        duration(compile),
+        duration(best),
+        detect.map(ns).unwrap_or_else(dash),
+        session.map(duration).unwrap_or_else(dash),
+        throughput.unwrap_or_else(dash),
+    ))
+}
+
+/// ns per call of `f`, in a loop of at most [`BUDGET`] after a warm-up.
+fn per_call(mut f: impl FnMut()) -> u128 {
+    for _ in 0..200 {
+        f();
+    }
+    let started = Instant::now();
+    let mut n = 0u32;
+    while n < 1_000_000 && started.elapsed() < BUDGET {
+        for _ in 0..100 {
+            f();
+        }
+        n += 100;
+    }
+    started.elapsed().as_nanos() / u128::from(n)
+}
+
+fn tempfile_dir() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("refractium-bench-plugin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / 1e6),
+        b if b >= 10_000 => format!("{} KB", b / 1000),
+        b => format!("{b} B"),
+    }
+}
+
+fn duration(d: Duration) -> String {
+    match d.as_micros() {
+        us if us >= 10_000 => format!("{} ms", us / 1000),
+        us if us >= 1_000 => format!("{:.1} ms", us as f64 / 1000.0),
+        us => format!("{us} µs"),
+    }
+}
+
+fn ns(n: u128) -> String {
+    if n >= 10_000 { format!("{} µs", n / 1000) } else { format!("{:.2} µs", n as f64 / 1000.0) }
+}
