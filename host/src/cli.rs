@@ -49,8 +49,13 @@ struct Cli {
 enum Command {
     /// Run the proxy (the default).
     Run,
-    /// Load and validate the config and plugins, print what would run.
-    Check,
+    /// Load and validate the config and plugins, print what would run; or,
+    /// given plugin files, say what each one is and what is wrong with it.
+    Check {
+        /// Plugin files (`*.wasm`) to check on their own, without a config
+        /// (with `-c`, `init` gets the file's `plugins.config` entry).
+        files: Vec<PathBuf>,
+    },
     /// Run the detectors on captured first bytes; print one JSON object per file.
     Detect {
         /// Transport whose detectors to run.
@@ -132,7 +137,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cli.config.as_deref()),
-        Command::Check => check(cli.config.as_deref()),
+        Command::Check { files } if files.is_empty() => check(cli.config.as_deref()),
+        Command::Check { files } => check_files(cli.config.as_deref(), &files),
         Command::Detect { transport, flight, files } => detect_files(cli.config.as_deref(), transport, flight, &files),
         Command::Hook { name, direction, protocol, files } => {
             run_hook(cli.config.as_deref(), &name, direction, protocol, &files)
@@ -252,6 +258,31 @@ fn check(path: Option<&Path>) -> anyhow::Result<()> {
     print_plugins(&snapshot.plugins);
     if !snapshot.plugins.skipped.is_empty() {
         anyhow::bail!("{} plugin file(s) failed to load", snapshot.plugins.skipped.len());
+    }
+    Ok(())
+}
+
+/// `check FILE.wasm...`: each plugin file on its own, as the loader would
+/// take it; fails when some file would not load.
+fn check_files(path: Option<&Path>, files: &[PathBuf]) -> anyhow::Result<()> {
+    let config = match path {
+        Some(path) => load_config(Some(path))?,
+        None => Config::default(),
+    };
+    crate::logging::init("warn", config.log.format);
+    let mut failed = 0;
+    for (i, file) in files.iter().enumerate() {
+        if i > 0 {
+            say!("");
+        }
+        let report = crate::plugin::inspect::check_file(file, &config, path.is_some());
+        for line in &report.lines {
+            say!("{line}");
+        }
+        failed += usize::from(report.problems > 0);
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} plugin file(s) would not load", files.len());
     }
     Ok(())
 }

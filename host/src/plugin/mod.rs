@@ -38,6 +38,7 @@ mod direct;
 pub mod engine;
 pub mod hook;
 pub mod imports;
+pub mod inspect;
 pub mod loader;
 pub mod sandbox;
 mod wasi;
