@@ -62,8 +62,14 @@ const TEST_PLUGINS: &[(&str, &str)] = &[
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("host/ lives inside the workspace").to_path_buf();
-    for dir in ["wit", "plugin-sdk", "plugins", "tests/plugins"] {
+    for dir in ["wit", "plugin-sdk", "tests/plugins", "host/templates"] {
         println!("cargo:rerun-if-changed={}", workspace.join(dir).display());
+    }
+    // The built-in plugins, not `plugins/examples`: building an example in
+    // place must not rebuild the host.
+    let plugins = std::fs::read_dir(workspace.join("plugins")).expect("plugins/ is readable");
+    for entry in plugins.flatten().filter(|e| e.file_name() != "examples") {
+        println!("cargo:rerun-if-changed={}", entry.path().display());
     }
     println!("cargo:rerun-if-changed={}", workspace.join("Cargo.lock").display());
     println!("cargo:rerun-if-env-changed=REFRACTIUM_SKIP_TARGET_INSTALL");
