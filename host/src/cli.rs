@@ -392,7 +392,11 @@ fn new_plugin(
     for file in &files {
         say!("wrote {}", file.display());
     }
-    let function = if kind == Kind::Detector { "detect" } else { "on_data" };
+    let function = match (kind, lang) {
+        (Kind::Detector, _) => "detect",
+        (Kind::Hook, Lang::Js) => "onData",
+        (Kind::Hook, _) => "on_data",
+    };
     say!("next: fill in `{function}` in {}, then build it as its README.md says", dir.display());
     Ok(())
 }

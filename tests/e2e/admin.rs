@@ -19,9 +19,10 @@ fn status_reload_and_metrics_over_http() {
     }
     let a = Backend::start(Reply::Record("a"));
     let b = Backend::start(Reply::Record("b"));
+    // Only POST /reload reloads (no file watcher): the counts below are exact.
     let yaml = |to: &str| {
         format!(
-            "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detectors: [http]\n    default: web\nroutes:\n  - name: web\n    to: {to}\nbackends:\n  a: {{ servers: [{}] }}\n  b: {{ servers: [{}] }}\nadmin: {{ bind: 127.0.0.1:0 }}\n",
+            "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detectors: [http]\n    default: web\nroutes:\n  - name: web\n    to: {to}\nbackends:\n  a: {{ servers: [{}] }}\n  b: {{ servers: [{}] }}\nadmin: {{ bind: 127.0.0.1:0 }}\nreload: {{ watch: false }}\n",
             a.addr, b.addr
         )
     };

@@ -138,8 +138,18 @@ fn an_init_that_fails_and_imports_that_are_refused() {
         ),
         "{report}"
     );
-    assert!(report.contains("OK: the proxy would load it as the detector `intruder`; a call that reaches a refused import (wasi:filesystem/types@0.2.6, "), "{report}");
+    assert!(
+        report.contains(
+            "OK: the proxy would load it as the detector `intruder`; a call that reaches a refused import \
+             (wasi:sockets/"
+        ),
+        "{report}"
+    );
     assert!(report.contains("wasi:sockets/tcp-create-socket@0.2.6"), "{report}");
+    assert!(
+        report.contains("wasi:filesystem/types@0.2.6           granted, unreachable: every function needs a file"),
+        "{report}"
+    );
 }
 
 /// Built against `refractium:plugin@0.2.0`, or against a WIT of the same

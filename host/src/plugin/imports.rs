@@ -7,6 +7,9 @@
 //!   `crypto`, `types`), and the WASI functions [`super::wasi`] implements
 //!   harmlessly (stdio into the log, an empty environment, clocks that can
 //!   be read, random bytes, a filesystem with no directories);
+//! - **unreachable**: functions that need a handle the plugin never gets
+//!   (`wasi:filesystem/types`, with no preopened directory); linked like
+//!   refused ones, not reported;
 //! - **refused at the call**: every other function of a `wasi:` interface —
 //!   sockets, name lookup, the filesystem, waiting on a clock — is linked to
 //!   a function that traps with [`Refused`], naming the import. The call
@@ -82,6 +85,19 @@ impl std::error::Error for Refused {}
 /// traps.
 struct NotGranted;
 
+/// WASI interfaces none of whose functions a plugin can reach: each takes
+/// a handle the plugin never gets (`wasi:filesystem/types` needs a
+/// descriptor, and `preopens` gives none). Linked to refusals all the same,
+/// but not reported as refused: language runtimes import them whether or
+/// not a plugin touches a file.
+const UNREACHABLE_WASI: &[&str] = &["wasi:filesystem/types"];
+
+/// Whether every function of the WASI interface `iface` needs a handle a
+/// plugin can never hold.
+pub fn unreachable(iface: &str) -> bool {
+    UNREACHABLE_WASI.contains(&iface)
+}
+
 /// A plugin file's linker, and the imports it has that are refused at the call.
 pub struct Linked {
     pub linker: Linker<HostState>,
@@ -119,7 +135,7 @@ pub fn link(component: &Component) -> anyhow::Result<Linked> {
                         ComponentItem::ComponentFunc(_) => {
                             if !(granted && wasi::define(&mut linking, iface, item)?) {
                                 refuse(&mut linking, name, item)?;
-                                some_refused = true;
+                                some_refused |= !unreachable(iface);
                             }
                         }
                         ComponentItem::Resource(_) => {

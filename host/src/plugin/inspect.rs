@@ -407,6 +407,9 @@ fn describe_imports(component: &Component, report: &mut Report) {
                     format!("granted: {what}")
                 }
             }
+            _ if super::imports::unreachable(iface) => {
+                "granted, unreachable: every function needs a file descriptor, and the plugin is given none".to_string()
+            }
             _ if iface.starts_with("wasi:") => {
                 // Which functions get an implementation, asked of the module
                 // that implements them (on a linker thrown away after).
