@@ -83,23 +83,27 @@ fn measure(rt: &tokio::runtime::Runtime, file: &Path) -> Result<String> {
             drop(open);
             let mut session = hook.open(&peer, &detection, "bench").map_err(|f| anyhow::anyhow!("{f}"))?;
             let chunk: Vec<u8> = (0..CHUNK).map(|i| b"refractium hook throughput\r\n"[i % 28]).collect();
-            let (mut moved, mut passed) = (0usize, false);
+            let (mut moved, mut stopped) = (0usize, None);
             let started = Instant::now();
             while started.elapsed() < BUDGET && moved < (4 << 30) {
-                match session.on_data(Direction::ClientToServer, &chunk).map_err(|f| anyhow::anyhow!("{f}"))? {
-                    Action::Forward(out) => moved += out.len().max(chunk.len()),
-                    Action::Pass(_) => {
-                        passed = true;
+                match session.on_data(Direction::ClientToServer, &chunk) {
+                    Ok(Action::Forward(out)) => moved += out.len().max(chunk.len()),
+                    Ok(Action::Pass(_)) => {
+                        stopped = Some("passes client bytes".to_string());
                         break;
                     }
-                    Action::Respond { .. } | Action::Close(_) => break,
+                    Ok(Action::Respond { .. } | Action::Close(_)) => {
+                        stopped = Some("closes".to_string());
+                        break;
+                    }
+                    Err(failure) => {
+                        stopped = Some(format!("failed after {:.1} MB: {failure}", moved as f64 / 1e6));
+                        break;
+                    }
                 }
             }
-            let rate = if passed {
-                "passes client bytes".to_string()
-            } else {
-                format!("{:.2} GB/s", moved as f64 / started.elapsed().as_secs_f64() / 1e9)
-            };
+            let rate =
+                stopped.unwrap_or_else(|| format!("{:.2} GB/s", moved as f64 / started.elapsed().as_secs_f64() / 1e9));
             (Some(session_cost), Some(rate))
         }
         None => (None, None),

@@ -226,3 +226,46 @@ plugins: {{ dir: plugins.d, limits: {{ call_timeout: 1s }} }}
     assert_eq!(again.exchange_eof("edge", b"WAT! cached\n"), "WAT! CACHED\n");
     assert!(again.logs_where(|v| v["message"].as_str().is_some_and(|m| m.contains("background"))).is_empty());
 }
+
+/// The Rust example, one component that is a detector and a hook, built as
+/// its README says: its own tests, then `wasm32-wasip2`.
+#[test]
+fn the_rust_example_detects_rewrites_and_routes_live_traffic() {
+    let project = workspace().join("plugins/examples/rust");
+    crate::scaffold::cargo(&project, &["test", "--quiet"]);
+    crate::scaffold::cargo(&project, &["build", "--release", "--target", "wasm32-wasip2", "--quiet"]);
+    let built = workspace().join("target/scaffolds/wasm32-wasip2/release/rs_hello.wasm");
+    let (a, echo) = (Backend::start(Reply::Record("a")), Backend::start(Reply::Echo));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("plugins.d")).expect("mkdir");
+    std::fs::copy(&built, dir.path().join("plugins.d/rs-hello.wasm")).expect("copy the plugin");
+    let proxy = Proxy::start_in(dir, &protocol_config("rs-hello", "\n    hooks: [rs-hello]", &a, &echo, ""));
+
+    let files = proxy.dir.path();
+    std::fs::write(files.join("hello.bin"), b"HELO-RS Knock, knock\n").expect("capture");
+    std::fs::write(files.join("get.bin"), b"GET / HTTP/1.1\r\n\r\n").expect("capture");
+    let config = files.join("refractium.yaml");
+    let run = |args: &[&str]| {
+        let (ok, out, err) = run_cmd(
+            Command::new(bin())
+                .args(args)
+                .arg("-c")
+                .arg(&config)
+                .current_dir(files)
+                .env("REFRACTIUM_CACHE_DIR", cache_dir()),
+            60,
+        );
+        assert!(ok, "{err}");
+        out
+    };
+    let out = run(&["detect", "hello.bin", "get.bin"]);
+    let verdicts: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect();
+    assert_eq!((&verdicts[0]["protocol"], &verdicts[1]["protocol"]), (&"rs-hello".into(), &"http".into()), "{out}");
+    let out = run(&["hook", "rs-hello", "hello.bin"]);
+    let hooked: serde_json::Value = serde_json::from_str(out.trim()).expect("JSON");
+    assert_eq!(hooked["output"], "helo-rs kNOCK, KNOCK\n", "{out}");
+
+    assert_eq!(proxy.exchange_eof("edge", b"HELO-RS Knock, knock\n"), "helo-rs kNOCK, KNOCK\n");
+    proxy.wait_log(10, |v| v["plugin"] == "rs-hello" && v["message"] == "rewrote 16 letters");
+    assert_eq!(proxy.exchange("edge", b"something else\n"), "a\n");
+}

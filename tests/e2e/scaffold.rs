@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// `cargo` as the test suite was built with, clear of the outer build's
 /// flags; the projects share one target directory under the workspace's, so
 /// that a second run builds nothing again.
-fn cargo(project: &Path, args: &[&str]) {
+pub fn cargo(project: &Path, args: &[&str]) {
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffolds");
     let mut cmd = Command::new(option_env!("CARGO").unwrap_or("cargo"));
     cmd.args(args).current_dir(project).env("CARGO_TARGET_DIR", &target);
