@@ -99,13 +99,13 @@ pub async fn detect<S: AsyncRead + Unpin>(
 /// When detection gives up: on a connection's event loop, by its timers;
 /// elsewhere (`refractium detect`, tests), by tokio's.
 #[derive(Clone, Copy)]
-enum Deadline {
+pub(crate) enum Deadline {
     Loop(std::time::Instant),
     Tokio(tokio::time::Instant),
 }
 
 impl Deadline {
-    fn after(timeout: Duration) -> Self {
+    pub(crate) fn after(timeout: Duration) -> Self {
         if crate::evloop::in_loop() {
             Deadline::Loop(std::time::Instant::now() + timeout)
         } else {
@@ -114,7 +114,7 @@ impl Deadline {
     }
 
     /// `fut`'s output, or `None` if the deadline passes first.
-    async fn bound<F: std::future::Future>(self, fut: F) -> Option<F::Output> {
+    pub(crate) async fn bound<F: std::future::Future>(self, fut: F) -> Option<F::Output> {
         match self {
             Deadline::Loop(at) => crate::evloop::timeout_at(at, fut).await.ok(),
             Deadline::Tokio(at) => tokio::time::timeout_at(at, fut).await.ok(),
@@ -124,7 +124,11 @@ impl Deadline {
 
 /// Read what `stream` has, at most up to `max` bytes in all, onto the end of
 /// `data`; 0 at end of stream.
-async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, data: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+pub(crate) async fn read_more<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    data: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<usize> {
     std::future::poll_fn(|cx| {
         let mut chunk = [MaybeUninit::<u8>::uninit(); CHUNK];
         let room = max.saturating_sub(data.len()).min(CHUNK);

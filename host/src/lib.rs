@@ -15,6 +15,7 @@
 //! connection reads; [`supervise`] says what happens when a task or a
 //! thread dies; [`cli`] is the `refractium` command line.
 
+pub mod accept_proxy;
 pub mod admin;
 pub mod balance;
 pub mod cli;

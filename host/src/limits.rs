@@ -45,6 +45,39 @@ impl Drop for Admitted {
     }
 }
 
+impl Admitted {
+    /// Count this one against `ip` instead (the client a load balancer's
+    /// PROXY header names), or say which limit refuses it there.
+    pub fn rekey(&mut self, ip: IpAddr, max_per_ip: usize) -> Result<(), &'static str> {
+        if ip == self.ip {
+            return Ok(());
+        }
+        let limits = &self.limits;
+        let Ok(mut map) = limits.per_ip.lock() else { return Err(limits.per_ip_key) };
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max_per_ip {
+            if *n == 0 {
+                map.remove(&ip);
+            }
+            return Err(limits.per_ip_key);
+        }
+        *n += 1;
+        if let Entry::Occupied(mut old) = map.entry(self.ip) {
+            *old.get_mut() -= 1;
+            if *old.get() == 0 {
+                old.remove();
+            }
+        }
+        self.ip = ip;
+        Ok(())
+    }
+
+    /// Log a refusal by [`Admitted::rekey`] (at most once a second).
+    pub fn warn_refused(&self, limit: &str, client: SocketAddr) {
+        self.limits.warn_refused(limit, client);
+    }
+}
+
 impl Limits {
     /// Limits whose refusals name these config keys.
     pub fn new(what: &'static str, total_key: &'static str, per_ip_key: &'static str) -> Self {
@@ -109,5 +142,20 @@ mod tests {
         drop(first);
         assert_eq!(limits.open(), 2);
         assert!(limits.admit(a, 3, 2).is_ok());
+    }
+
+    #[test]
+    fn a_rekeyed_admission_counts_against_its_new_address() {
+        let limits = Arc::new(Limits::new("connection", "total", "per_ip"));
+        let balancer: IpAddr = "10.0.0.1".parse().expect("ip");
+        let client: IpAddr = "192.0.2.9".parse().expect("ip");
+        let mut first = limits.admit(balancer, 10, usize::MAX).expect("first");
+        first.rekey(client, 1).expect("rekeyed");
+        let mut second = limits.admit(balancer, 10, usize::MAX).expect("second");
+        assert_eq!(second.rekey(client, 1), Err("per_ip"));
+        drop(first);
+        second.rekey(client, 1).expect("room again");
+        drop(second);
+        assert!(limits.per_ip.lock().expect("map").is_empty());
     }
 }

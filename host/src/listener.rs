@@ -492,7 +492,14 @@ async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared
         };
         let snapshot = state.load_full();
         let l = &snapshot.config.limits;
-        let admitted = match limits.admit(client.ip(), l.max_connections, l.max_connections_per_ip) {
+        // A load balancer's connections are counted per client once its
+        // PROXY header names the client.
+        let behind = snapshot.listeners.get(&*name).and_then(|p| p.accept_proxy.as_ref());
+        let per_ip = match behind {
+            Some(lb) if lb.trusts(client.ip()) => usize::MAX,
+            _ => l.max_connections_per_ip,
+        };
+        let mut admitted = match limits.admit(client.ip(), l.max_connections, per_ip) {
             Ok(admitted) => admitted,
             Err(limit) => {
                 crate::metrics::TCP_REFUSED.inc();
@@ -517,7 +524,8 @@ async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared
             // taken first so that the future is built in it: `Box::pin(f)`
             // builds `f` on the stack, then copies all of it over.
             let state = Box::new_uninit();
-            Box::into_pin(Box::write(state, proxy::handle(snapshot, &name, stream, client, local))).await;
+            let at = proxy::Accepted { listener: &name, client, local, admitted: &mut admitted };
+            Box::into_pin(Box::write(state, proxy::handle(snapshot, stream, at))).await;
             drop((open, admitted));
         }));
     }

@@ -1,12 +1,14 @@
 //! The life of one TCP connection, top to bottom: detect → route → balance →
 //! forward → one access-log line.
 
+use crate::accept_proxy;
 use crate::balance::Connected;
 use crate::config::ProxyProtocol;
 use crate::detect::{self, Outcome};
 use crate::evloop::TcpStream;
 use crate::forward::hooked::{HookChain, Stop};
 use crate::forward::{self, Counters, proxy_protocol};
+use crate::limits::Admitted;
 use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
 use crate::plugin::hook::Direction;
@@ -74,27 +76,60 @@ struct Arrival<'a> {
     listener: &'a Arc<str>,
     client: SocketAddr,
     local: SocketAddr,
+    /// The client's bytes already read behind a load balancer's PROXY
+    /// header; `None` when there was no header to read.
+    early: Option<Vec<u8>>,
+}
+
+/// A connection as its listener accepted it.
+pub struct Accepted<'a> {
+    pub listener: &'a Arc<str>,
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    /// Its place under the connection limits, moved to the client a load
+    /// balancer's PROXY header names.
+    pub admitted: &'a mut Admitted,
 }
 
 /// Serve one accepted connection to its end.
-pub async fn handle(
-    snapshot: Arc<Snapshot>,
-    listener: &Arc<str>,
-    mut stream: TcpStream,
-    client: SocketAddr,
-    local: SocketAddr,
-) {
+pub async fn handle(snapshot: Arc<Snapshot>, mut stream: TcpStream, accepted: Accepted<'_>) {
+    let Accepted { listener, client, local, admitted } = accepted;
     // The clock is read for the access log's duration only.
     let start = tracing::enabled!(target: "refractium::access", tracing::Level::INFO).then(Instant::now);
     let mut visit = Visit { entry: Entry::default(), listener, client, start };
-    let at = Arrival { snapshot: &snapshot, listener, client, local };
-    serve(&at, &mut stream, &mut visit.entry).await;
+    let mut at = Arrival { snapshot: &snapshot, listener, client, local, early: None };
+    if let Some(plan) = snapshot.listeners.get(&**listener)
+        && let Some(balancers) = &plan.accept_proxy
+        && balancers.trusts(client.ip())
+    {
+        match accept_proxy::read(&mut stream, plan.timeout).await {
+            Ok((carried, rest)) => {
+                if let Some(carried) = carried {
+                    (at.client, at.local, visit.client) = (carried.client, carried.local, carried.client);
+                    let per_ip = snapshot.config.limits.max_connections_per_ip;
+                    if let Err(limit) = admitted.rekey(carried.client.ip(), per_ip) {
+                        crate::metrics::TCP_REFUSED.inc();
+                        admitted.warn_refused(limit, carried.client);
+                        visit.entry.close = format!("refused: {limit}").into();
+                        return;
+                    }
+                }
+                at.early = Some(rest);
+            }
+            Err(why) => {
+                tracing::warn!(listener = %listener, balancer = %client, "connection closed: {why} (listeners[].accept_proxy.from trusts this source)");
+                visit.entry.close = why.into();
+                return;
+            }
+        }
+    }
+    serve(&mut at, &mut stream, &mut visit.entry).await;
     if visit.entry.close.is_empty() {
         visit.entry.close = "closed".into();
     }
 }
 
-async fn serve<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a>) {
+async fn serve<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a>) {
     // Detection, routing and the connect run in a future of their own, which
     // is over before the relay starts: what they hold (the first bytes, the
     // detectors' progress, the peer's strings) is not part of the state an
@@ -132,8 +167,8 @@ type Opened<'a> = (Connected<'a>, usize, Option<HookChain>);
 
 /// Detect, route, open the route's hooks, connect and send the first bytes
 /// (through the hooks), or `None` with `entry.close` saying why not.
-async fn open<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a>) -> Option<Opened<'a>> {
-    let &Arrival { snapshot, listener, client, local } = at;
+async fn open<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a>) -> Option<Opened<'a>> {
+    let &mut Arrival { snapshot, listener, client, local, ref mut early } = at;
     let Some(plan) = snapshot.listeners.get(&**listener) else {
         entry.close = "listener not in the snapshot".into();
         return None;
@@ -141,7 +176,11 @@ async fn open<'a>(at: &Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a
 
     // 1. Detect.
     let peer = Peer::of(client, Some(local), listener.clone(), false).wanting(snapshot.routes.wanted().clone());
-    let first = match read_now(stream, plan.max_bytes) {
+    let first = match early.take() {
+        Some(early) => Ok(early),
+        None => read_now(stream, plan.max_bytes),
+    };
+    let first = match first {
         Ok(first) => first,
         Err(err) => {
             entry.close = format!("client error during detection: {err}").into();

@@ -24,6 +24,8 @@ pub struct ListenerPlan {
     pub default: Option<String>,
     /// Route for clients that sent nothing before the timeout.
     pub on_timeout: Option<String>,
+    /// Load balancers whose connections start with a PROXY header.
+    pub accept_proxy: Option<crate::config::AcceptProxy>,
 }
 
 /// A map keyed by a name from the config, looked up for every connection:
@@ -113,6 +115,7 @@ impl Snapshot {
                     timeout: l.detect.timeout,
                     default: l.default.clone(),
                     on_timeout: l.on_timeout.clone(),
+                    accept_proxy: l.accept_proxy.clone(),
                 },
             );
         }

@@ -48,7 +48,10 @@ pub struct RawRuntime {
 
 /// A `listeners[]` entry as written.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "a listener (name, bind, transport, detectors, detect, on_timeout, default)")]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a listener (name, bind, transport, detectors, detect, on_timeout, default, accept_proxy)"
+)]
 pub struct RawListener {
     /// `listeners[].name`: see [`Listener::name`](super::Listener::name).
     pub name: Option<String>,
@@ -64,6 +67,16 @@ pub struct RawListener {
     pub on_timeout: Option<String>,
     /// `listeners[].default`: see [`Listener::default`](super::Listener::default).
     pub default: Option<String>,
+    /// `listeners[].accept_proxy`: see [`Listener::accept_proxy`](super::Listener::accept_proxy).
+    pub accept_proxy: Option<RawAcceptProxy>,
+}
+
+/// `listeners[].accept_proxy` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "accept_proxy settings (from)")]
+pub struct RawAcceptProxy {
+    /// `listeners[].accept_proxy.from`: see [`AcceptProxy::from`](super::AcceptProxy::from).
+    pub from: Option<Texts>,
 }
 
 /// `listeners[].detect` as written.

@@ -127,6 +127,21 @@ fn client_must_be_a_network() {
 }
 
 #[test]
+fn accept_proxy_names_the_balancers_networks() {
+    let text = with(4, "    accept_proxy: { from: [10.0.0.0/8, 2001:db8::/32, 10.1.2.3] }");
+    let config = parse(&text, Path::new("t.yaml")).unwrap();
+    let from = &config.listeners[0].accept_proxy.as_ref().unwrap().from;
+    assert_eq!(from.len(), 3);
+    assert!(config.listeners[0].accept_proxy.as_ref().unwrap().trusts("::ffff:10.9.9.9".parse().unwrap()));
+    let bad = with(4, "    accept_proxy: { from: [10.0.0.0/8, lb.example] }");
+    let want = "t.yaml:5:40: listeners[0].accept_proxy.from[1]: not a network: `lb.example` (write a CIDR like 10.0.0.0/8, or a bare IP address)";
+    assert_eq!(problems(&bad), [want]);
+    let empty = with(4, "    accept_proxy: { from: [] }");
+    let want = "t.yaml:5:21: listeners[0].accept_proxy.from: needs the networks of the load balancers that send PROXY headers, like [10.0.0.0/8]";
+    assert_eq!(problems(&empty), [want]);
+}
+
+#[test]
 fn every_backend_has_a_server() {
     let text = with(10, "  ssh:\n    servers: []\n  empty:");
     assert_eq!(

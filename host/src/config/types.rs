@@ -63,6 +63,25 @@ pub struct Listener {
     pub on_timeout: Option<String>,
     /// Route for bytes no detector recognises; `None` = close.
     pub default: Option<String>,
+    /// Sources whose connections (or datagrams) start with a PROXY header
+    /// carrying the real client address; `None` = no source is trusted.
+    pub accept_proxy: Option<AcceptProxy>,
+}
+
+/// `listeners[].accept_proxy`: a load balancer in front of the listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptProxy {
+    /// Networks of the load balancers. A connection from one of them must
+    /// start with a PROXY v1 or v2 header; others are served as they come.
+    pub from: Vec<ipnet::IpNet>,
+}
+
+impl AcceptProxy {
+    /// Whether connections from `ip` must carry a PROXY header.
+    pub fn trusts(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.from.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// The transport of a listener.

@@ -13,7 +13,7 @@ use super::error::Problem;
 use super::locate::Locator;
 use super::raw::{RawBackend, RawConfig, RawListener, RawMatch, RawRoute, Text, Texts};
 use super::units::{format_size, parse_duration, parse_size};
-use super::{Backend, Config, Detect, Health, Listener, Match, Route};
+use super::{AcceptProxy, Backend, Config, Detect, Health, Listener, Match, Route};
 
 /// Collects problems, each located by its key path.
 pub(crate) struct Checker<'a> {
@@ -200,6 +200,16 @@ impl Checker<'_> {
                 }
             }
             let detect = Detect { max_bytes: usize::try_from(max_bytes).unwrap_or(d::DETECT_MAX_BYTES), timeout };
+            let accept_proxy = l.accept_proxy.as_ref().map(|a| {
+                let key = format!("{key}.accept_proxy.from");
+                if a.from.as_ref().is_none_or(|t| t.items.is_empty()) {
+                    self.report(
+                        &key,
+                        "needs the networks of the load balancers that send PROXY headers, like [10.0.0.0/8]",
+                    );
+                }
+                AcceptProxy { from: self.networks(&key, a.from.as_ref()) }
+            });
             out.push(Listener {
                 name,
                 bind,
@@ -208,6 +218,7 @@ impl Checker<'_> {
                 detect,
                 on_timeout: l.on_timeout,
                 default: l.default,
+                accept_proxy,
             });
         }
         out
@@ -225,6 +236,23 @@ impl Checker<'_> {
         let mut out = Vec::new();
         for (j, text) in texts.items.iter().enumerate() {
             out.extend(self.addr(element(key, raw, j), text));
+        }
+        out
+    }
+
+    /// A list of networks, each a CIDR or a bare address.
+    fn networks(&mut self, key: &str, raw: Option<&Texts>) -> Vec<ipnet::IpNet> {
+        let mut out = Vec::new();
+        for (j, text) in raw.iter().flat_map(|t| t.items.iter()).enumerate() {
+            let text = text.trim();
+            let net = text.parse::<ipnet::IpNet>().map(|n| n.trunc());
+            match net.or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from)) {
+                Ok(net) => out.push(net),
+                Err(_) => self.report(
+                    element(key, raw, j),
+                    format!("not a network: `{text}` (write a CIDR like 10.0.0.0/8, or a bare IP address)"),
+                ),
+            }
         }
         out
     }
@@ -276,18 +304,7 @@ impl Checker<'_> {
                 self.report(element(&format!("{key}.alpn"), m.alpn.as_ref(), j), "empty ALPN protocol name");
             }
         }
-        let mut client = Vec::new();
-        for (j, text) in m.client.iter().flat_map(|t| t.items.iter()).enumerate() {
-            let text = text.trim();
-            let net = text.parse::<ipnet::IpNet>().map(|n| n.trunc());
-            match net.or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from)) {
-                Ok(net) => client.push(net),
-                Err(_) => self.report(
-                    element(&format!("{key}.client"), m.client.as_ref(), j),
-                    format!("not a network: `{text}` (write a CIDR like 10.0.0.0/8, or a bare IP address)"),
-                ),
-            }
-        }
+        let client = self.networks(&format!("{key}.client"), m.client.as_ref());
         let mut attributes = BTreeMap::new();
         for (name, Text(value)) in m.attributes.unwrap_or_default() {
             if name.trim().is_empty() {

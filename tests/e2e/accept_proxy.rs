@@ -1,0 +1,206 @@
+//! `listeners[].accept_proxy`: connections from a load balancer start with a
+//! PROXY header whose addresses refractium uses in place of the balancer's.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A TCP connection to `to` from the loopback address `from`.
+pub fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let from: IpAddr = from.parse().expect("source address");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&SocketAddr::new(from, 0).into()).expect("bind source");
+    socket.connect(&to.into()).expect("connect");
+    socket.into()
+}
+
+/// Listener `edge` trusts the balancer at 127.0.0.2; clients from
+/// 192.0.2.0/24 reach backend `a` (which gets a PROXY v1 header of its own),
+/// other HTTP clients `b`.
+fn start(extra: &str) -> (Proxy, Backend, Backend) {
+    let (a, b) = (Backend::start(Reply::Http("a")), Backend::start(Reply::Http("b")));
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detect: {{ timeout: 1s }}
+    accept_proxy: {{ from: [127.0.0.2/32, "::ffff:127.0.0.3"] }}
+routes:
+  - name: inside
+    match: {{ protocol: http, client: 192.0.2.0/24 }}
+    to: a
+  - name: outside
+    match: {{ protocol: http }}
+    to: b
+backends:
+  a: {{ servers: [{}], proxy_protocol: v1 }}
+  b: {{ servers: [{}] }}
+{extra}
+"#,
+        a.addr, b.addr
+    );
+    (Proxy::start(&yaml), a, b)
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+fn v1(client: &str, local: &str) -> Vec<u8> {
+    let (c, l): (SocketAddr, SocketAddr) = (client.parse().expect("client"), local.parse().expect("local"));
+    format!("PROXY TCP4 {} {} {} {}\r\n", c.ip(), l.ip(), c.port(), l.port()).into_bytes()
+}
+
+fn v2(client: &str, local: &str) -> Vec<u8> {
+    let (c, l): (SocketAddr, SocketAddr) = (client.parse().expect("client"), local.parse().expect("local"));
+    let (SocketAddr::V4(c), SocketAddr::V4(l)) = (c, l) else { panic!("IPv4 only here") };
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    h.extend_from_slice(&c.ip().octets());
+    h.extend_from_slice(&l.ip().octets());
+    h.extend_from_slice(&c.port().to_be_bytes());
+    h.extend_from_slice(&l.port().to_be_bytes());
+    h
+}
+
+/// Send `bytes` from `from`, then the rest of the exchange; the reply.
+fn send_from(proxy: &Proxy, from: &str, bytes: &[u8]) -> String {
+    let mut c = connect_from(from, proxy.addr("edge"));
+    c.write_all(bytes).expect("write");
+    reply(&mut c)
+}
+
+#[test]
+fn the_carried_client_is_routed_logged_and_passed_on_and_the_header_is_stripped() {
+    let (proxy, a, b) = start("");
+    for (i, header) in
+        [v1("192.0.2.7:40001", "198.51.100.1:443"), v2("192.0.2.7:40002", "198.51.100.1:443")].into_iter().enumerate()
+    {
+        // The header and the request in one write, and the header alone first.
+        let mut c = connect_from("127.0.0.2", proxy.addr("edge"));
+        if i == 0 {
+            c.write_all(&[header.as_slice(), GET].concat()).expect("write");
+        } else {
+            c.write_all(&header[..9]).expect("write");
+            std::thread::sleep(Duration::from_millis(50));
+            c.write_all(&header[9..]).expect("write");
+            c.write_all(GET).expect("write");
+        }
+        assert!(reply(&mut c).ends_with("a"), "header {i} did not reach backend a");
+        let seen = a.wait_seen(i + 1);
+        let want = [v1(&format!("192.0.2.7:4000{}", i + 1), "198.51.100.1:443"), GET.to_vec()].concat();
+        assert_eq!(String::from_utf8_lossy(&seen[i]), String::from_utf8_lossy(&want));
+    }
+    let log = proxy.wait_access(2);
+    let clients: Vec<_> = log.iter().map(|l| l["client"].as_str().unwrap_or("").to_string()).collect();
+    assert_eq!(clients, ["192.0.2.7:40001", "192.0.2.7:40002"], "{log:?}");
+    assert!(b.seen().is_empty());
+
+    // The balancer's own health check (v2 LOCAL) keeps the connection's addresses.
+    let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00";
+    assert!(send_from(&proxy, "127.0.0.2", &[&local[..], GET].concat()).ends_with("b"));
+    assert_eq!(b.wait_seen(1)[0], GET, "the LOCAL header must be stripped");
+    let log = proxy.wait_access(3);
+    assert!(log[2]["client"].as_str().is_some_and(|c| c.starts_with("127.0.0.2:")), "{:?}", log[2]);
+}
+
+#[test]
+fn an_untrusted_source_is_served_as_it_comes_and_cannot_forge_a_header() {
+    let (proxy, a, b) = start("");
+    // A plain client: its own address, no header expected.
+    assert!(send_from(&proxy, "127.0.0.1", GET).ends_with("b"));
+    // A header from an untrusted source is not believed: it is the client's
+    // first bytes, which no detector recognises, and there is no default.
+    let forged = [v1("192.0.2.7:40000", "198.51.100.1:443"), GET.to_vec()].concat();
+    assert_eq!(send_from(&proxy, "127.0.0.1", &forged), "");
+    let log = proxy.wait_access(2);
+    assert!(log[0]["client"].as_str().is_some_and(|c| c.starts_with("127.0.0.1:")), "{log:?}");
+    assert_eq!(log[1]["close"], "unrecognised bytes, and the listener has no route for it", "{log:?}");
+    assert!(a.seen().is_empty());
+    assert_eq!(b.seen().len(), 1);
+}
+
+#[test]
+fn a_balancer_connection_without_a_valid_header_is_closed_and_logged() {
+    let (proxy, a, b) = start("");
+    let mut oversized = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\xff\xff".to_vec();
+    oversized.extend(std::iter::repeat_n(0u8, 4096));
+    let cases: [(&str, Vec<u8>, bool, &str); 6] = [
+        ("no header", GET.to_vec(), false, "no PROXY header"),
+        ("a lying v1 header", b"PROXY TCP4 1.2.3.4 5.6.7.8 80\r\n".to_vec(), false, "bad PROXY v1 header"),
+        ("a bad v2 version", b"\r\n\r\n\0\r\nQUIT\n\x31\x11\x00\x0c".to_vec(), false, "bad PROXY v2 header"),
+        ("an oversized v2 header", oversized, false, "more than the 4096 accepted"),
+        (
+            "a truncated header, then the end",
+            v2("192.0.2.7:1", "198.51.100.1:443")[..20].to_vec(),
+            true,
+            "closed in the middle",
+        ),
+        (
+            "a truncated header, then silence",
+            v1("192.0.2.7:1", "198.51.100.1:443")[..20].to_vec(),
+            false,
+            "incomplete at the detection timeout",
+        ),
+    ];
+    for (i, (what, bytes, end, why)) in cases.iter().enumerate() {
+        let mut c = connect_from("127.0.0.2", proxy.addr("edge"));
+        c.write_all(bytes).expect("write");
+        if *end {
+            c.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        }
+        let mut rest = Vec::new();
+        c.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        let _ = c.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{what}: got {rest:?}");
+        let log = proxy.wait_access(i + 1);
+        let close = log[i]["close"].as_str().unwrap_or_default();
+        assert!(close.contains(why), "{what}: close={close:?}");
+        let warned = proxy.logs_where(|v| {
+            v["level"] == "WARN" && v["balancer"].as_str().is_some_and(|b| b.starts_with("127.0.0.2:"))
+        });
+        assert_eq!(warned.len(), i + 1, "{what}: one warning each");
+    }
+    assert!(a.seen().is_empty() && b.seen().is_empty(), "nothing reaches a backend");
+    // The balancer's next good connection is served.
+    let good = [v2("192.0.2.8:5000", "198.51.100.1:443"), GET.to_vec()].concat();
+    assert!(send_from(&proxy, "127.0.0.2", &good).ends_with("a"));
+}
+
+#[test]
+fn per_ip_limits_count_the_carried_client() {
+    let (proxy, _a, _b) = start("limits: { max_connections_per_ip: 1 }\nruntime: { workers: 1 }");
+    let hold = |client: &str| {
+        let mut c = connect_from("127.0.0.2", proxy.addr("edge"));
+        // A header and a request head that is not finished: the connection
+        // stays in detection.
+        c.write_all(&[v1(client, "198.51.100.1:443"), b"GET / HTTP/1.1\r\n".to_vec()].concat()).expect("write");
+        c
+    };
+    let finish = |mut c: TcpStream| {
+        c.write_all(b"Host: x\r\nConnection: close\r\n\r\n").expect("write");
+        reply(&mut c)
+    };
+    let first = hold("192.0.2.7:1");
+    let other = hold("192.0.2.8:1");
+    // Another connection of 192.0.2.7 is refused once the first one's
+    // header is read (bounded retries: it is read at once on an idle proxy).
+    let mut refused = false;
+    let mut extra = Vec::new();
+    for _ in 0..50 {
+        let mut c = hold("192.0.2.7:2");
+        c.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        let mut buf = [0u8; 16];
+        if matches!(c.read(&mut buf), Ok(0)) {
+            refused = true;
+            break;
+        }
+        extra.push(c);
+    }
+    assert!(refused, "a second connection of the same carried client was not refused");
+    let line = proxy.wait_log(10, |v| v["limit"] == "limits.max_connections_per_ip");
+    assert_eq!(line["client"], "192.0.2.7:2", "{line}");
+    proxy.wait_log(10, |v| v["close"] == "refused: limits.max_connections_per_ip" && v["client"] == "192.0.2.7:2");
+    // Both clients behind the one balancer were served.
+    assert!(finish(other).ends_with("a"));
+    assert!(finish(first).ends_with("a"));
+}
