@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `refractium` binary, real backends on
 //! loopback, real clients (curl, openssl s_client, ssh) where they exist.
 
+mod accept_proxy;
 mod admin;
 mod check_file;
 mod cli;
