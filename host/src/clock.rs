@@ -12,6 +12,13 @@ pub fn now_ms() -> u64 {
     ms(base().elapsed())
 }
 
+/// Whether this is the first call this second for `last` (the second of
+/// the previous call): for warnings logged at most once a second.
+pub fn first_this_second(last: &std::sync::atomic::AtomicU64) -> bool {
+    let second = now_ms() / 1000 + 1;
+    last.swap(second, std::sync::atomic::Ordering::Relaxed) != second
+}
+
 /// Nanoseconds since the same start as [`now_ms`].
 pub fn now_ns() -> u64 {
     ns(base().elapsed())

@@ -118,8 +118,7 @@ impl Limits {
 
     /// Log a refusal at most once a second.
     pub fn warn_refused(&self, limit: &str, client: SocketAddr) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        if self.last_warning.swap(now, Ordering::Relaxed) != now {
+        if crate::clock::first_this_second(&self.last_warning) {
             tracing::warn!(client = %client, limit, "new {} refused: limit reached (logged at most once a second)", self.what);
         }
     }

@@ -88,6 +88,11 @@ struct Detecting {
     /// `detect.timeout` passed while a step ran.
     timed_out: bool,
     peer: Peer,
+    /// The client: the datagrams' source, or the one a load balancer's
+    /// PROXY header names.
+    origin: SocketAddr,
+    /// Whether its datagrams start with a PROXY header to strip.
+    behind_proxy: bool,
 }
 
 impl Detecting {
@@ -105,6 +110,8 @@ struct Live {
     counters: Arc<Counters>,
     /// The queue to its task, when its route has hooks.
     hooked: Option<tokio::sync::mpsc::Sender<Vec<u8>>>,
+    /// Whether its datagrams start with a PROXY header to strip.
+    behind_proxy: bool,
 }
 
 #[derive(Default)]
@@ -214,7 +221,7 @@ async fn serve(l: UdpListener) {
             dropped();
             continue;
         }
-        let datagram = &buf[..n];
+        let whole = &buf[..n];
         // One look at the session table: an established session takes the
         // fast path; a client in detection is taken out while its detectors
         // run (this loop is the only one that puts it back).
@@ -222,6 +229,7 @@ async fn serve(l: UdpListener) {
             let Ok(mut map) = l.sessions.lock() else { continue };
             match map.get_mut(&client) {
                 Some(Session::Live(live)) => {
+                    let Some((datagram, _)) = unwrap_proxy(whole, live.behind_proxy, &l.name, client) else { continue };
                     match &live.hooked {
                         None => send_up(&live.upstream, &live.counters, datagram),
                         Some(queue) => {
@@ -235,6 +243,7 @@ async fn serve(l: UdpListener) {
                 Some(Session::Detecting(d)) if d.progress.is_none() => {
                     // A step runs beside the socket: hold the datagram for
                     // the next one, within the same bounds.
+                    let Some((datagram, _)) = unwrap_proxy(whole, d.behind_proxy, &l.name, client) else { continue };
                     if d.holds_enough(&l.name) {
                         dropped();
                     } else {
@@ -247,28 +256,37 @@ async fn serve(l: UdpListener) {
                 None => None,
             }
         };
-        let mut detecting = match found {
-            Some(Session::Detecting(d)) => d,
+        let (mut detecting, datagram) = match found {
+            Some(Session::Detecting(d)) => {
+                let Some((datagram, _)) = unwrap_proxy(whole, d.behind_proxy, &l.name, client) else { continue };
+                (d, datagram)
+            }
             Some(Session::Live(_)) => continue,
             None => {
                 let snapshot = l.state.load_full();
+                let Some(plan) = snapshot.listeners.get(&*l.name) else { continue };
+                let behind_proxy = plan.accept_proxy.as_ref().is_some_and(|a| a.trusts(client.ip()));
+                let Some((datagram, carried)) = unwrap_proxy(whole, behind_proxy, &l.name, client) else { continue };
+                let (origin, local) = match carried {
+                    Some(carried) => (carried.client, Some(carried.local)),
+                    None => (client, local),
+                };
                 let udp = &snapshot.config.udp;
-                let admitted = match l.limits.admit(client.ip(), udp.max_sessions, udp.max_sessions_per_ip) {
+                let admitted = match l.limits.admit(origin.ip(), udp.max_sessions, udp.max_sessions_per_ip) {
                     Ok(admitted) => admitted,
                     Err(limit) => {
                         dropped();
                         crate::metrics::UDP_REFUSED.inc();
-                        l.limits.warn_refused(limit, client);
+                        l.limits.warn_refused(limit, origin);
                         continue;
                     }
                 };
-                let Some(plan) = snapshot.listeners.get(&*l.name) else { continue };
                 let now = Instant::now();
                 let deadline = now + plan.timeout;
                 deadlines.push(Reverse((deadline, client)));
-                let peer = Peer::of(client, local, l.name.clone(), true).wanting(snapshot.routes.wanted().clone());
+                let peer = Peer::of(origin, local, l.name.clone(), true).wanting(snapshot.routes.wanted().clone());
                 let progress = Progress::new(plan.detectors.len());
-                Box::new(Detecting {
+                let detecting = Box::new(Detecting {
                     admitted,
                     gauge: SessionGauge::open(),
                     snapshot,
@@ -279,7 +297,10 @@ async fn serve(l: UdpListener) {
                     progress: Some(progress),
                     timed_out: false,
                     peer,
-                })
+                    origin,
+                    behind_proxy,
+                });
+                (detecting, datagram)
             }
         };
         // Held bytes stay under `detect.max_bytes` plus the datagram at hand.
@@ -287,6 +308,35 @@ async fn serve(l: UdpListener) {
         detecting.ends.push(detecting.data.len());
         l.advance(client, detecting, &done).await;
     }
+}
+
+/// A datagram from a load balancer without its PROXY header, and the
+/// addresses the header carries; `None` (the datagram dropped, and a
+/// warning at most once a second) when it has no valid header.
+fn unwrap_proxy<'d>(
+    datagram: &'d [u8],
+    behind_proxy: bool,
+    listener: &str,
+    from: SocketAddr,
+) -> Option<(&'d [u8], Option<crate::accept_proxy::Carried>)> {
+    if !behind_proxy {
+        return Some((datagram, None));
+    }
+    use crate::accept_proxy::{Parsed, parse};
+    let why = match parse(datagram, true) {
+        Parsed::Header { len, carried } => match datagram.get(len..) {
+            Some(rest) if !rest.is_empty() => return Some((rest, carried)),
+            _ => "a PROXY header and nothing after it".to_string(),
+        },
+        Parsed::Incomplete => "a datagram shorter than its PROXY header".to_string(),
+        Parsed::Invalid(why) => why,
+    };
+    dropped();
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    if crate::clock::first_this_second(&LAST) {
+        tracing::warn!(listener, balancer = %from, "datagram dropped: {why} (listeners[].accept_proxy.from trusts this source; logged at most once a second)");
+    }
+    None
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -395,9 +445,11 @@ impl UdpListener {
     async fn establish(&self, client: SocketAddr, detecting: Detecting, outcome: Outcome) {
         let snapshot = detecting.snapshot.clone();
         let Some(plan) = snapshot.listeners.get(&*self.name) else { return };
-        let (route, detection) = choose_route(&snapshot, plan, outcome, detecting.data.is_empty(), client);
+        let origin = detecting.origin;
+        let (route, detection) = choose_route(&snapshot, plan, outcome, detecting.data.is_empty(), origin);
         let failures = detecting.progress.map(|p| p.failures).unwrap_or_default();
-        let log = SessionLog { listener: self.name.clone(), client, detection, failures, started: detecting.started };
+        let log =
+            SessionLog { listener: self.name.clone(), client: origin, detection, failures, started: detecting.started };
         let route = match route {
             Ok(route) => route,
             Err(why) => {
@@ -407,7 +459,7 @@ impl UdpListener {
         };
         let route_name = route.name.clone();
         let server = snapshot.pools.get(&route.pool).and_then(|pool| {
-            let order = pool.order(client.ip());
+            let order = pool.order(origin.ip());
             order.first().and_then(|&i| pool.servers.get(i)).map(|s| s.addr)
         });
         let Some(server) = server else {
@@ -444,7 +496,8 @@ impl UdpListener {
                 send_up(&upstream, &counters, datagram);
             }
             if let Ok(mut map) = self.sessions.lock() {
-                let live = Live { upstream: upstream.clone(), counters: counters.clone(), hooked: None };
+                let behind_proxy = detecting.behind_proxy;
+                let live = Live { upstream: upstream.clone(), counters: counters.clone(), hooked: None, behind_proxy };
                 map.insert(client, Session::Live(live));
             }
             self.tracker.spawn(async move {
@@ -459,7 +512,9 @@ impl UdpListener {
         };
         let (queue, mut queued) = tokio::sync::mpsc::channel(HOOK_QUEUE);
         if let Ok(mut map) = self.sessions.lock() {
-            let live = Live { upstream: upstream.clone(), counters: counters.clone(), hooked: Some(queue) };
+            let behind_proxy = detecting.behind_proxy;
+            let live =
+                Live { upstream: upstream.clone(), counters: counters.clone(), hooked: Some(queue), behind_proxy };
             map.insert(client, Session::Live(live));
         }
         let held: Vec<Vec<u8>> = held.into_iter().map(<[u8]>::to_vec).collect();

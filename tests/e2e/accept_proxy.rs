@@ -113,8 +113,9 @@ fn an_untrusted_source_is_served_as_it_comes_and_cannot_forge_a_header() {
     let forged = [v1("192.0.2.7:40000", "198.51.100.1:443"), GET.to_vec()].concat();
     assert_eq!(send_from(&proxy, "127.0.0.1", &forged), "");
     let log = proxy.wait_access(2);
-    assert!(log[0]["client"].as_str().is_some_and(|c| c.starts_with("127.0.0.1:")), "{log:?}");
-    assert_eq!(log[1]["close"], "unrecognised bytes, and the listener has no route for it", "{log:?}");
+    let (plain, forged): (Vec<_>, Vec<_>) = log.iter().partition(|l| l["route"] == "outside");
+    assert!(plain[0]["client"].as_str().is_some_and(|c| c.starts_with("127.0.0.1:")), "{log:?}");
+    assert_eq!(forged[0]["close"], "unrecognised bytes, and the listener has no route for it", "{log:?}");
     assert!(a.seen().is_empty());
     assert_eq!(b.seen().len(), 1);
 }
@@ -203,4 +204,68 @@ fn per_ip_limits_count_the_carried_client() {
     // Both clients behind the one balancer were served.
     assert!(finish(other).ends_with("a"));
     assert!(finish(first).ends_with("a"));
+}
+
+#[test]
+fn udp_datagrams_from_a_balancer_carry_a_v2_header_that_is_stripped() {
+    use crate::udp_backend::*;
+    let (a, b) = (UdpBackend::start(echo), UdpBackend::start(echo));
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    transport: udp
+    detectors: [dns]
+    detect: {{ timeout: 1s }}
+    accept_proxy: {{ from: [127.0.0.2] }}
+routes:
+  - name: inside
+    match: {{ protocol: dns, client: 192.0.2.0/24 }}
+    to: a
+  - name: outside
+    match: {{ protocol: dns }}
+    to: b
+backends:
+  a: {{ servers: [{}] }}
+  b: {{ servers: [{}] }}
+udp: {{ session_timeout: 300ms }}
+"#,
+        a.addr, b.addr
+    ));
+    let edge = proxy.addr("edge");
+    let socket_from = |ip: &str| {
+        let s = std::net::UdpSocket::bind((ip, 0)).expect("bind");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+        s
+    };
+    let mut header = v2("192.0.2.7:40000", "198.51.100.1:53");
+    header[13] = 0x12; // AF_INET, DGRAM
+    let balancer = socket_from("127.0.0.2");
+    let mut buf = [0u8; 2048];
+    for id in [1, 2] {
+        balancer.send_to(&[header.as_slice(), &dns_query(id)].concat(), edge).expect("send");
+        let (n, _) = balancer.recv_from(&mut buf).expect("the reply comes back to the balancer");
+        assert_eq!(&buf[..n], dns_query(id), "the reply is the server's datagram");
+    }
+    let seen = a.wait_seen(2);
+    assert_eq!((seen[0].1.clone(), seen[1].1.clone()), (dns_query(1), dns_query(2)), "headers are stripped");
+
+    // Without a header the balancer's datagram is dropped, with a warning;
+    // an untrusted source is served as it comes.
+    let headless = socket_from("127.0.0.2");
+    headless.send_to(&dns_query(3), edge).expect("send");
+    proxy.wait_log(10, |v| {
+        v["level"] == "WARN" && v["message"].as_str().is_some_and(|m| m.contains("datagram dropped"))
+    });
+    let direct = socket_from("127.0.0.1");
+    direct.send_to(&dns_query(4), edge).expect("send");
+    let (n, _) = direct.recv_from(&mut buf).expect("reply");
+    assert_eq!(&buf[..n], dns_query(4));
+    assert_eq!(b.wait_seen(1)[0].1, dns_query(4));
+    assert_eq!(a.seen().len(), 2);
+    // The sessions' lines are written as they end.
+    let log = proxy.wait_access(2);
+    let inside = log.iter().find(|l| l["route"] == "inside").expect("the balancer's session is logged");
+    assert_eq!((&inside["client"], &inside["datagrams_up"]), (&"192.0.2.7:40000".into(), &2.into()), "{log:?}");
 }

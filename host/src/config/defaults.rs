@@ -11,6 +11,7 @@
 //! | `listeners[].detect.timeout` | `3s` | more than 0 |
 //! | `listeners[].on_timeout` | none: close the connection | a route name |
 //! | `listeners[].default` | none: close the connection | a route name |
+//! | `listeners[].accept_proxy` | none: no source sends PROXY headers | `from`: networks (CIDRs or addresses) |
 //! | `routes[].match` | none: the route is reached only by name | |
 //! | `routes[].hooks` | `[]` | hook plugin names |
 //! | `routes[].on_hook_failure` | `close`: a connection whose hook is disabled or cannot start is closed | `close`, `bypass` |
