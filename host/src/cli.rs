@@ -172,7 +172,14 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let runtime = listener::main_runtime().context("starting the runtime")?;
     crate::plugin::background::enable();
     runtime.block_on(async {
+        for (addr, udp) in crate::systemd::take_passed()? {
+            let transport = if udp { "udp" } else { "tcp" };
+            tracing::info!(%addr, transport, "socket passed by systemd");
+        }
         let snapshot = Snapshot::build(config).await?;
+        for addr in crate::systemd::unused(&snapshot.config) {
+            tracing::warn!(%addr, "systemd passed a socket that no listener uses (its address and transport must match a listener's bind)");
+        }
         let bound = listener::bind_all(&snapshot, workers)?;
         let admin = match &snapshot.config.admin {
             Some(admin) => Some(
@@ -186,6 +193,7 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
         let state = Arc::new(ArcSwap::from_pointee(snapshot));
         tokio::spawn(crate::reload::on_sighup(config_path.clone(), state.clone()));
         tokio::spawn(crate::reload::on_plugin_compiled(config_path.clone(), state.clone()));
+        tokio::spawn(crate::systemd::report_status());
         if state.load().config.reload.watch
             && let Err(err) = crate::reload::watch(config_path.clone(), state.clone())
         {

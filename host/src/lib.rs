@@ -37,4 +37,5 @@ pub mod scaffold;
 pub mod snapshot;
 pub mod sockopt;
 pub mod supervise;
+pub mod systemd;
 pub mod udp;

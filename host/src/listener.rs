@@ -98,6 +98,19 @@ pub fn bind_keys(keys: &[SocketKey], workers: usize) -> anyhow::Result<Vec<Vec<B
         let open = |addr: SocketAddr, reuse: bool| -> std::io::Result<Socket2> {
             if udp { bind_udp(addr, reuse).map(Socket2::Udp) } else { bind(addr, reuse).map(Socket2::Tcp) }
         };
+        if let Some(passed) = crate::systemd::passed(addr, udp) {
+            // systemd's socket, shared by every worker.
+            let passed = passed.map_err(cannot)?;
+            if !udp {
+                passed.set_tcp_nodelay(true).map_err(cannot)?;
+            }
+            for sockets in per_worker.iter_mut() {
+                let copy = passed.try_clone().map_err(cannot)?;
+                let socket = if udp { Socket2::Udp(copy.into()) } else { Socket2::Tcp(copy.into()) };
+                sockets.push(Bound { name: name.clone(), key: key.clone(), socket });
+            }
+            continue;
+        }
         let first = open(addr, workers > 1).map_err(cannot)?;
         let actual = match &first {
             Socket2::Tcp(s) => s.local_addr(),
@@ -141,6 +154,11 @@ struct Shared {
 }
 
 static CONTROL: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+
+/// Open TCP connections and UDP sessions, all listeners together.
+pub fn open_counts() -> (usize, usize) {
+    CONTROL.get().map_or((0, 0), |s| (s.limits.open(), s.udp_limits.open()))
+}
 
 /// Accept on every bound socket until `shutdown` resolves, then drain.
 ///
@@ -197,10 +215,12 @@ pub async fn serve(
         threads.push(thread);
     }
     crate::health::start(&shared.state.load());
+    crate::systemd::ready();
     tokio::select! {
         () = shutdown => {}
         () = shared.lost.token.cancelled() => {}
     }
+    crate::systemd::stopping();
     shared.stop.cancel();
     shared.state.load().health_stop.cancel();
     for l in udp_loops {

@@ -111,6 +111,7 @@ pub fn last() -> Option<Outcome> {
 /// outcome, count it; `Err` carries the message of a rejected reload.
 pub async fn trigger(path: &Path, state: &ArcSwap<Snapshot>, via: &'static str) -> Result<(), String> {
     tracing::info!(config = %path.display(), via, "reloading");
+    crate::systemd::reloading();
     let result = reload(path, state).await.map_err(|err| format!("{err:#}"));
     match &result {
         Ok(()) => crate::metrics::RELOADS.inc(),
@@ -122,6 +123,7 @@ pub async fn trigger(path: &Path, state: &ArcSwap<Snapshot>, via: &'static str) 
     if let Ok(mut last) = LAST.lock() {
         *last = Some(Outcome { at: std::time::SystemTime::now(), via, error: result.clone().err() });
     }
+    crate::systemd::ready();
     result
 }
 

@@ -18,5 +18,6 @@ mod sandbox;
 mod scaffold;
 mod stream;
 mod support;
+mod systemd;
 mod udp;
 mod udp_backend;

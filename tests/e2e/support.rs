@@ -57,33 +57,36 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Write `yaml` to a temp dir (plus `log: {level: debug, format: json}`,
-    /// a 1 s plugin call budget and the shared plugin cache unless the YAML
-    /// sets them) and start `refractium run -c` on it; wait until every
-    /// listener listens.
+    /// Write `yaml` to a temp dir (plus `log: {level: debug, format: json}`
+    /// and a 1 s plugin call budget unless the YAML sets them, see
+    /// [`with_call_budget`]) and start `refractium run -c` on it with the
+    /// shared plugin cache; wait until every listener listens.
     pub fn start(yaml: &str) -> Proxy {
         Self::start_in(tempfile::tempdir().expect("tempdir"), yaml)
     }
 
     pub fn start_in(dir: tempfile::TempDir, yaml: &str) -> Proxy {
+        Self::start_with(dir, yaml, |file| {
+            let mut run = Command::new(bin());
+            run.args(["run", "-c"]).arg(file).stdin(Stdio::null());
+            run
+        })
+    }
+
+    /// Like [`Proxy::start_in`], with the command that runs the proxy
+    /// built by `command` from the config file's path (a wrapper, an
+    /// environment or a stdin of its own).
+    pub fn start_with(dir: tempfile::TempDir, yaml: &str, command: impl FnOnce(&Path) -> Command) -> Proxy {
         let mut yaml = yaml.to_string();
         if !yaml.contains("\nlog:") {
             yaml.push_str("\nlog: { level: \"info,refractium=debug\", format: json }\n");
         }
-        // A host that steals the CPU for more than the default 10 ms would
-        // turn a detection into `no-match`; the budget is the sandbox tests'
-        // subject, which set their own.
-        if !yaml.contains("plugins:") {
-            yaml.push_str("\nplugins: { limits: { call_timeout: 1s } }\n");
-        }
+        let yaml = with_call_budget(&yaml);
         let file = dir.path().join("refractium.yaml");
         std::fs::write(&file, yaml).expect("write config");
-        let mut child = Command::new(bin())
-            .args(["run", "-c"])
-            .arg(&file)
+        let mut child = command(&file)
             .env("REFRACTIUM_CACHE_DIR", cache_dir())
             .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -200,13 +203,39 @@ impl Proxy {
         out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
     }
 
+    /// The value of the metric `name` (its whole name with labels, e.g.
+    /// `refractium_tcp_connections_open`) on the admin listener; 0 if absent.
+    pub fn metric(&self, name: &str) -> u64 {
+        let prefix = format!("{name} ");
+        self.admin_get("/metrics").lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Wait (at most `secs`) until the metric `name` satisfies `pred`; its
+    /// value then.
+    pub fn wait_metric(&self, secs: u64, name: &str, pred: impl Fn(u64) -> bool) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let value = self.metric(name);
+            if pred(value) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{name} is still {value}; output:\n{}", self.output());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    /// Send SIGTERM and wait (at most `secs`) for the exit status.
-    pub fn terminate(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    /// Send the signal `name` (`HUP`, `INT`, `TERM`) to the proxy.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+        assert!(sent.as_ref().is_ok_and(|s| s.success()), "kill -{name} failed: {sent:?}");
+    }
+
+    /// Wait (at most `secs`) for the proxy to exit; its status.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -216,6 +245,12 @@ impl Proxy {
         }
         None
     }
+
+    /// Send SIGTERM and wait (at most `secs`) for the exit status.
+    pub fn terminate(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.wait_exit(secs)
+    }
 }
 
 impl Drop for Proxy {
@@ -223,6 +258,71 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `yaml` with a plugin call budget of 1 s unless it sets
+/// `plugins.limits.call_timeout` itself.
+///
+/// Under the default budget of 10 ms, a detector call whose thread waits
+/// 100 ms for the CPU (a loaded machine running the suite on two cores) is
+/// interrupted without blame and counts as `no-match`: the connection goes to
+/// the default route and the test fails for the machine's sake. The tests
+/// whose subject is the budget (the sandbox's, the overload test) set their
+/// own.
+pub fn with_call_budget(yaml: &str) -> String {
+    const BUDGET: &str = "call_timeout: 1s";
+    let parsed: serde_yaml::Value = serde_yaml::from_str(yaml).expect("test YAML parses");
+    let plugins = &parsed["plugins"];
+    if !plugins["limits"]["call_timeout"].is_null() {
+        return yaml.to_string();
+    }
+    let mut out = String::with_capacity(yaml.len() + 40);
+    let mut lines = yaml.split_inclusive('\n').peekable();
+    let mut done = false;
+    while let Some(line) = lines.next() {
+        if done {
+            out.push_str(line);
+            continue;
+        }
+        let body = line.trim_end();
+        if let Some(flow) = body.strip_prefix("plugins: {") {
+            // `plugins: { dir: d }` or `plugins: { limits: { memory: 4MiB } }`
+            match flow.split_once("limits: {") {
+                Some((before, after)) => out.push_str(&format!("plugins: {{{before}limits: {{ {BUDGET},{after}\n")),
+                None => out.push_str(&format!("plugins: {{ limits: {{ {BUDGET} }},{flow}\n")),
+            }
+            done = true;
+        } else if body == "plugins:" {
+            // A block: its keys are indented like the next line.
+            out.push_str(line);
+            let next = lines.peek().copied().unwrap_or("  ");
+            let indent = &next[..next.len() - next.trim_start().len()];
+            if plugins["limits"].is_null() {
+                out.push_str(&format!("{indent}limits: {{ {BUDGET} }}\n"));
+            } else {
+                // `limits: { ... }` in flow style, on its own line.
+                while let Some(line) = lines.next_if(|l| !l.trim_start().starts_with("limits: {")) {
+                    out.push_str(line);
+                }
+                if let Some(line) = lines.next() {
+                    out.push_str(&line.replacen("limits: {", &format!("limits: {{ {BUDGET},"), 1));
+                }
+            }
+            done = true;
+        } else {
+            out.push_str(line);
+        }
+    }
+    if !done {
+        out.push_str(&format!("\nplugins: {{ limits: {{ {BUDGET} }} }}\n"));
+    }
+    let check: serde_yaml::Value = serde_yaml::from_str(&out).expect("the YAML with a call budget parses");
+    assert_eq!(
+        check["plugins"]["limits"]["call_timeout"].as_str(),
+        Some("1s"),
+        "could not add a call budget to this YAML; set plugins.limits.call_timeout in the test:\n{yaml}"
+    );
+    out
 }
 
 /// Count bind addresses in the config (one "listening" line each).
@@ -252,6 +352,9 @@ pub enum Reply {
     Banner(&'static str),
     /// Echo everything until EOF, then close.
     Echo,
+    /// Write this line at once, then hold the connection until the client
+    /// ends its side (at most 60 s), then close. Records what it read.
+    Hello(&'static str),
 }
 
 /// A backend server on 127.0.0.1:0 that records the first bytes of every
@@ -330,6 +433,18 @@ fn serve(mut conn: TcpStream, reply: Reply, seen: Arc<Mutex<Vec<Vec<u8>>>>) {
                 let _ = conn.write_all(format!("{line}\n").as_bytes());
             }
         }
+        Reply::Hello(line) => {
+            let _ = conn.write_all(format!("{line}\n").as_bytes());
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(60)));
+            let mut buf = [0u8; 4096];
+            loop {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            seen.lock().expect("seen").push(got);
+        }
         Reply::Echo => {
             let mut buf = [0u8; 65536];
             let mut first = true;
@@ -368,6 +483,23 @@ pub fn run_cmd(cmd: &mut Command, secs: u64) -> (bool, String, String) {
     }
     let out = child.wait_with_output().expect("output");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+/// A TCP connection to `to` from the address `source` (any of 127.0.0.0/8
+/// on Linux: the whole block is loopback), from a port the kernel picks.
+pub fn connect_from(source: std::net::IpAddr, to: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&SocketAddr::new(source, 0).into()).unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    socket.connect_timeout(&to.into(), Duration::from_secs(10)).unwrap_or_else(|e| panic!("connect to {to}: {e}"));
+    socket.into()
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, for a program that
+/// must be told its port (it is bound and released at once: another
+/// process could take it in between, which on loopback is rare).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address").port()
 }
 
 /// Does `haystack` contain `needle`?
