@@ -7,6 +7,11 @@
 //! - `POST /reload`: reload now; answers 200 with `{"ok":true}` or 422 with
 //!   the reason the new configuration was rejected.
 //! - `GET /metrics`: the counters of [`crate::metrics`], Prometheus format.
+//! - `GET /ready`: 200 while the proxy serves (every listener bound, the
+//!   first configuration in force), 503 before that and while draining: a
+//!   readiness probe.
+//! - `GET /live`: 200 while this thread (signals, reloads, health checks)
+//!   answers: a liveness probe.
 //!
 //! One request per connection; requests are read for at most 5 s and 8 KiB.
 
@@ -20,6 +25,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+
+/// What the admin listener serves, for a request it does not.
+const ENDPOINTS: &str = "GET /status, GET /metrics, GET /ready, GET /live, POST /reload\n";
 
 /// Serve the admin API on `listener` until `stop`.
 pub async fn serve(listener: TcpListener, state: Arc<ArcSwap<Snapshot>>, config: PathBuf, stop: CancellationToken) {
@@ -66,16 +74,19 @@ async fn handle(mut stream: TcpStream, state: &ArcSwap<Snapshot>, config: &std::
     let (status, kind, body) = match (method, path) {
         ("GET", "/status") => ("200 OK", "application/json", status(&state.load()).to_string()),
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", crate::metrics::render()),
+        ("GET", "/ready") if crate::listener::serving() => ("200 OK", "text/plain", "ready\n".into()),
+        ("GET", "/ready") => ("503 Service Unavailable", "text/plain", "not serving: starting or draining\n".into()),
+        ("GET", "/live") => ("200 OK", "text/plain", "live\n".into()),
         ("POST", "/reload") => match crate::reload::trigger(config, state, "POST /reload").await {
             Ok(()) => ("200 OK", "application/json", json!({"ok": true}).to_string()),
             Err(error) => {
                 ("422 Unprocessable Entity", "application/json", json!({"ok": false, "error": error}).to_string())
             }
         },
-        (_, "/status" | "/metrics" | "/reload") => {
-            ("405 Method Not Allowed", "text/plain", "GET /status, GET /metrics, POST /reload\n".into())
+        (_, "/status" | "/metrics" | "/reload" | "/ready" | "/live") => {
+            ("405 Method Not Allowed", "text/plain", ENDPOINTS.into())
         }
-        _ => ("404 Not Found", "text/plain", "GET /status, GET /metrics, POST /reload\n".into()),
+        _ => ("404 Not Found", "text/plain", ENDPOINTS.into()),
     };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

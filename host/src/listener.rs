@@ -155,6 +155,15 @@ struct Shared {
 
 static CONTROL: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
 
+/// Set while the listeners accept: from the first snapshot in force and
+/// every socket bound until draining starts (`GET /ready`).
+static SERVING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the proxy is serving: started, and not draining.
+pub fn serving() -> bool {
+    SERVING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Open TCP connections and UDP sessions, all listeners together.
 pub fn open_counts() -> (usize, usize) {
     CONTROL.get().map_or((0, 0), |s| (s.limits.open(), s.udp_limits.open()))
@@ -215,11 +224,13 @@ pub async fn serve(
         threads.push(thread);
     }
     crate::health::start(&shared.state.load());
+    SERVING.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::systemd::ready();
     tokio::select! {
         () = shutdown => {}
         () = shared.lost.token.cancelled() => {}
     }
+    SERVING.store(false, std::sync::atomic::Ordering::Relaxed);
     crate::systemd::stopping();
     shared.stop.cancel();
     shared.state.load().health_stop.cancel();

@@ -133,29 +133,47 @@ pub async fn trigger(path: &Path, state: &ArcSwap<Snapshot>, via: &'static str) 
 /// temporary file and a rename, or a `.wasm` still being copied, causes one
 /// reload of the finished file. The watcher follows directories (the config
 /// file's and the plugins directory), so replaced files are seen too.
+///
+/// A config file reached through a symbolic link is watched both where the
+/// link is and where it points. A mounted Kubernetes ConfigMap is updated by
+/// swapping the `..data` link in the mounted directory (every file there is
+/// a link through it): that rename counts as a change of the config and of
+/// the plugins in that directory.
 pub fn watch(path: PathBuf, state: Arc<ArcSwap<Snapshot>>) -> anyhow::Result<()> {
     use notify::{RecursiveMode, Watcher as _};
     let config = state.load().config.clone();
-    let config_file = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let config_file = absolute(&path);
     let config_dir = config_file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    let plugins_dir = config.plugins.dir.as_ref().map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone()));
+    let resolved = std::fs::canonicalize(&path).ok().filter(|r| *r != config_file);
+    let plugins_dir = config.plugins.dir.as_deref().map(absolute);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let (watched_file, watched_plugins) = (config_file.clone(), plugins_dir.clone());
+    let (watched_file, watched_resolved, watched_plugins) =
+        (config_file.clone(), resolved.clone(), plugins_dir.clone());
+    let config_parent = config_dir.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else { return };
         if event.kind.is_access() {
             return;
         }
+        let swapped = |p: &Path, dir: &Path| p.parent() == Some(dir) && p.file_name().is_some_and(|n| n == "..data");
         let relevant = event.paths.iter().any(|p| {
             p == &watched_file
-                || watched_plugins
-                    .as_ref()
-                    .is_some_and(|dir| p.parent() == Some(dir.as_path()) && p.extension().is_some_and(|e| e == "wasm"))
+                || watched_resolved.as_ref() == Some(p)
+                || swapped(p, &config_parent)
+                || watched_plugins.as_ref().is_some_and(|dir| {
+                    swapped(p, dir) || (p.parent() == Some(dir.as_path()) && p.extension().is_some_and(|e| e == "wasm"))
+                })
         });
         if relevant {
             let _ = tx.send(());
         }
     })?;
+    if let Some(target_dir) = resolved.as_deref().and_then(Path::parent).filter(|d| *d != config_dir)
+        && let Err(err) = watcher.watch(target_dir, RecursiveMode::NonRecursive)
+    {
+        tracing::debug!(dir = %target_dir.display(), error = %err, "cannot watch the config link's target directory");
+    }
     watcher.watch(&config_dir, RecursiveMode::NonRecursive)?;
     if let Some(dir) = &plugins_dir {
         if dir.is_dir() {

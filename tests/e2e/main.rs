@@ -12,6 +12,7 @@ mod examples_js;
 mod examples_python;
 mod hooks;
 mod http_backend;
+mod kubernetes;
 mod reload;
 mod routing;
 mod sandbox;
