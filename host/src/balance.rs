@@ -139,6 +139,12 @@ impl Pool {
                     server.active.fetch_add(1, Ordering::Relaxed);
                     return Ok(Connected { stream, server, sent });
                 }
+                Ok(Err(err)) if crate::limits::local_shortage(&err) => {
+                    // Not the server's fault: it stays up, and no other
+                    // server would do better.
+                    let last = format!("this host: {err}");
+                    return Err(ConnectError { pool: self.name.clone(), attempts: 0, last });
+                }
                 Ok(Err(err)) => last = Some(format!("{}: {err}", server.addr)),
                 Err(_) => last = Some(format!("{}: connect timed out after {:?}", server.addr, self.connect_timeout)),
             }

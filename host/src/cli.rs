@@ -167,6 +167,10 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
     let file = config.file.display().to_string();
     let config_path = config.file.clone();
     let workers = config.runtime.resolved_workers();
+    let nofile = crate::limits::raise_nofile();
+    if let Some(warning) = crate::limits::nofile_warning(&config, nofile) {
+        tracing::warn!("{warning}");
+    }
     // This thread runs signals, reloads, health checks and the admin endpoint;
     // `listener::serve` starts the worker threads.
     let runtime = listener::main_runtime().context("starting the runtime")?;
@@ -238,6 +242,9 @@ fn check(path: Option<&Path>) -> anyhow::Result<()> {
     let snapshot = local_runtime()?.block_on(Snapshot::build(config))?;
     let c = &snapshot.config;
     say!("config {} is valid", c.file.display());
+    if let Some(warning) = crate::limits::nofile_warning(c, crate::limits::nofile_hard()) {
+        say!("warning: {warning}");
+    }
     for l in &c.listeners {
         let plan = &snapshot.listeners[&l.name];
         let binds: Vec<String> = l.bind.iter().map(ToString::to_string).collect();

@@ -59,6 +59,8 @@ async fn check_server(pool: &Pool, index: usize, health: &Health) {
         let result = tokio::time::timeout(health.timeout, TcpStream::connect(server.addr)).await;
         let error = match result {
             Ok(Ok(_stream)) => None,
+            // This host is short of descriptors or memory: says nothing of the server.
+            Ok(Err(err)) if crate::limits::local_shortage(&err) => continue,
             Ok(Err(err)) => Some(err.to_string()),
             Err(_) => Some(format!("no answer within {}", humantime::format_duration(health.timeout))),
         };

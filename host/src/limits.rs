@@ -124,6 +124,53 @@ impl Limits {
     }
 }
 
+/// Descriptors the process uses besides connections and sessions:
+/// listening sockets, event loops, the admin listener, logs, plugin files.
+const FD_OVERHEAD: u64 = 64;
+
+/// Raise the soft limit on open files to the hard one (a proxy needs one
+/// per client and one per backend connection). The limit then in force.
+pub fn raise_nofile() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit { current: limit.maximum, maximum: limit.maximum };
+        if let Err(err) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!(error = %err, "cannot raise the open-file limit to its hard limit");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// The open-file limit `run` would have (the hard limit, to which it raises
+/// the soft one).
+pub fn nofile_hard() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum
+}
+
+/// A warning when `limit` open files cannot hold the configured limits:
+/// two descriptors per TCP connection (client and backend), one per UDP
+/// session's upstream socket, and some for the process itself.
+pub fn nofile_warning(config: &crate::config::Config, limit: Option<u64>) -> Option<String> {
+    let limit = limit?;
+    let (tcp, udp) = (config.limits.max_connections as u64, config.udp.max_sessions as u64);
+    let needed = 2 * tcp + udp + FD_OVERHEAD;
+    (limit < needed).then(|| {
+        format!(
+            "the open-file limit ({limit}) cannot hold limits.max_connections ({tcp}, two descriptors each) and \
+             udp.max_sessions ({udp}): {needed} needed; raise it (systemd: LimitNOFILE=; shell: ulimit -Hn) or \
+             lower the limits. Past it, new connections wait in the accept queue"
+        )
+    })
+}
+
+/// Whether a failed socket call ran out of something of this host's (file
+/// descriptors, memory, local ports) rather than met a refusing server: no
+/// server is to blame, and none would do better.
+pub fn local_shortage(err: &std::io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -514,9 +514,14 @@ async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared
         let (stream, client) = match accepted {
             Ok(pair) => pair,
             Err(err) => {
-                // Out of file descriptors and the like: back off briefly
-                // instead of spinning on the error.
-                tracing::warn!(listener = %name, error = %err, "accept failed");
+                // Out of file descriptors and the like: pause briefly
+                // instead of spinning on the error; the connection waits in
+                // the queue and is accepted once a descriptor is free.
+                static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+                if crate::clock::first_this_second(&LAST) {
+                    let hint = if crate::limits::local_shortage(&err) { "; new connections wait in the queue until descriptors are free (raise the open-file limit)" } else { "" };
+                    tracing::warn!(listener = %name, error = %err, "accept failed{hint} (logged at most once a second)");
+                }
                 evloop::sleep(Duration::from_millis(10)).await;
                 continue;
             }

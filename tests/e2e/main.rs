@@ -6,6 +6,7 @@ mod admin;
 mod check_file;
 mod cli;
 mod corpus;
+mod descriptors;
 mod examples;
 mod examples_c;
 mod examples_js;
