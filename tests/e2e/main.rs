@@ -3,6 +3,7 @@
 
 mod accept_proxy;
 mod admin;
+mod balance;
 mod check_file;
 mod cli;
 mod corpus;
@@ -11,9 +12,13 @@ mod examples;
 mod examples_c;
 mod examples_js;
 mod examples_python;
+mod haproxy;
+mod health;
 mod hooks;
 mod http_backend;
 mod kubernetes;
+mod lifecycle;
+mod proxy_protocol;
 mod reload;
 mod routing;
 mod sandbox;

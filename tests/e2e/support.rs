@@ -224,6 +224,18 @@ impl Proxy {
         }
     }
 
+    /// Wait (at most 5 s) until connecting to `addr` is refused. After a
+    /// stop the workers close their listening sockets on their own threads,
+    /// which may lag behind the log line that says the proxy stopped
+    /// accepting.
+    pub fn wait_refused(&self, addr: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while TcpStream::connect(addr).is_ok() {
+            assert!(Instant::now() < deadline, "{addr} still accepts connections; output:\n{}", self.output());
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -541,4 +553,23 @@ plugins: {{ dir: plugins.d, limits: {{ call_timeout: 1s }} }}
         a = a.addr,
         b = b.addr
     )
+}
+
+#[test]
+fn a_call_budget_is_added_where_the_yaml_has_none() {
+    let budget = |yaml: &str| {
+        let v: serde_yaml::Value = serde_yaml::from_str(&with_call_budget(yaml)).expect("parses");
+        (v["plugins"]["limits"]["call_timeout"].as_str().map(String::from), v["plugins"].clone())
+    };
+    let one = Some("1s".to_string());
+    assert_eq!(budget("listeners: []\n").0, one);
+    let (b, p) = budget("plugins: { dir: plugins.d }\n");
+    assert_eq!((b, &p["dir"]), (one.clone(), &"plugins.d".into()));
+    let (b, p) = budget("plugins:\n  dir: plugins.d\n  config:\n    deny: { rules: [] }\nlimits: {}\n");
+    assert_eq!((b, &p["dir"]), (one.clone(), &"plugins.d".into()));
+    let (b, p) = budget("plugins:\n    dir: d\n    limits: { memory: 4MiB }\n");
+    assert_eq!((b, &p["limits"]["memory"]), (one.clone(), &"4MiB".into()));
+    assert_eq!(budget("plugins: { dir: d, limits: { memory: 4MiB } }\n").0, one);
+    // A budget the test chose stays.
+    assert_eq!(budget("plugins:\n  limits: { call_timeout: 10ms }\n").0.as_deref(), Some("10ms"));
 }
