@@ -226,8 +226,13 @@ backends:
     let mut client = TcpStream::connect(proxy.addr("edge")).expect("connect");
     let request = b"GET /late HTTP/1.1\r\nHost: late.example\r\n\r\n";
     client.write_all(request).expect("write");
-    // Let the proxy's SYN be dropped, then make room.
-    std::thread::sleep(Duration::from_millis(300));
+    // Let the proxy's SYN be dropped (its socket then waits in SYN-SENT for
+    // the retransmit), then make room.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !syn_sent_to(addr) {
+        assert!(std::time::Instant::now() < deadline, "the proxy never connected to {addr}:\n{}", proxy.output());
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (first, _) = server.accept().expect("accept filler");
     drop((first, filler));
     server.set_nonblocking(false).expect("blocking");
@@ -239,6 +244,20 @@ backends:
     conn.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").expect("reply");
     drop(conn);
     assert!(reply(&mut client).starts_with("HTTP/1.1 204"));
+}
+
+/// Whether a socket of this machine waits for the answer to its SYN to
+/// `addr` (IPv4), by `/proc/net/tcp`.
+fn syn_sent_to(addr: SocketAddr) -> bool {
+    const SYN_SENT: &str = "02";
+    let SocketAddr::V4(v4) = addr else { return false };
+    // The kernel prints the address as the number its bytes make in memory.
+    let want = format!("{:08X}:{:04X}", u32::from_ne_bytes(v4.ip().octets()), v4.port());
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.get(2) == Some(&want.as_str()) && fields.get(3) == Some(&SYN_SENT)
+    })
 }
 
 #[test]
@@ -258,7 +277,7 @@ fn sigterm_drains_open_connections_and_stops_accepting() {
     open.read_exact(&mut buf).expect("echo after SIGTERM");
     assert!(buf.ends_with(b"still here"));
     // New connections are refused.
-    assert!(TcpStream::connect(addr).is_err(), "listener must be closed");
+    proxy.wait_refused(addr);
     drop(open);
     let status = proxy.terminate(10).expect("exits once the last connection ends");
     assert!(status.success(), "{status:?}");

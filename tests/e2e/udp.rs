@@ -6,8 +6,6 @@ use crate::udp_backend::*;
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
-use std::thread;
-use std::time::Duration;
 
 /// A WireGuard handshake initiation captured from wireguard-go.
 fn wireguard_initiation() -> Vec<u8> {
@@ -105,10 +103,16 @@ fn a_session_keeps_order_boundaries_and_large_datagrams() {
     assert_eq!(lens, sizes, "boundaries and order kept");
     let sources: HashSet<SocketAddr> = seen.iter().map(|(s, _)| *s).collect();
     assert_eq!(sources.len(), 1, "one upstream socket per session");
-    // Empty datagrams are dropped, not forwarded.
+    // Empty datagrams are dropped, not forwarded: the session keeps order,
+    // so one forwarded would reach the server before the datagram after it.
     c.send_to(&[], addr).expect("send empty");
-    thread::sleep(Duration::from_millis(200));
-    assert_eq!(other.seen().len(), sizes.len());
+    c.send_to(b"\x80after", addr).expect("send");
+    let mut buf = [0u8; 64];
+    let (n, _) = c.recv_from(&mut buf).expect("echo");
+    assert_eq!(&buf[..n], b"\x80after", "the next echo is of the datagram after the empty one");
+    let seen = other.wait_seen(sizes.len() + 1);
+    let lens: Vec<usize> = seen.iter().map(|(_, d)| d.len()).collect();
+    assert_eq!(lens[sizes.len()..], [b"\x80after".len()], "{lens:?}");
 }
 
 #[test]
@@ -153,7 +157,9 @@ fn a_flood_of_new_sources_stays_within_max_sessions() {
     for s in &flood {
         let _ = s.send_to(b"\x80flood", addr);
     }
-    thread::sleep(Duration::from_millis(300));
+    // The flood has landed once the proxy refused most of it.
+    proxy.wait_metric(20, "refractium_udp_sessions_refused_total", |refused| refused >= 200);
+    proxy.wait_metric(20, "refractium_udp_datagrams_dropped_total", |dropped| dropped >= 200);
     // The established session keeps working.
     for i in 0..5 {
         let msg = format!("\x7fstill {i}");
