@@ -45,6 +45,19 @@ impl Drop for Admitted {
     }
 }
 
+/// The key a client counts under in the per-IP limits: its IPv4 address,
+/// or its IPv6 network of `ipv6_prefix` bits (an IPv4-mapped address
+/// counts as its IPv4 address).
+pub fn host_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let net = ipnet::Ipv6Net::new(v6, ipv6_prefix.min(128)).map(|n| n.trunc().addr()).unwrap_or(v6);
+            IpAddr::V6(net)
+        }
+        v4 => v4,
+    }
+}
+
 impl Admitted {
     /// Count this one against `ip` instead (the client a load balancer's
     /// PROXY header names), or say which limit refuses it there.
@@ -188,6 +201,17 @@ mod tests {
         drop(first);
         assert_eq!(limits.open(), 2);
         assert!(limits.admit(a, 3, 2).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_prefix() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(host_key(a, 64), host_key(b, 64));
+        assert_ne!(host_key(a, 64), host_key(other, 64));
+        assert_ne!(host_key(a, 128), host_key(b, 128));
+        assert_eq!(host_key("::ffff:192.0.2.1".parse().expect("ip"), 64), "192.0.2.1".parse::<IpAddr>().expect("ip"));
     }
 
     #[test]

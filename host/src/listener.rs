@@ -519,7 +519,11 @@ async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared
                 // the queue and is accepted once a descriptor is free.
                 static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
                 if crate::clock::first_this_second(&LAST) {
-                    let hint = if crate::limits::local_shortage(&err) { "; new connections wait in the queue until descriptors are free (raise the open-file limit)" } else { "" };
+                    let hint = if crate::limits::local_shortage(&err) {
+                        "; new connections wait in the queue until descriptors are free (raise the open-file limit)"
+                    } else {
+                        ""
+                    };
                     tracing::warn!(listener = %name, error = %err, "accept failed{hint} (logged at most once a second)");
                 }
                 evloop::sleep(Duration::from_millis(10)).await;
@@ -535,7 +539,8 @@ async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared
             Some(lb) if lb.trusts(client.ip()) => usize::MAX,
             _ => l.max_connections_per_ip,
         };
-        let mut admitted = match limits.admit(client.ip(), l.max_connections, per_ip) {
+        let key = crate::limits::host_key(client.ip(), l.ipv6_prefix);
+        let mut admitted = match limits.admit(key, l.max_connections, per_ip) {
             Ok(admitted) => admitted,
             Err(limit) => {
                 crate::metrics::TCP_REFUSED.inc();

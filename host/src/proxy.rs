@@ -106,8 +106,9 @@ pub async fn handle(snapshot: Arc<Snapshot>, mut stream: TcpStream, accepted: Ac
             Ok((carried, rest)) => {
                 if let Some(carried) = carried {
                     (at.client, at.local, visit.client) = (carried.client, carried.local, carried.client);
-                    let per_ip = snapshot.config.limits.max_connections_per_ip;
-                    if let Err(limit) = admitted.rekey(carried.client.ip(), per_ip) {
+                    let l = &snapshot.config.limits;
+                    let key = crate::limits::host_key(carried.client.ip(), l.ipv6_prefix);
+                    if let Err(limit) = admitted.rekey(key, l.max_connections_per_ip) {
                         crate::metrics::TCP_REFUSED.inc();
                         admitted.warn_refused(limit, carried.client);
                         visit.entry.close = format!("refused: {limit}").into();

@@ -272,7 +272,8 @@ async fn serve(l: UdpListener) {
                     None => (client, local),
                 };
                 let udp = &snapshot.config.udp;
-                let admitted = match l.limits.admit(origin.ip(), udp.max_sessions, udp.max_sessions_per_ip) {
+                let key = crate::limits::host_key(origin.ip(), snapshot.config.limits.ipv6_prefix);
+                let admitted = match l.limits.admit(key, udp.max_sessions, udp.max_sessions_per_ip) {
                     Ok(admitted) => admitted,
                     Err(limit) => {
                         dropped();

@@ -48,7 +48,8 @@ fn check_warns_when_the_open_file_limit_cannot_hold_the_limits() {
                 and udp.max_sessions (10000): 30064 needed";
     assert!(out.contains(want), "{out}");
 
-    std::fs::write(&file, config(&backend, "limits: { max_connections: 50 }\nudp: { max_sessions: 10 }")).expect("write");
+    std::fs::write(&file, config(&backend, "limits: { max_connections: 50 }\nudp: { max_sessions: 10 }"))
+        .expect("write");
     let (ok, out, err) = run_cmd(under_limit(256, "check", &file).env("REFRACTIUM_CACHE_DIR", cache_dir()), 120);
     assert!(ok && !out.contains("open-file limit"), "{out}{err}");
 }
@@ -62,7 +63,8 @@ fn out_of_descriptors_the_proxy_pauses_accepting_blames_no_backend_and_recovers(
         run.stdin(Stdio::null());
         run
     });
-    proxy.wait_log(10, |v| v["message"].as_str().is_some_and(|m| m.starts_with("the open-file limit (96) cannot hold")));
+    proxy
+        .wait_log(10, |v| v["message"].as_str().is_some_and(|m| m.starts_with("the open-file limit (96) cannot hold")));
     // Clients that stay in detection, each holding a descriptor, until the
     // proxy has none left; the rest wait in the accept queue.
     let addr = proxy.addr("edge");

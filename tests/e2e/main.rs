@@ -16,6 +16,7 @@ mod haproxy;
 mod health;
 mod hooks;
 mod http_backend;
+mod ipv6;
 mod kubernetes;
 mod lifecycle;
 mod proxy_protocol;

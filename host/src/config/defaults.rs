@@ -30,6 +30,7 @@
 //! | `plugins.limits.call_timeout` | `10ms` | 1ms to 1s |
 //! | `limits.max_connections` | `10000` | at least 1 |
 //! | `limits.max_connections_per_ip` | `100` | at least 1 |
+//! | `limits.ipv6_prefix` | `64`: IPv6 clients count per /64 in the per-IP limits | 1 to 128 |
 //! | `limits.idle_timeout` | `10m` | more than 0 |
 //! | `limits.drain_timeout` | `30s` | any (0 = do not wait) |
 //! | `udp.session_timeout` | `60s` | more than 0 |
@@ -95,6 +96,8 @@ pub const PLUGIN_CALL_TIMEOUT_MAX: Duration = Duration::from_secs(1);
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// `limits.max_connections_per_ip`.
 pub const MAX_CONNECTIONS_PER_IP: usize = 100;
+/// `limits.ipv6_prefix`.
+pub const IPV6_PREFIX: u8 = 64;
 /// `limits.idle_timeout`.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 /// `limits.drain_timeout`.

@@ -184,13 +184,15 @@ pub struct RawPluginLimits {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "limits (max_connections, max_connections_per_ip, idle_timeout, drain_timeout)"
+    expecting = "limits (max_connections, max_connections_per_ip, ipv6_prefix, idle_timeout, drain_timeout)"
 )]
 pub struct RawLimits {
     /// `limits.max_connections`: see [`Limits::max_connections`](super::Limits::max_connections).
     pub max_connections: Option<usize>,
     /// `limits.max_connections_per_ip`: see [`Limits::max_connections_per_ip`](super::Limits::max_connections_per_ip).
     pub max_connections_per_ip: Option<usize>,
+    /// `limits.ipv6_prefix`: see [`Limits::ipv6_prefix`](super::Limits::ipv6_prefix).
+    pub ipv6_prefix: Option<u8>,
     /// `limits.idle_timeout`: see [`Limits::idle_timeout`](super::Limits::idle_timeout).
     pub idle_timeout: Option<Text>,
     /// `limits.drain_timeout`: see [`Limits::drain_timeout`](super::Limits::drain_timeout).

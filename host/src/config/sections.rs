@@ -63,6 +63,14 @@ impl Checker<'_> {
                 raw.max_connections_per_ip,
                 d::MAX_CONNECTIONS_PER_IP,
             ),
+            ipv6_prefix: match raw.ipv6_prefix {
+                None => d::IPV6_PREFIX,
+                Some(p @ 1..=128) => p,
+                Some(p) => {
+                    self.report("limits.ipv6_prefix", format!("`{p}` is not a prefix length from 1 to 128"));
+                    d::IPV6_PREFIX
+                }
+            },
             idle_timeout: self.duration("limits.idle_timeout".into(), idle, d::IDLE_TIMEOUT, true),
             drain_timeout: self.duration("limits.drain_timeout".into(), drain, d::DRAIN_TIMEOUT, false),
         }

@@ -234,6 +234,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Open connections from one client IP (at least 1).
     pub max_connections_per_ip: usize,
+    /// IPv6 clients are counted per network of this prefix length (1 to
+    /// 128) in the per-IP limits of TCP and UDP: one host usually has a
+    /// whole /64 and could change address to evade a per-address limit.
+    pub ipv6_prefix: u8,
     /// A connection with no bytes either way for this long is closed.
     pub idle_timeout: Duration,
     /// How long shutdown waits for open connections before closing them.
@@ -371,6 +375,7 @@ defaults! {
     Limits => Limits {
         max_connections: d::MAX_CONNECTIONS,
         max_connections_per_ip: d::MAX_CONNECTIONS_PER_IP,
+        ipv6_prefix: d::IPV6_PREFIX,
         idle_timeout: d::IDLE_TIMEOUT,
         drain_timeout: d::DRAIN_TIMEOUT,
     };
