@@ -269,3 +269,83 @@ udp: {{ session_timeout: 300ms }}
     let inside = log.iter().find(|l| l["route"] == "inside").expect("the balancer's session is logged");
     assert_eq!((&inside["client"], &inside["datagrams_up"]), (&"192.0.2.7:40000".into(), &2.into()), "{log:?}");
 }
+
+#[test]
+fn behind_a_real_haproxy_sending_proxy_v2_the_client_address_is_used_everywhere() {
+    use crate::haproxy::{Haproxy, PREAMBLE};
+    if !Haproxy::installed() {
+        return;
+    }
+    let (a, b) = (Backend::start(Reply::Http("a")), Backend::start(Reply::Http("b")));
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detectors: [http]
+    accept_proxy: {{ from: [127.0.0.1] }}
+routes:
+  - name: inside
+    match: {{ protocol: http, client: 127.0.0.9 }}
+    to: a
+  - name: outside
+    match: {{ protocol: http }}
+    to: b
+backends:
+  a: {{ servers: [{}], proxy_protocol: v1 }}
+  b: {{ servers: [{}] }}
+limits: {{ max_connections_per_ip: 1 }}
+"#,
+        a.addr, b.addr
+    ));
+    let port = free_port();
+    let haproxy = Haproxy::start(
+        &format!(
+            "{PREAMBLE}\
+frontend public
+    mode tcp
+    bind 127.0.0.1:{port}
+    default_backend refractium
+backend refractium
+    mode tcp
+    server edge {} send-proxy-v2
+",
+            proxy.addr("edge")
+        ),
+        &[port],
+    );
+    let front: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut inside = connect_from("127.0.0.9", front);
+    let inside_port = inside.local_addr().expect("addr").port();
+    inside.write_all(GET).expect("write");
+    assert!(reply(&mut inside).ends_with("a"), "haproxy output:\n{}", haproxy.output());
+    drop(inside);
+    // The server gets the client's address, and the address it connected
+    // to (HAProxy's frontend), in refractium's own PROXY header.
+    let seen = String::from_utf8_lossy(&a.wait_seen(1)[0]).to_string();
+    assert!(seen.starts_with(&format!("PROXY TCP4 127.0.0.9 127.0.0.1 {inside_port} {port}\r\nGET / ")), "{seen}");
+    // Another client behind the same HAProxy is another client: its own
+    // route, and its own place under the per-IP limit of 1.
+    let mut outside = connect_from("127.0.0.10", front);
+    let mut held = connect_from("127.0.0.9", front);
+    held.write_all(b"GET / HTTP/1.1\r\n").expect("write");
+    outside.write_all(GET).expect("write");
+    assert!(reply(&mut outside).ends_with("b"));
+    drop((outside, held));
+    let count = |prefix: &str| {
+        proxy.access().iter().filter(|l| l["client"].as_str().is_some_and(|c| c.starts_with(prefix))).count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count("127.0.0.9:") < 2 || count("127.0.0.10:") < 1 {
+        assert!(std::time::Instant::now() < deadline, "missing access lines:\n{}", proxy.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = proxy.access();
+    let clients: Vec<&str> = log.iter().filter_map(|l| l["client"].as_str()).collect();
+    assert!(clients.contains(&format!("127.0.0.9:{inside_port}").as_str()), "{clients:?}");
+    // (Besides these, the line of the connection with which the test waited
+    // for HAProxy's port, from 127.0.0.1.)
+    assert_eq!(clients.iter().filter(|c| c.starts_with("127.0.0.9:")).count(), 2, "{clients:?}");
+    assert_eq!(clients.iter().filter(|c| c.starts_with("127.0.0.10:")).count(), 1, "{clients:?}");
+    assert!(proxy.logs_where(|v| v["limit"].is_string()).is_empty(), "no client was refused");
+}
