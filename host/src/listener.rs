@@ -136,6 +136,9 @@ struct Shared {
     limits: Arc<Limits>,
     /// Every connection task of every worker.
     tracker: TaskTracker,
+    /// Every accept loop: each owns its listening socket, closed when the
+    /// loop returns.
+    accepting: TaskTracker,
     /// Cancelled to stop accepting.
     stop: CancellationToken,
     /// Cancelled when draining is over: workers then stop their event loops.
@@ -184,6 +187,7 @@ pub async fn serve(
         state,
         limits: Arc::new(Limits::new("connection", "limits.max_connections", "limits.max_connections_per_ip")),
         tracker: TaskTracker::new(),
+        accepting: TaskTracker::new(),
         stop: CancellationToken::new(),
         done: CancellationToken::new(),
         lost: crate::supervise::Lost::default(),
@@ -236,6 +240,12 @@ pub async fn serve(
     shared.state.load().health_stop.cancel();
     for l in udp_loops {
         let _ = l.await;
+    }
+    // The accept loops return on their own threads; once they have, the
+    // listening sockets are closed and new clients are refused.
+    shared.accepting.close();
+    if tokio::time::timeout(Duration::from_secs(5), shared.accepting.wait()).await.is_err() {
+        tracing::warn!("a listener did not stop accepting within 5 s");
     }
     shared.tracker.close();
     let drain = shared.state.load().config.limits.drain_timeout;
@@ -353,7 +363,7 @@ fn start_tcp(set: Vec<Bound>, shared: &Shared, announce: bool) {
         if announce && let Ok(addr) = listener.local_addr() {
             tracing::info!(listener = %name, %addr, transport = "tcp", "listening");
         }
-        evloop::spawn(accept_loop(name, listener, shared.clone(), stop));
+        evloop::spawn(shared.accepting.track_future(accept_loop(name, listener, shared.clone(), stop)));
     }
 }
 

@@ -3,17 +3,8 @@
 
 use crate::support::*;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
-
-/// A TCP connection to `to` from the loopback address `from`.
-pub fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-    let from: IpAddr = from.parse().expect("source address");
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.bind(&SocketAddr::new(from, 0).into()).expect("bind source");
-    socket.connect(&to.into()).expect("connect");
-    socket.into()
-}
 
 /// Listener `edge` trusts the balancer at 127.0.0.2; clients from
 /// 192.0.2.0/24 reach backend `a` (which gets a PROXY v1 header of its own),
@@ -64,7 +55,7 @@ fn v2(client: &str, local: &str) -> Vec<u8> {
 
 /// Send `bytes` from `from`, then the rest of the exchange; the reply.
 fn send_from(proxy: &Proxy, from: &str, bytes: &[u8]) -> String {
-    let mut c = connect_from(from, proxy.addr("edge"));
+    let mut c = connect_from(from.parse().expect("source address"), proxy.addr("edge"));
     c.write_all(bytes).expect("write");
     reply(&mut c)
 }
@@ -76,7 +67,7 @@ fn the_carried_client_is_routed_logged_and_passed_on_and_the_header_is_stripped(
         [v1("192.0.2.7:40001", "198.51.100.1:443"), v2("192.0.2.7:40002", "198.51.100.1:443")].into_iter().enumerate()
     {
         // The header and the request in one write, and the header alone first.
-        let mut c = connect_from("127.0.0.2", proxy.addr("edge"));
+        let mut c = connect_from([127, 0, 0, 2].into(), proxy.addr("edge"));
         if i == 0 {
             c.write_all(&[header.as_slice(), GET].concat()).expect("write");
         } else {
@@ -144,7 +135,7 @@ fn a_balancer_connection_without_a_valid_header_is_closed_and_logged() {
         ),
     ];
     for (i, (what, bytes, end, why)) in cases.iter().enumerate() {
-        let mut c = connect_from("127.0.0.2", proxy.addr("edge"));
+        let mut c = connect_from([127, 0, 0, 2].into(), proxy.addr("edge"));
         c.write_all(bytes).expect("write");
         if *end {
             c.shutdown(std::net::Shutdown::Write).expect("shutdown");
@@ -171,7 +162,7 @@ fn a_balancer_connection_without_a_valid_header_is_closed_and_logged() {
 fn per_ip_limits_count_the_carried_client() {
     let (proxy, _a, _b) = start("limits: { max_connections_per_ip: 1 }\nruntime: { workers: 1 }");
     let hold = |client: &str| {
-        let mut c = connect_from("127.0.0.2", proxy.addr("edge"));
+        let mut c = connect_from([127, 0, 0, 2].into(), proxy.addr("edge"));
         // A header and a request head that is not finished: the connection
         // stays in detection.
         c.write_all(&[v1(client, "198.51.100.1:443"), b"GET / HTTP/1.1\r\n".to_vec()].concat()).expect("write");
@@ -315,7 +306,7 @@ backend refractium
         &[port],
     );
     let front: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut inside = connect_from("127.0.0.9", front);
+    let mut inside = connect_from([127, 0, 0, 9].into(), front);
     let inside_port = inside.local_addr().expect("addr").port();
     inside.write_all(GET).expect("write");
     assert!(reply(&mut inside).ends_with("a"), "haproxy output:\n{}", haproxy.output());
@@ -326,8 +317,8 @@ backend refractium
     assert!(seen.starts_with(&format!("PROXY TCP4 127.0.0.9 127.0.0.1 {inside_port} {port}\r\nGET / ")), "{seen}");
     // Another client behind the same HAProxy is another client: its own
     // route, and its own place under the per-IP limit of 1.
-    let mut outside = connect_from("127.0.0.10", front);
-    let mut held = connect_from("127.0.0.9", front);
+    let mut outside = connect_from([127, 0, 0, 10].into(), front);
+    let mut held = connect_from([127, 0, 0, 9].into(), front);
     held.write_all(b"GET / HTTP/1.1\r\n").expect("write");
     outside.write_all(GET).expect("write");
     assert!(reply(&mut outside).ends_with("b"));

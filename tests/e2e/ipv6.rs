@@ -2,7 +2,6 @@
 //! logs and PROXY headers, and per-IP limits that count an IPv6 client by
 //! its network (`limits.ipv6_prefix`).
 
-use crate::accept_proxy::connect_from;
 use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -91,7 +90,7 @@ runtime: {{ workers: 1 }}
     // has one IPv6 address only). A served client that keeps its side open
     // still holds its place under the limit.
     let send = |client: &str, request: &[u8]| {
-        let mut c = connect_from("127.0.0.2", proxy.addr("edge"));
+        let mut c = connect_from([127, 0, 0, 2].into(), proxy.addr("edge"));
         c.write_all(&[format!("PROXY TCP6 {client} 2001:db8::443 40000 443\r\n").as_bytes(), request].concat())
             .expect("write");
         c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
