@@ -2,8 +2,9 @@
 //! server for operators.
 //!
 //! - `GET /status`: JSON with the snapshot in force (listeners, routes,
-//!   plugins with name, version, hash and source) and the last reload's
-//!   outcome and time.
+//!   backends with each server's address, weight, state and open
+//!   connections, plugins with name, version, hash and source) and the last
+//!   reload's outcome and time.
 //! - `POST /reload`: reload now; answers 200 with `{"ok":true}` or 422 with
 //!   the reason the new configuration was rejected.
 //! - `GET /metrics`: the counters of [`crate::metrics`], Prometheus format.
@@ -116,6 +117,20 @@ fn status(s: &Snapshot) -> serde_json::Value {
         })
         .collect();
     let routes: Vec<_> = c.routes.iter().map(|r| json!({"name": r.name, "to": r.to, "hooks": r.hooks})).collect();
+    let backends: serde_json::Map<String, serde_json::Value> = s
+        .pools
+        .iter()
+        .map(|(name, pool)| {
+            let servers: Vec<_> = pool
+                .members()
+                .servers
+                .iter()
+                .map(|srv| json!({"addr": srv.addr.to_string(), "weight": srv.weight, "up": srv.is_up(), "active": srv.active()}))
+                .collect();
+            let listed: Vec<String> = pool.specs.iter().map(ToString::to_string).collect();
+            (name.clone(), json!({"servers": servers, "listed": listed}))
+        })
+        .collect();
     let plugins: Vec<_> = s
         .plugins
         .detectors
@@ -170,6 +185,7 @@ fn status(s: &Snapshot) -> serde_json::Value {
         "config": c.file.display().to_string(),
         "listeners": listeners,
         "routes": routes,
+        "backends": backends,
         "plugins": plugins,
         "skipped_plugins": skipped,
         "compiling_plugins": compiling,

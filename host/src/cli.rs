@@ -181,6 +181,9 @@ fn run(path: Option<&Path>) -> anyhow::Result<()> {
             tracing::info!(%addr, transport, "socket passed by systemd");
         }
         let snapshot = Snapshot::build(config).await?;
+        for u in crate::resolve::resolve_now(&snapshot).await {
+            tracing::warn!(key = %u.key, error = %u.error, "server name does not resolve; retrying in the background");
+        }
         for addr in crate::systemd::unused(&snapshot.config) {
             tracing::warn!(%addr, "systemd passed a socket that no listener uses (its address and transport must match a listener's bind)");
         }
@@ -239,7 +242,15 @@ fn check(path: Option<&Path>) -> anyhow::Result<()> {
     // Warnings met while building (an engine fallback, a plugin's trouble)
     // go to stderr as `run` would log them; the report goes to stdout.
     crate::logging::init("warn", config.log.format);
-    let snapshot = local_runtime()?.block_on(Snapshot::build(config))?;
+    let runtime = local_runtime()?;
+    let snapshot = runtime.block_on(Snapshot::build(config))?;
+    let unresolved = runtime.block_on(crate::resolve::resolve_now(&snapshot));
+    if !unresolved.is_empty() {
+        for u in &unresolved {
+            say!("{}: {}: {}", snapshot.config.file.display(), u.key, u.error);
+        }
+        anyhow::bail!("{} server name(s) do not resolve", unresolved.len());
+    }
     let c = &snapshot.config;
     say!("config {} is valid", c.file.display());
     if let Some(warning) = crate::limits::nofile_warning(c, crate::limits::nofile_hard()) {
@@ -269,6 +280,10 @@ fn check(path: Option<&Path>) -> anyhow::Result<()> {
     for (name, b) in &c.backends {
         let servers: Vec<String> = b.servers.iter().map(ToString::to_string).collect();
         say!("backend {name}: {} ({})", servers.join(", "), b.balance);
+        if let Some(pool) = snapshot.pools.get(name).filter(|p| p.has_names()) {
+            let now: Vec<String> = pool.members().servers.iter().map(|s| s.addr.to_string()).collect();
+            say!("  resolved now: {}", now.join(", "));
+        }
     }
     print_plugins(&snapshot.plugins);
     if !snapshot.plugins.skipped.is_empty() {

@@ -5,10 +5,11 @@
 //! rely on passive checks only (a failed connect marks the server down until
 //! one succeeds).
 
-use crate::balance::Pool;
+use crate::balance::{Pool, Server};
 use crate::config::Health;
 use crate::snapshot::Snapshot;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -37,47 +38,64 @@ pub fn start(snapshot: &Snapshot) {
 /// Start the checks of these pools; they stop when `stop` is cancelled.
 pub fn spawn(pools: &[(Arc<Pool>, Health)], stop: &CancellationToken) {
     for (pool, health) in pools {
-        for index in 0..pool.servers.len() {
-            let (pool, health, stop) = (pool.clone(), *health, stop.clone());
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = stop.cancelled() => {}
-                    () = check_server(&pool, index, &health) => {}
-                }
-            });
-        }
+        let (pool, health, stop) = (pool.clone(), *health, stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = check_pool(&pool, &health) => {}
+            }
+        });
     }
 }
 
-async fn check_server(pool: &Pool, index: usize, health: &Health) {
-    let server = &pool.servers[index];
-    let (mut ok_run, mut fail_run) = (0u32, 0u32);
+/// Every `interval`, check each server the pool has then (names the pool
+/// lists may have changed them), all at once.
+async fn check_pool(pool: &Pool, health: &Health) {
     let mut ticker = tokio::time::interval(health.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let result = tokio::time::timeout(health.timeout, TcpStream::connect(server.addr)).await;
-        let error = match result {
-            Ok(Ok(_stream)) => None,
-            // This host is short of descriptors or memory: says nothing of the server.
-            Ok(Err(err)) if crate::limits::local_shortage(&err) => continue,
-            Ok(Err(err)) => Some(err.to_string()),
-            Err(_) => Some(format!("no answer within {}", humantime::format_duration(health.timeout))),
-        };
-        match error {
-            None => {
-                (ok_run, fail_run) = (ok_run.saturating_add(1), 0);
-                if ok_run >= health.rise && !server.is_up() {
-                    server.set_up(true);
-                    tracing::info!(pool = %pool.name, server = %server.addr, "health check: server is up");
-                }
+        let mut checks = tokio::task::JoinSet::new();
+        for server in pool.members().servers.iter().cloned() {
+            let timeout = health.timeout;
+            checks.spawn(async move {
+                let result = tokio::time::timeout(timeout, TcpStream::connect(server.addr)).await;
+                let error = match result {
+                    Ok(Ok(_stream)) => Some(None),
+                    // This host is short of descriptors or memory: says nothing of the server.
+                    Ok(Err(err)) if crate::limits::local_shortage(&err) => None,
+                    Ok(Err(err)) => Some(Some(err.to_string())),
+                    Err(_) => Some(Some(format!("no answer within {}", humantime::format_duration(timeout)))),
+                };
+                (server, error)
+            });
+        }
+        while let Some(done) = checks.join_next().await {
+            let Ok((server, Some(error))) = done else { continue };
+            record(pool, &server, health, error);
+        }
+    }
+}
+
+/// Count one check of `server`; mark it down after `fall` failures in a
+/// row, up after `rise` successes.
+fn record(pool: &Pool, server: &Server, health: &Health, error: Option<String>) {
+    let (passed, failed) = (&server.checks_passed, &server.checks_failed);
+    match error {
+        None => {
+            failed.store(0, Ordering::Relaxed);
+            let run = passed.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            if run >= health.rise && !server.is_up() {
+                server.set_up(true);
+                tracing::info!(pool = %pool.name, server = %server.addr, "health check: server is up");
             }
-            Some(error) => {
-                (ok_run, fail_run) = (0, fail_run.saturating_add(1));
-                if fail_run >= health.fall && server.is_up() {
-                    server.set_up(false);
-                    tracing::warn!(pool = %pool.name, server = %server.addr, %error, "health check: server is down");
-                }
+        }
+        Some(error) => {
+            passed.store(0, Ordering::Relaxed);
+            let run = failed.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            if run >= health.fall && server.is_up() {
+                server.set_up(false);
+                tracing::warn!(pool = %pool.name, server = %server.addr, %error, "health check: server is down");
             }
         }
     }

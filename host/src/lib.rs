@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod plugin;
 pub mod proxy;
 pub mod reload;
+pub mod resolve;
 pub mod route;
 pub mod scaffold;
 pub mod snapshot;

@@ -228,6 +228,7 @@ pub async fn serve(
         threads.push(thread);
     }
     crate::health::start(&shared.state.load());
+    crate::resolve::start(&shared.state.load());
     SERVING.store(true, std::sync::atomic::Ordering::Relaxed);
     crate::systemd::ready();
     tokio::select! {

@@ -164,7 +164,7 @@ async fn serve<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Ent
 
 /// What [`open`] hands the relay: the backend connection, how many bytes
 /// went up, and the route's hook sessions if it has hooks.
-type Opened<'a> = (Connected<'a>, usize, Option<HookChain>);
+type Opened<'a> = (Connected, usize, Option<HookChain>);
 
 /// Detect, route, open the route's hooks, connect and send the first bytes
 /// (through the hooks), or `None` with `entry.close` saying why not.

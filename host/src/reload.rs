@@ -30,11 +30,15 @@ pub async fn reload(path: &Path, state: &ArcSwap<Snapshot>) -> anyhow::Result<()
     let snapshot = build_off_path(config).await?;
     let sockets = crate::listener::prepare(&snapshot.config)?;
     snapshot.inherit_health(&old);
+    for u in crate::resolve::resolve_now(&snapshot).await {
+        tracing::warn!(key = %u.key, error = %u.error, "server name does not resolve; retrying in the background");
+    }
     let snapshot = Arc::new(snapshot);
     state.store(snapshot.clone());
     sockets.commit();
     old.health_stop.cancel();
     crate::health::start(&snapshot);
+    crate::resolve::start(&snapshot);
     tracing::info!(
         config = %path.display(),
         detectors = snapshot.plugins.detectors.len(),

@@ -175,15 +175,31 @@ impl Snapshot {
 
 impl Snapshot {
     /// Take over what checks learned about servers that `old` also had
-    /// (same pool, same address), so a reload does not forget a dead server.
+    /// (same pool, same address and weight), so a reload does not forget a
+    /// dead server; a pool whose servers are written as before keeps its
+    /// servers as they are (those its names resolved to included).
     pub fn inherit_health(&self, old: &Snapshot) {
         for (name, pool) in &self.pools {
             let Some(before) = old.pools.get(name) else { continue };
-            for server in &pool.servers {
-                if let Some(prev) = before.servers.iter().find(|s| s.addr == server.addr) {
-                    server.set_up(prev.is_up());
+            let previous = before.members();
+            if pool.specs == before.specs {
+                pool.set_members(crate::balance::Members::new(previous.servers.clone()));
+                pool.set_answers(before.answers());
+                if let Some(at) = before.next_refresh() {
+                    pool.set_next_refresh(at);
                 }
+                continue;
             }
+            let servers = pool
+                .members()
+                .servers
+                .iter()
+                .map(|s| match previous.find(s.addr) {
+                    Some(prev) if prev.weight == s.weight => prev.clone(),
+                    _ => s.clone(),
+                })
+                .collect();
+            pool.set_members(crate::balance::Members::new(servers));
         }
     }
 }

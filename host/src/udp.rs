@@ -460,8 +460,9 @@ impl UdpListener {
         };
         let route_name = route.name.clone();
         let server = snapshot.pools.get(&route.pool).and_then(|pool| {
-            let order = pool.order(origin.ip());
-            order.first().and_then(|&i| pool.servers.get(i)).map(|s| s.addr)
+            let members = pool.members();
+            let order = pool.order(&members, origin.ip());
+            order.first().and_then(|&i| members.servers.get(i)).map(|s| s.addr)
         });
         let Some(server) = server else {
             log.write(Some(&route_name), None, &Counters::default(), "route's pool has no server");

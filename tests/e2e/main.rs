@@ -8,6 +8,7 @@ mod check_file;
 mod cli;
 mod corpus;
 mod descriptors;
+mod dns;
 mod examples;
 mod examples_c;
 mod examples_js;

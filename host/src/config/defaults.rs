@@ -24,6 +24,9 @@
 //! | `backends.*.proxy_protocol` | `none` | `none`, `v1`, `v2` |
 //! | `backends.*.connect_timeout` | `3s` | more than 0 |
 //! | `backends.*.retries` | `1` | any |
+//! | `backends.*.servers[].weight` | `1` | 1 to 256 |
+//! | `resolver.servers` | none: the system's resolvers (`/etc/resolv.conf`) | `IP:port` of DNS servers |
+//! | `resolver.resolve_interval` | `30s` (sooner when a record's TTL is lower) | at least 1s |
 //! | `plugins.dir` | none: built-in plugins only | a directory, relative to the config file |
 //! | `plugins.cache_dir` | none: the default cache | a directory, relative to the config file |
 //! | `plugins.limits.memory` | `16MiB` | 1MiB to 64MiB |
@@ -96,6 +99,12 @@ pub const PLUGIN_CALL_TIMEOUT_MAX: Duration = Duration::from_secs(1);
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// `limits.max_connections_per_ip`.
 pub const MAX_CONNECTIONS_PER_IP: usize = 100;
+/// `backends.*.servers[].weight`.
+pub const SERVER_WEIGHT: u32 = 1;
+/// Largest allowed `backends.*.servers[].weight`.
+pub const SERVER_WEIGHT_MAX: u32 = 256;
+/// `resolver.resolve_interval`.
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(30);
 /// `limits.ipv6_prefix`.
 pub const IPV6_PREFIX: u8 = 64;
 /// `limits.idle_timeout`.

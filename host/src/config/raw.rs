@@ -36,6 +36,18 @@ pub struct RawConfig {
     pub log: Option<RawLog>,
     /// `runtime`: see [`Config::runtime`](super::Config::runtime).
     pub runtime: Option<RawRuntime>,
+    /// `resolver`: see [`Config::resolver`](super::Config::resolver).
+    pub resolver: Option<RawResolver>,
+}
+
+/// The `resolver` section as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "resolver settings (servers, resolve_interval)")]
+pub struct RawResolver {
+    /// `resolver.servers`: see [`Resolver::servers`](super::Resolver::servers).
+    pub servers: Option<Texts>,
+    /// `resolver.resolve_interval`: see [`Resolver::resolve_interval`](super::Resolver::resolve_interval).
+    pub resolve_interval: Option<Text>,
 }
 
 /// The `runtime` section as written.
@@ -129,7 +141,7 @@ pub struct RawMatch {
 )]
 pub struct RawBackend {
     /// `backends.*.servers`: see [`Backend::servers`](super::Backend::servers).
-    pub servers: Option<Texts>,
+    pub servers: Option<RawServers>,
     /// `backends.*.balance`: see [`Backend::balance`](super::Backend::balance).
     pub balance: Option<Balance>,
     /// `backends.*.health`: see [`Backend::health`](super::Backend::health).
@@ -281,6 +293,86 @@ impl<'de> Visitor<'de> for TextVisitor {
 impl<'de> Deserialize<'de> for Text {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(TextVisitor).map(Text)
+    }
+}
+
+/// `backends.*.servers` as written: one entry or a list of them.
+#[derive(Debug, Clone, Default)]
+pub struct RawServers {
+    /// The entries, in order.
+    pub items: Vec<RawServer>,
+    /// Written as a single entry, not a list.
+    pub single: bool,
+}
+
+/// One `backends.*.servers` entry: `IP:port` or `host:port` as a scalar, or
+/// a mapping with a weight or an SRV name.
+#[derive(Debug, Clone)]
+pub enum RawServer {
+    Text(String),
+    Map(RawServerMap),
+}
+
+/// A `backends.*.servers` entry written as a mapping.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a server (addr and weight, or srv)")]
+pub struct RawServerMap {
+    /// `IP:port` or `host:port`.
+    pub addr: Option<Text>,
+    /// An SRV name whose records give the servers.
+    pub srv: Option<String>,
+    /// The server's share of connections.
+    pub weight: Option<u32>,
+}
+
+struct ServerVisitor;
+
+impl<'de> Visitor<'de> for ServerVisitor {
+    type Value = RawServer;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a server: IP:port, host:port, { addr: host:port, weight: 2 } or { srv: _service._tcp.name }")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawServer, E> {
+        Ok(RawServer::Text(v.to_owned()))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawServer, A::Error> {
+        RawServerMap::deserialize(de::value::MapAccessDeserializer::new(map)).map(RawServer::Map)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawServer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ServerVisitor)
+    }
+}
+
+struct ServersVisitor;
+
+impl<'de> Visitor<'de> for ServersVisitor {
+    type Value = RawServers;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("one server or a list of servers")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<RawServers, E> {
+        Ok(RawServers { items: vec![RawServer::Text(v.to_owned())], single: true })
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<RawServers, A::Error> {
+        Ok(RawServers { items: vec![ServerVisitor.visit_map(map)?], single: true })
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawServers, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(RawServers { items, single: false })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawServers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ServersVisitor)
     }
 }
 

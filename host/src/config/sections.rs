@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use super::defaults as d;
-use super::raw::{RawAdmin, RawLimits, RawLog, RawPlugins, RawReload, RawRuntime, RawUdp};
+use super::raw::{RawAdmin, RawLimits, RawLog, RawPlugins, RawReload, RawResolver, RawRuntime, RawUdp};
 use super::validate::Checker;
-use super::{Admin, Limits, Log, PluginLimits, Plugins, Reload, Runtime, Udp};
+use super::{Admin, Limits, Log, PluginLimits, Plugins, Reload, Resolver, Runtime, Udp};
 
 /// Levels `log.level` accepts alone; anything with `=` or `,` is taken as a
 /// `tracing` filter and checked by the logger.
@@ -108,6 +108,23 @@ impl Checker<'_> {
             }
             Some(text) => self.addr("admin.bind".into(), &text.0).map(|bind| Admin { bind }),
         }
+    }
+
+    pub fn resolver(&mut self, raw: Option<RawResolver>) -> Resolver {
+        let raw = raw.unwrap_or_default();
+        let servers = match &raw.servers {
+            Some(texts) => self.addrs("resolver.servers", Some(texts), "ask, like 127.0.0.1:53"),
+            None => Vec::new(),
+        };
+        let interval = raw.resolve_interval.as_ref();
+        let resolve_interval = self.duration("resolver.resolve_interval".into(), interval, d::RESOLVE_INTERVAL, true);
+        if resolve_interval < std::time::Duration::from_secs(1) {
+            self.report(
+                "resolver.resolve_interval",
+                "at least 1s: names are not looked up more often than once a second",
+            );
+        }
+        Resolver { servers, resolve_interval }
     }
 
     pub fn reload(&mut self, raw: Option<RawReload>) -> Reload {

@@ -255,7 +255,7 @@ fn the_default_config_is_the_one_the_readme_runs() {
     assert_eq!(edge.bind, [addr("127.0.0.1:8443")]);
     assert!(edge.detectors.is_none(), "the default config runs every TCP detector in the default order");
     let on_timeout = c.route(edge.on_timeout.as_deref().unwrap()).unwrap();
-    assert_eq!(c.backends[&on_timeout.to].servers, [addr("127.0.0.1:2222")]);
+    assert_eq!(c.backends[&on_timeout.to].servers, [ServerSpec::Addr { addr: addr("127.0.0.1:2222"), weight: 1 }]);
     assert_eq!(edge.default.as_deref(), Some("web"));
     let dir = c.plugins.dir.as_ref().unwrap();
     assert!(dir.ends_with("config/plugins.d") && dir.is_dir(), "{}", dir.display());

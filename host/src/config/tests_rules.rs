@@ -142,6 +142,50 @@ fn accept_proxy_names_the_balancers_networks() {
 }
 
 #[test]
+fn servers_are_addresses_names_weighted_entries_or_srv_names() {
+    use super::ServerSpec;
+    let text = with(
+        10,
+        "      - web.internal:8080\n      - { addr: 127.0.0.1:8081, weight: 3 }\n      - { srv: _http._tcp.Web.Example. }",
+    );
+    let text = text.replace("    servers: [127.0.0.1:8080]", "    servers:\n      - 127.0.0.1:8080");
+    let config = parse(&text, Path::new("t.yaml")).unwrap();
+    let addr = |a: &str| a.parse().unwrap();
+    assert_eq!(
+        config.backends["web"].servers,
+        [
+            ServerSpec::Addr { addr: addr("127.0.0.1:8080"), weight: 1 },
+            ServerSpec::Host { host: "web.internal".into(), port: 8080, weight: 1 },
+            ServerSpec::Addr { addr: addr("127.0.0.1:8081"), weight: 3 },
+            ServerSpec::Srv { name: "_http._tcp.web.example".into() },
+        ]
+    );
+    let bad = with(
+        10,
+        "  other:\n    servers: [web.internal, 'a b:80', { addr: x:1, weight: 0 }, { srv: _a._tcp.x, weight: 2 }, { addr: x:1, srv: y }, {}]",
+    );
+    assert_eq!(
+        problems(&bad),
+        [
+            "t.yaml:12:15: backends.other.servers[0]: `web.internal` has no port (write it like 127.0.0.1:80, [::1]:80 or web.internal:80)",
+            "t.yaml:12:29: backends.other.servers[1]: not a server: `a b:80` (write IP:port like 127.0.0.1:80 or [::1]:80, or host:port like web.internal:80)",
+            "t.yaml:12:52: backends.other.servers[2].weight: `0` is not a weight from 1 to 256",
+            "t.yaml:12:83: backends.other.servers[3].weight: an SRV name's records give the weights; remove `weight`",
+            "t.yaml:12:98: backends.other.servers[4]: give either `addr` (host:port) or `srv` (an SRV name), not both",
+            "t.yaml:12:120: backends.other.servers[5]: needs `addr` (IP:port or host:port) or `srv` (an SRV name)",
+        ]
+    );
+    let resolver = with(10, "resolver: { servers: [127.0.0.1:53, nope], resolve_interval: 500ms }");
+    assert_eq!(
+        problems(&resolver),
+        [
+            "t.yaml:11:37: resolver.servers[1]: not an address: `nope` (write an IP address and a port, like 127.0.0.1:80 or [::1]:80; host names are not resolved)",
+            "t.yaml:11:44: resolver.resolve_interval: at least 1s: names are not looked up more often than once a second",
+        ]
+    );
+}
+
+#[test]
 fn every_backend_has_a_server() {
     let text = with(10, "  ssh:\n    servers: []\n  empty:");
     assert_eq!(

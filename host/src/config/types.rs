@@ -40,6 +40,8 @@ pub struct Config {
     pub log: Log,
     /// Worker threads.
     pub runtime: Runtime,
+    /// How server names are resolved.
+    pub resolver: Resolver,
     /// The source text, indexed, so later stages can locate their problems.
     pub(super) source: Source,
 }
@@ -150,8 +152,8 @@ pub struct Match {
 /// A pool of servers behind a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    /// Server addresses (at least one).
-    pub servers: Vec<SocketAddr>,
+    /// Servers, fixed or found by DNS (at least one entry).
+    pub servers: Vec<ServerSpec>,
     /// How a server is picked.
     pub balance: Balance,
     /// Active health checks; `None` = passive only (failed connects).
@@ -162,6 +164,52 @@ pub struct Backend {
     pub connect_timeout: Duration,
     /// How many other servers to try after a failed connect.
     pub retries: u32,
+}
+
+/// One entry of `backends.*.servers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerSpec {
+    /// A fixed address.
+    Addr { addr: SocketAddr, weight: u32 },
+    /// A host name and a port: a server for each of its A and AAAA records.
+    Host { host: String, port: u16, weight: u32 },
+    /// An SRV name: a server for each target of its records of the lowest
+    /// priority, with the record's port and weight.
+    Srv { name: String },
+}
+
+impl ServerSpec {
+    /// Whether this entry is found by DNS.
+    pub fn is_name(&self) -> bool {
+        !matches!(self, ServerSpec::Addr { .. })
+    }
+}
+
+impl std::fmt::Display for ServerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let weight = |f: &mut std::fmt::Formatter<'_>, w: u32| if w == 1 { Ok(()) } else { write!(f, " (weight {w})") };
+        match self {
+            ServerSpec::Addr { addr, weight: w } => {
+                write!(f, "{addr}")?;
+                weight(f, *w)
+            }
+            ServerSpec::Host { host, port, weight: w } => {
+                write!(f, "{host}:{port}")?;
+                weight(f, *w)
+            }
+            ServerSpec::Srv { name } => write!(f, "srv {name}"),
+        }
+    }
+}
+
+/// `resolver`: how server names are resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolver {
+    /// DNS servers to ask; empty = the system's (`/etc/resolv.conf`).
+    pub servers: Vec<SocketAddr>,
+    /// How often names are resolved again (sooner when a record's TTL is
+    /// lower, but not more than once a second).
+    pub resolve_interval: Duration,
 }
 
 /// Load-balancing policy of a backend pool.
@@ -385,6 +433,7 @@ defaults! {
         max_sessions_per_ip: d::UDP_MAX_SESSIONS_PER_IP,
     };
     Reload => Reload { watch: d::RELOAD_WATCH };
+    Resolver => Resolver { servers: Vec::new(), resolve_interval: d::RESOLVE_INTERVAL };
     Runtime => Runtime { workers: d::WORKERS };
     Log => Log { level: d::LOG_LEVEL.to_owned(), format: d::LOG_FORMAT };
 }

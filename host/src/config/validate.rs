@@ -11,9 +11,9 @@ use std::time::Duration;
 use super::defaults as d;
 use super::error::Problem;
 use super::locate::Locator;
-use super::raw::{RawBackend, RawConfig, RawListener, RawMatch, RawRoute, Text, Texts};
+use super::raw::{RawBackend, RawConfig, RawListener, RawMatch, RawRoute, RawServer, RawServers, Text, Texts};
 use super::units::{format_size, parse_duration, parse_size};
-use super::{AcceptProxy, Backend, Config, Detect, Health, Listener, Match, Route};
+use super::{AcceptProxy, Backend, Config, Detect, Health, Listener, Match, Route, ServerSpec};
 
 /// Collects problems, each located by its key path.
 pub(crate) struct Checker<'a> {
@@ -126,6 +126,20 @@ impl<'a> Checker<'a> {
     }
 }
 
+/// Whether `name` is a DNS name refractium can look up: dot-separated
+/// labels of letters, digits, `-` and `_` (SRV names start with `_`), each
+/// 1 to 63 long, 253 in all, and not an IP address.
+fn dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    !name.is_empty()
+        && name.len() <= 253
+        && name.parse::<IpAddr>().is_err()
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// "no route named `x`; the routes are `a`, `b`" and the like.
 fn missing<'n>(what: &str, plural: &str, name: &str, known: impl Iterator<Item = &'n String>) -> String {
     let known: Vec<String> = known.map(|n| format!("`{n}`")).collect();
@@ -154,6 +168,7 @@ pub(crate) fn build(raw: RawConfig, file: &Path, loc: &Locator) -> (Config, Vec<
         admin: c.admin(raw.admin),
         reload: c.reload(raw.reload),
         log: c.log(raw.log),
+        resolver: c.resolver(raw.resolver),
         source: Default::default(),
     };
     (config, c.problems)
@@ -225,7 +240,7 @@ impl Checker<'_> {
     }
 
     /// One address or a list of them, at least one, each `IP:port`.
-    fn addrs(&mut self, key: &str, raw: Option<&Texts>, what: &str) -> Vec<std::net::SocketAddr> {
+    pub(super) fn addrs(&mut self, key: &str, raw: Option<&Texts>, what: &str) -> Vec<std::net::SocketAddr> {
         let Some(texts) = raw else {
             self.report(key, format!("missing: the address or list of addresses to {what}"));
             return Vec::new();
@@ -238,6 +253,83 @@ impl Checker<'_> {
             out.extend(self.addr(element(key, raw, j), text));
         }
         out
+    }
+
+    /// `backends.*.servers`: each entry `IP:port`, `host:port`, or a
+    /// mapping with `addr` and `weight`, or `srv`.
+    fn servers(&mut self, key: &str, raw: Option<&RawServers>) -> Vec<ServerSpec> {
+        let Some(raw) = raw else {
+            self.report(key, "missing: the address or list of addresses to connect to, like 127.0.0.1:8080");
+            return Vec::new();
+        };
+        if raw.items.is_empty() {
+            self.report(key, "needs at least one address to connect to, like 127.0.0.1:8080");
+        }
+        let mut out = Vec::new();
+        for (j, item) in raw.items.iter().enumerate() {
+            let at = if raw.single { key.to_owned() } else { format!("{key}[{j}]") };
+            let map = match item {
+                RawServer::Text(text) => {
+                    out.extend(self.server(&at, text, d::SERVER_WEIGHT));
+                    continue;
+                }
+                RawServer::Map(map) => map,
+            };
+            let weight = match map.weight {
+                None => d::SERVER_WEIGHT,
+                Some(w) if (1..=d::SERVER_WEIGHT_MAX).contains(&w) => w,
+                Some(w) => {
+                    let max = d::SERVER_WEIGHT_MAX;
+                    self.report(format!("{at}.weight"), format!("`{w}` is not a weight from 1 to {max}"));
+                    d::SERVER_WEIGHT
+                }
+            };
+            match (&map.addr, &map.srv) {
+                (Some(Text(addr)), None) => out.extend(self.server(&format!("{at}.addr"), addr, weight)),
+                (None, Some(srv)) => {
+                    if map.weight.is_some() {
+                        self.report(format!("{at}.weight"), "an SRV name's records give the weights; remove `weight`");
+                    }
+                    let name = srv.trim().trim_end_matches('.').to_ascii_lowercase();
+                    if dns_name(&name) {
+                        out.push(ServerSpec::Srv { name });
+                    } else {
+                        let why = format!("not a DNS name: `{srv}` (write an SRV name like _https._tcp.web.example)");
+                        self.report(format!("{at}.srv"), why);
+                    }
+                }
+                (Some(_), Some(_)) => {
+                    self.report(at, "give either `addr` (host:port) or `srv` (an SRV name), not both")
+                }
+                (None, None) => self.report(at, "needs `addr` (IP:port or host:port) or `srv` (an SRV name)"),
+            }
+        }
+        out
+    }
+
+    /// One server written as `IP:port` or `host:port`.
+    fn server(&mut self, key: &str, text: &str, weight: u32) -> Option<ServerSpec> {
+        let text = text.trim();
+        if let Ok(addr) = text.parse() {
+            return Some(ServerSpec::Addr { addr, weight });
+        }
+        if let Some((host, port)) = text.rsplit_once(':')
+            && let Ok(port) = port.parse::<u16>()
+            && port != 0
+            && dns_name(host)
+        {
+            let host = host.trim_end_matches('.').to_ascii_lowercase();
+            return Some(ServerSpec::Host { host, port, weight });
+        }
+        let why = if text.parse::<IpAddr>().is_ok() || dns_name(text) {
+            format!("`{text}` has no port (write it like 127.0.0.1:80, [::1]:80 or web.internal:80)")
+        } else {
+            format!(
+                "not a server: `{text}` (write IP:port like 127.0.0.1:80 or [::1]:80, or host:port like web.internal:80)"
+            )
+        };
+        self.report(key, why);
+        None
     }
 
     /// A list of networks, each a CIDR or a bare address.
@@ -323,7 +415,7 @@ impl Checker<'_> {
                 self.report(&key, "empty backend name");
             }
             let b = b.unwrap_or_default();
-            let servers = self.addrs(&format!("{key}.servers"), b.servers.as_ref(), "connect to, like 127.0.0.1:8080");
+            let servers = self.servers(&format!("{key}.servers"), b.servers.as_ref());
             let ct = b.connect_timeout.as_ref();
             let connect_timeout = self.duration(format!("{key}.connect_timeout"), ct, d::CONNECT_TIMEOUT, true);
             let health = b.health.map(|h| {
