@@ -14,7 +14,7 @@
 //! hash pick from it; least-connections compares open connections per unit
 //! of weight.
 
-use crate::config::{Backend, Balance, ServerSpec};
+use crate::config::{Backend, Balance, ServerSpec, SourceAddr};
 use crate::evloop::TcpStream;
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -136,6 +136,8 @@ pub struct Pool {
     retries: u32,
     next: AtomicUsize,
     pub proxy_protocol: crate::config::ProxyProtocol,
+    /// The address connections leave from.
+    pub source: SourceAddr,
     /// The last answer for each entry found by DNS (by entry), kept when a
     /// later lookup fails.
     answers: std::sync::Mutex<Answers>,
@@ -191,6 +193,7 @@ impl Pool {
             retries: backend.retries,
             next: AtomicUsize::new(0),
             proxy_protocol: backend.proxy_protocol,
+            source: backend.source,
             answers: std::sync::Mutex::new(vec![None; backend.servers.len()]),
             next_refresh: std::sync::Mutex::new(None),
         }
@@ -287,7 +290,17 @@ impl Pool {
         for &i in order.iter().take(attempts) {
             let server = &members.servers[i];
             let carry_ack = server.active() >= BUSY;
-            match crate::evloop::timeout(self.connect_timeout, connect_sending(server.addr, first, carry_ack)).await {
+            let from = (self.source == SourceAddr::Client).then_some(client);
+            let socket = match open_socket(server.addr, from) {
+                Ok(socket) => socket,
+                Err(err) => {
+                    // This host cannot make the connection: no server is to blame.
+                    let last = format!("this host: {err}");
+                    return Err(ConnectError { pool: self.name.clone(), attempts: 0, last });
+                }
+            };
+            let connecting = connect_sending(socket, server.addr, first, carry_ack);
+            match crate::evloop::timeout(self.connect_timeout, connecting).await {
                 Ok(Ok((stream, sent))) => {
                     if !server.up.swap(true, Ordering::Relaxed) {
                         tracing::info!(pool = %self.name, server = %server.addr, "backend server accepts connections again");
@@ -320,6 +333,34 @@ impl Pool {
     }
 }
 
+/// A socket for a connection to `addr`, leaving from `from` when given
+/// (transparent proxying: the client's address, which need not be one of
+/// this host's). Its errors are this host's, never the server's.
+fn open_socket(addr: SocketAddr, from: Option<IpAddr>) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(from) = from {
+        let from = match (from.to_canonical(), addr) {
+            (IpAddr::V4(v4), SocketAddr::V6(_)) => IpAddr::V6(v4.to_ipv6_mapped()),
+            (ip, _) => ip,
+        };
+        let denied = |e: io::Error| {
+            let hint = if e.kind() == ErrorKind::PermissionDenied { " (needs CAP_NET_ADMIN)" } else { "" };
+            io::Error::new(e.kind(), format!("cannot leave from the client's address {from}{hint}: {e}"))
+        };
+        match (from, addr) {
+            (IpAddr::V4(_), SocketAddr::V4(_)) => socket.set_ip_transparent_v4(true).map_err(denied)?,
+            (IpAddr::V6(_), SocketAddr::V6(_)) => socket.set_ip_transparent_v6(true).map_err(denied)?,
+            _ => {
+                let why = format!("an IPv6 client cannot reach the IPv4 server {addr} from its own address");
+                return Err(io::Error::new(ErrorKind::Unsupported, why));
+            }
+        }
+        socket.bind(&SocketAddr::new(from, 0).into()).map_err(denied)?;
+    }
+    Ok(socket)
+}
+
 /// Connections of ours open to a server from which on it counts as busy,
 /// and a new connection's first bytes carry the handshake's last ACK (see
 /// [`connect_sending`]). With one open, a server may be idle: under a
@@ -344,9 +385,12 @@ const BUSY: usize = 2;
 /// the bytes are on their way, which at one client at a time made
 /// connections about 5 % faster. Without bytes the ACK always goes at once,
 /// so a server that speaks first sees the connection now.
-async fn connect_sending(addr: SocketAddr, first: &[IoSlice<'_>], carry_ack: bool) -> io::Result<(TcpStream, usize)> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.nonblocking().cloexec(), Some(Protocol::TCP))?;
-    socket.set_tcp_nodelay(true)?;
+async fn connect_sending(
+    socket: Socket,
+    addr: SocketAddr,
+    first: &[IoSlice<'_>],
+    carry_ack: bool,
+) -> io::Result<(TcpStream, usize)> {
     let nothing = first.iter().all(|part| part.is_empty());
     if carry_ack && !nothing {
         // Best effort: without it the handshake ends with its own ACK.
@@ -400,7 +444,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("address");
         let (stream, segments) = run(async {
-            let (stream, sent) = connect_sending(addr, &[IoSlice::new(first)], carry_ack).await.expect("connect");
+            let socket = open_socket(addr, None).expect("socket");
+            let (stream, sent) =
+                connect_sending(socket, addr, &[IoSlice::new(first)], carry_ack).await.expect("connect");
             let segments = finish(&stream, first, sent).await;
             (stream, segments)
         });
@@ -436,11 +482,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let backend = Backend {
             servers: vec![ServerSpec::Addr { addr: listener.local_addr().expect("address"), weight: 1 }],
-            balance: Balance::RoundRobin,
-            health: None,
-            proxy_protocol: crate::config::ProxyProtocol::None,
             connect_timeout: Duration::from_secs(5),
             retries: 0,
+            ..Backend::default()
         };
         let pool = Pool::new("web", &backend);
         let client: IpAddr = [127, 0, 0, 1].into();

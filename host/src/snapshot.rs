@@ -160,6 +160,11 @@ impl Snapshot {
         let routes = RouteTable::new(&config.routes)?;
         let pools = config.backends.iter().map(|(name, b)| (name.clone(), Arc::new(Pool::new(name, b)))).collect();
         let udp_pools = udp_pools(&config, &listeners);
+        for name in &udp_pools {
+            if config.backends.get(name).is_some_and(|b| b.source == crate::config::SourceAddr::Client) {
+                tracing::warn!(pool = %name, "backends.{name}.source: client applies to TCP connections; UDP sessions leave from this host's address");
+            }
+        }
         Ok(Snapshot {
             config: Arc::new(config),
             plugins,

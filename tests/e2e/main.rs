@@ -28,5 +28,6 @@ mod scaffold;
 mod stream;
 mod support;
 mod systemd;
+mod transparent;
 mod udp;
 mod udp_backend;

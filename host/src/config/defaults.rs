@@ -24,6 +24,7 @@
 //! | `backends.*.proxy_protocol` | `none` | `none`, `v1`, `v2` |
 //! | `backends.*.connect_timeout` | `3s` | more than 0 |
 //! | `backends.*.retries` | `1` | any |
+//! | `backends.*.source` | `host`: the host's address | `host`, `client` (transparent proxying) |
 //! | `backends.*.servers[].weight` | `1` | 1 to 256 |
 //! | `resolver.servers` | none: the system's resolvers (`/etc/resolv.conf`) | `IP:port` of DNS servers |
 //! | `resolver.resolve_interval` | `30s` (sooner when a record's TTL is lower) | at least 1s |
@@ -47,7 +48,7 @@
 
 use std::time::Duration;
 
-use super::{Balance, LogFormat, ProxyProtocol, Transport};
+use super::{Balance, LogFormat, ProxyProtocol, SourceAddr, Transport};
 
 /// One kibibyte.
 pub const KIB: u64 = 1024;
@@ -73,6 +74,8 @@ pub const PROXY_PROTOCOL: ProxyProtocol = ProxyProtocol::None;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// `backends.*.retries`.
 pub const RETRIES: u32 = 1;
+/// `backends.*.source`.
+pub const SOURCE: SourceAddr = SourceAddr::Host;
 /// `backends.*.health.interval`.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// `backends.*.health.timeout`.

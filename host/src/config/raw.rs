@@ -137,7 +137,7 @@ pub struct RawMatch {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a backend (servers, balance, health, proxy_protocol, connect_timeout, retries)"
+    expecting = "a backend (servers, balance, health, proxy_protocol, connect_timeout, retries, source)"
 )]
 pub struct RawBackend {
     /// `backends.*.servers`: see [`Backend::servers`](super::Backend::servers).
@@ -152,6 +152,8 @@ pub struct RawBackend {
     pub connect_timeout: Option<Text>,
     /// `backends.*.retries`: see [`Backend::retries`](super::Backend::retries).
     pub retries: Option<u32>,
+    /// `backends.*.source`: see [`Backend::source`](super::Backend::source).
+    pub source: Option<super::SourceAddr>,
 }
 
 /// `backends.*.health` as written.

@@ -164,6 +164,8 @@ pub struct Backend {
     pub connect_timeout: Duration,
     /// How many other servers to try after a failed connect.
     pub retries: u32,
+    /// The address connections to the servers leave from.
+    pub source: SourceAddr,
 }
 
 /// One entry of `backends.*.servers`.
@@ -237,6 +239,18 @@ pub struct Health {
     pub rise: u32,
     /// Consecutive failures that mark an up server down.
     pub fall: u32,
+}
+
+/// The address backend connections leave from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceAddr {
+    /// The host's own, as the routing table chooses.
+    Host,
+    /// The client's own address (transparent proxying: `IP_TRANSPARENT`,
+    /// which needs `CAP_NET_ADMIN` and routing that brings the server's
+    /// replies back to this host).
+    Client,
 }
 
 /// PROXY protocol header sent to backends.
@@ -387,6 +401,7 @@ names!(Balance {
     HashClientIp => "hash_client_ip",
 });
 names!(ProxyProtocol { None => "none", V1 => "v1", V2 => "v2" });
+names!(SourceAddr { Host => "host", Client => "client" });
 names!(OnHookFailure { Close => "close", Bypass => "bypass" });
 names!(LogFormat { Text => "text", Json => "json" });
 
@@ -418,6 +433,7 @@ defaults! {
         proxy_protocol: d::PROXY_PROTOCOL,
         connect_timeout: d::CONNECT_TIMEOUT,
         retries: d::RETRIES,
+        source: d::SOURCE,
     };
     PluginLimits => PluginLimits { memory: d::PLUGIN_MEMORY, call_timeout: d::PLUGIN_CALL_TIMEOUT };
     Limits => Limits {

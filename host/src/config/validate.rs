@@ -434,6 +434,7 @@ impl Checker<'_> {
                 proxy_protocol: b.proxy_protocol.unwrap_or(d::PROXY_PROTOCOL),
                 connect_timeout,
                 retries: b.retries.unwrap_or(d::RETRIES),
+                source: b.source.unwrap_or(d::SOURCE),
             };
             out.insert(name, backend);
         }
