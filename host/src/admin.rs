@@ -14,7 +14,16 @@
 //! - `GET /live`: 200 while this thread (signals, reloads, health checks)
 //!   answers: a liveness probe.
 //!
-//! One request per connection; requests are read for at most 5 s and 8 KiB.
+//! One request per connection, parsed with `httparse`; a head larger than
+//! 8 KiB is answered 431, a malformed one 400, one not complete within
+//! 5 s 408; at most 64 connections are served at once (more get 503), so
+//! slow or hostile clients cannot stall it.
+//!
+//! State-changing requests (`POST /reload`) are refused when they come
+//! from a web page of another site (an `Origin` that is not this
+//! listener's) or through a host name rather than an address (`Host`, as
+//! DNS rebinding would send), and, when `admin.token` is set, unless they
+//! carry it as `Authorization: Bearer …`.
 
 use crate::plugin::detector::Detect as _;
 use crate::snapshot::Snapshot;
@@ -30,48 +39,132 @@ use tokio_util::sync::CancellationToken;
 /// What the admin listener serves, for a request it does not.
 const ENDPOINTS: &str = "GET /status, GET /metrics, GET /ready, GET /live, POST /reload\n";
 
+/// Most admin connections served at once; more are answered 503 at once.
+const MAX_CLIENTS: usize = 64;
+/// Longest request head read.
+const MAX_HEAD: usize = 8192;
+/// How long a client has to send its request head.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Serve the admin API on `listener` until `stop`.
 pub async fn serve(listener: TcpListener, state: Arc<ArcSwap<Snapshot>>, config: PathBuf, stop: CancellationToken) {
-    if let Ok(addr) = listener.local_addr() {
+    let local = listener.local_addr().ok();
+    if let Some(addr) = local {
         tracing::info!(%addr, "admin listening");
     }
+    let clients = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Ok((stream, _)) = accepted else {
+        let Ok((mut stream, _)) = accepted else {
             tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Ok(permit) = clients.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let _ =
+                    reply(&mut stream, "503 Service Unavailable", "text/plain", "too many admin connections\n").await;
+            });
             continue;
         };
         let (state, config) = (state.clone(), config.clone());
         tokio::spawn(async move {
-            if let Err(err) = handle(stream, &state, &config).await {
+            if let Err(err) = handle(stream, &state, &config, local).await {
                 tracing::debug!(error = %err, "admin request failed");
             }
+            drop(permit);
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, state: &ArcSwap<Snapshot>, config: &std::path::Path) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 8192];
+/// A request as far as the admin API looks at it.
+struct Request {
+    method: String,
+    path: String,
+    host: Option<String>,
+    origin: Option<String>,
+    authorization: Option<String>,
+}
+
+/// Read and parse a request head, or the status line of the refusal.
+async fn read_request(stream: &mut TcpStream) -> Result<Request, &'static str> {
+    let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0;
     let read = async {
-        while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
-            let n = stream.read(&mut buf[len..]).await?;
-            if n == 0 {
-                break;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut parsed = httparse::Request::new(&mut headers);
+            match parsed.parse(&buf[..len]) {
+                Ok(httparse::Status::Complete(_)) => {
+                    let header = |name: &str| {
+                        parsed
+                            .headers
+                            .iter()
+                            .find(|h| h.name.eq_ignore_ascii_case(name))
+                            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+                    };
+                    return Ok(Request {
+                        method: parsed.method.unwrap_or_default().to_string(),
+                        path: parsed.path.unwrap_or_default().to_string(),
+                        host: header("host"),
+                        origin: header("origin"),
+                        authorization: header("authorization"),
+                    });
+                }
+                Ok(httparse::Status::Partial) if len == buf.len() => return Err("431 Request Header Fields Too Large"),
+                Ok(httparse::Status::Partial) => {}
+                Err(httparse::Error::TooManyHeaders) => return Err("431 Request Header Fields Too Large"),
+                Err(_) => return Err("400 Bad Request"),
             }
-            len += n;
+            match stream.read(&mut buf[len..]).await {
+                Ok(0) | Err(_) => return Err("400 Bad Request"),
+                Ok(n) => len += n,
+            }
         }
-        Ok::<_, std::io::Error>(())
     };
-    if tokio::time::timeout(Duration::from_secs(5), read).await.is_err() {
-        return Ok(());
+    match tokio::time::timeout(READ_TIMEOUT, read).await {
+        Ok(result) => result,
+        Err(_) => Err("408 Request Timeout"),
     }
-    let head = String::from_utf8_lossy(&buf[..len]);
-    let mut words = head.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+}
+
+async fn reply(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> std::io::Result<()> {
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+async fn handle(
+    mut stream: TcpStream,
+    state: &ArcSwap<Snapshot>,
+    config: &std::path::Path,
+    local: Option<std::net::SocketAddr>,
+) -> std::io::Result<()> {
+    let request = match read_request(&mut stream).await {
+        Ok(request) => request,
+        Err(status) => {
+            return reply(&mut stream, status, "text/plain", "a request head of at most 8 KiB, within 5 s\n").await;
+        }
+    };
+    let (method, path) = (request.method.as_str(), request.path.as_str());
+    let state_changing = method != "GET" && method != "HEAD";
+    if state_changing && let Err((status, why)) = allowed(&request, state, local) {
+        tracing::warn!(method, path, origin = ?request.origin, host = ?request.host, "admin request refused: {why}");
+        let auth = status.starts_with("401");
+        let headers = if auth { "WWW-Authenticate: Bearer\r\n" } else { "" };
+        let body = format!("{why}\n");
+        let response = format!(
+            "HTTP/1.1 {status}\r\n{headers}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(response.as_bytes()).await?;
+        return stream.shutdown().await;
+    }
     let (status, kind, body) = match (method, path) {
         ("GET", "/status") => ("200 OK", "application/json", status(&state.load()).to_string()),
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", crate::metrics::render()),
@@ -89,12 +182,57 @@ async fn handle(mut stream: TcpStream, state: &ArcSwap<Snapshot>, config: &std::
         }
         _ => ("404 Not Found", "text/plain", ENDPOINTS.into()),
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
+    reply(&mut stream, status, kind, &body).await
+}
+
+/// Whether a state-changing request may go ahead: not sent by a web page
+/// of another site (an `Origin` other than the admin listener's, or a
+/// `Host` that is a name rather than an address, as DNS rebinding uses),
+/// and with the bearer token when `admin.token` is set.
+fn allowed(
+    request: &Request,
+    state: &ArcSwap<Snapshot>,
+    local: Option<std::net::SocketAddr>,
+) -> Result<(), (&'static str, String)> {
+    let port = local.map(|l| l.port()).unwrap_or_default();
+    let ours = |host: &str| host_is_ours(host, port);
+    if let Some(origin) = &request.origin {
+        let host = origin.strip_prefix("http://").unwrap_or("");
+        if !ours(host) {
+            return Err(("403 Forbidden", format!("a request from the web page at {origin} may not change anything")));
+        }
+    }
+    match &request.host {
+        Some(host) if ours(host) => {}
+        Some(host) => return Err(("403 Forbidden", format!("Host `{host}` is not this admin listener's address"))),
+        None => return Err(("400 Bad Request", "a Host header is needed".into())),
+    }
+    let token = state.load().config.admin.as_ref().and_then(|a| a.token.clone());
+    if let Some(token) = token {
+        let given = request.authorization.as_deref().and_then(|a| a.strip_prefix("Bearer ")).unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            return Err(("401 Unauthorized", "admin.token is set: send it as Authorization: Bearer <token>".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `host` (a `Host` header or an origin's host) names this admin
+/// listener: an IP address or `localhost`, with its port (or none).
+fn host_is_ours(host: &str, port: u16) -> bool {
+    let (name, given) = match host.rsplit_once(':') {
+        Some((name, p)) if !name.ends_with(':') && (name.starts_with('[') || !name.contains(':')) => {
+            (name, p.parse().ok())
+        }
+        _ => (host, None),
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let address = name.parse::<std::net::IpAddr>().is_ok() || name.eq_ignore_ascii_case("localhost");
+    address && given.is_none_or(|p: u16| p == port)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The snapshot in force, as `GET /status` shows it.

@@ -41,6 +41,7 @@
 //! | `udp.max_sessions` | `10000` | at least 1 |
 //! | `udp.max_sessions_per_ip` | `100` | at least 1 |
 //! | `admin` | none: no admin listener | |
+//! | `admin.token` | none: state-changing requests need no token | 16 characters or more, no spaces |
 //! | `reload.watch` | `true` | |
 //! | `log.level` | `info` | a level or a `tracing` filter |
 //! | `log.format` | `text` | `text`, `json` |

@@ -227,10 +227,12 @@ pub struct RawUdp {
 
 /// The `admin` section as written.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "admin settings (bind)")]
+#[serde(deny_unknown_fields, expecting = "admin settings (bind, token)")]
 pub struct RawAdmin {
     /// `admin.bind`: see [`Admin::bind`](super::Admin::bind).
     pub bind: Option<Text>,
+    /// `admin.token`: see [`Admin::token`](super::Admin::token).
+    pub token: Option<String>,
 }
 
 /// The `reload` section as written.

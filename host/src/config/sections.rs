@@ -100,13 +100,21 @@ impl Checker<'_> {
     }
 
     pub fn admin(&mut self, raw: Option<RawAdmin>) -> Option<Admin> {
-        let RawAdmin { bind } = raw?;
+        let RawAdmin { bind, token } = raw?;
+        if let Some(token) = &token
+            && (token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            self.report(
+                "admin.token",
+                "at least 16 characters, without spaces (a random string: openssl rand -hex 32)",
+            );
+        }
         match bind {
             None => {
                 self.report("admin.bind", "missing: the address of the admin listener, like 127.0.0.1:9901");
                 None
             }
-            Some(text) => self.addr("admin.bind".into(), &text.0).map(|bind| Admin { bind }),
+            Some(text) => self.addr("admin.bind".into(), &text.0).map(|bind| Admin { bind, token }),
         }
     }
 

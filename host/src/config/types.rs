@@ -336,10 +336,20 @@ pub struct Udp {
 }
 
 /// The admin listener: `/metrics`, `/status`, `POST /reload`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Admin {
     /// Address of the admin HTTP listener.
     pub bind: SocketAddr,
+    /// A secret that state-changing requests must carry as
+    /// `Authorization: Bearer …`; `None` = not required.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = self.token.as_ref().map(|_| "(set)");
+        f.debug_struct("Admin").field("bind", &self.bind).field("token", &token).finish()
+    }
 }
 
 /// How config changes are picked up.
