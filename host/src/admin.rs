@@ -154,7 +154,7 @@ async fn handle(
     let (method, path) = (request.method.as_str(), request.path.as_str());
     let state_changing = method != "GET" && method != "HEAD";
     if state_changing && let Err((status, why)) = allowed(&request, state, local) {
-        tracing::warn!(method, path, origin = ?request.origin, host = ?request.host, "admin request refused: {why}");
+        tracing::warn!(method, path, origin = ?request.origin, host = ?request.host, "admin request refused: {}", crate::logging::escape(&why));
         let auth = status.starts_with("401");
         let headers = if auth { "WWW-Authenticate: Bearer\r\n" } else { "" };
         let body = format!("{why}\n");

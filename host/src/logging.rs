@@ -6,6 +6,27 @@
 use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;
 
+/// `text` with control characters (newlines, carriage returns, escape
+/// sequences, Unicode line separators) and backslashes escaped, for text a
+/// client or a plugin controls that goes into a log message: on one line,
+/// it cannot pass for a line of its own or repaint a terminal. Field values
+/// recorded as strings are escaped by the formatter itself.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() || c == '\\' || c == '\u{2028}' || c == '\u{2029}';
+    if !text.chars().any(unsafe_char) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if unsafe_char(c) => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 /// Install the global subscriber. Safe to call more than once (later calls
 /// are ignored).
 pub fn init(level: &str, format: LogFormat) {
@@ -40,4 +61,19 @@ pub fn log_panics() {
             tracing::error!(thread, at, "panic: {message}");
         }
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_keeps_a_message_on_one_line() {
+        assert_eq!(super::escape("plain text: fine"), "plain text: fine");
+        let forged = "ok\n2026-12-07T00:00:00Z  INFO refractium::access: client=6.6.6.6\r\u{1b}[2J\u{2028}\\";
+        let escaped = super::escape(forged);
+        assert!(!escaped.chars().any(|c| c.is_control() || c == '\u{2028}'), "{escaped}");
+        assert_eq!(
+            escaped,
+            "ok\\n2026-12-07T00:00:00Z  INFO refractium::access: client=6.6.6.6\\r\\u{1b}[2J\\u{2028}\\\\"
+        );
+    }
 }

@@ -52,20 +52,24 @@ impl Drop for Visit<'_> {
             entry.close = if crate::evloop::unwinding() { "internal error".into() } else { "shutdown".into() };
         }
         let d = entry.detection.as_ref();
+        // Strings a client or a plugin controls are recorded as strings,
+        // which the text format quotes and escapes (and JSON encodes).
+        let alpn = d.map(|d| d.alpn.join(",")).unwrap_or_default();
+        let failures = entry.failures.summary();
         tracing::info!(
             target: "refractium::access",
             client = %self.client,
             listener = self.listener,
             protocol = d.map(|d| d.protocol.as_str()).unwrap_or("-"),
             sni = d.and_then(|d| d.sni.as_deref()).unwrap_or("-"),
-            alpn = %d.map(|d| d.alpn.join(",")).unwrap_or_default(),
+            alpn = alpn.as_str(),
             route = entry.route.unwrap_or("-"),
             backend = %entry.backend.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
             bytes_up = entry.up,
             bytes_down = entry.down,
             duration_ms = self.start.map_or(0, |start| crate::clock::ms(start.elapsed())),
-            plugin_errors = %entry.failures.summary(),
-            close = %entry.close,
+            plugin_errors = &*failures,
+            close = &*entry.close,
         );
     }
 }

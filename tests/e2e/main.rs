@@ -20,6 +20,7 @@ mod http_backend;
 mod ipv6;
 mod kubernetes;
 mod lifecycle;
+mod logs;
 mod proxy_protocol;
 mod reload;
 mod routing;

@@ -119,7 +119,7 @@ impl HookChain {
             match (opened, hooks.on_failure) {
                 (Ok(session), _) => sessions.push(Link { session, passed: [false; 2] }),
                 (Err(why), OnHookFailure::Bypass) => {
-                    tracing::debug!(hook = hook.name(), route, reason = %why, "hook bypassed");
+                    tracing::debug!(hook = hook.name(), route, reason = &*why, "hook bypassed");
                 }
                 (Err(why), OnHookFailure::Close) => return Err(why),
             }

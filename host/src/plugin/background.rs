@@ -82,7 +82,7 @@ pub fn component(name: &str, bytes: Vec<u8>, hash: &str, dir: Option<PathBuf>) -
             }
             Err(err) => {
                 let why = format!("{err:#}");
-                tracing::error!(plugin = %name, reason = %why, "plugin failed to compile in the background");
+                tracing::error!(plugin = %name, reason = why.as_str(), "plugin failed to compile in the background");
                 Some(Job::Failed(why))
             }
         };

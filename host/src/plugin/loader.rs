@@ -180,7 +180,7 @@ impl PluginSet {
                     }
                 }
                 Err(err) => {
-                    tracing::error!(path = %path.display(), reason = %format!("{err:#}"), "plugin file skipped");
+                    tracing::error!(path = %path.display(), reason = format!("{err:#}").as_str(), "plugin file skipped");
                     set.skipped.push(Skipped { path, reason: format!("{err:#}") });
                 }
             }

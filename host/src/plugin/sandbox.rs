@@ -280,6 +280,7 @@ impl HostState {
         let Some(message) = message() else { return };
         let cut = truncate(&message, LOG_MAX_BYTES);
         let truncated = cut.len() < message.len();
+        let cut = crate::logging::escape(cut);
         match level {
             Level::Trace => tracing::trace!(plugin, truncated, "{cut}"),
             Level::Debug => tracing::debug!(plugin, truncated, "{cut}"),

@@ -13,6 +13,9 @@
 //! - `count`: puts `[n]` before the first chunk each connection sends, `n`
 //!   being how many sessions its instance has opened, or `[poisoned]` once
 //!   a chunk containing `trap` was seen in the instance (which then panics).
+//!
+//! With `{"log": "text"}` it also logs `text` through the host at each new
+//! session (for the tests of log escaping).
 
 use refractium_plugin_sdk::hook::{Action, Direction, Hook};
 use refractium_plugin_sdk::{Detection, Peer};
@@ -25,6 +28,7 @@ static POISONED: AtomicBool = AtomicBool::new(false);
 
 pub struct TestHook {
     mode: String,
+    log: Option<String>,
 }
 
 /// Per connection: the bytes held back, per direction.
@@ -48,10 +52,14 @@ impl Hook for TestHook {
     fn new(config: &str) -> Result<Self, String> {
         let config: serde_json::Value = serde_json::from_str(config).map_err(|e| e.to_string())?;
         let mode = config.get("mode").and_then(|m| m.as_str()).unwrap_or("identity");
-        Ok(TestHook { mode: mode.to_string() })
+        let log = config.get("log").and_then(|l| l.as_str()).map(str::to_string);
+        Ok(TestHook { mode: mode.to_string(), log })
     }
 
     fn open(&self, _peer: &Peer, _detection: &Detection, _route: &str) -> Held {
+        if let Some(line) = &self.log {
+            refractium_plugin_sdk::log::info(line);
+        }
         let number = Some(OPENED.fetch_add(1, Ordering::Relaxed) + 1);
         Held { number, ..Held::default() }
     }
