@@ -3,6 +3,9 @@
 //! string `$<len>\r\n<name>\r\n`) or as an inline command (`PING\r\n`,
 //! `HELLO 3\r\n`: a whole line starting with the command word). The name must
 //! be a known Redis command, in any case. Attribute: `command`, upper case.
+//! Inline, only the commands people type that way are taken, and only when
+//! their arguments fit ([`inline`]): a line of English that starts with a
+//! command's name ("Set the table for dinner") is not a Redis command.
 //!
 //! RESP numbers are strict (digits only, no leading zero). An inline line
 //! must end (CR LF or LF) within [`INLINE_MAX`] bytes and hold only printable
@@ -12,6 +15,7 @@
 //! name with Redis ones (`get k\r\n`) are indistinguishable and match.
 
 mod commands;
+mod inline;
 
 use refractium_plugin_sdk::{Detection, Detector, Peer, Verdict};
 
@@ -97,12 +101,12 @@ fn number(data: &[u8], start: usize, max_digits: usize) -> Result<(u32, usize), 
 fn inline(data: &[u8]) -> Result<&'static str, Verdict> {
     let word_end = data.iter().position(|&b| !(b.is_ascii_alphabetic() || b == b'_'));
     let word = data.get(..word_end.unwrap_or(data.len())).unwrap_or_default();
-    if word.is_empty() || word.len() > commands::MAX_LEN || !commands::is_prefix(word, None) {
+    if word.is_empty() || word.len() > inline::MAX_LEN || !inline::is_prefix(word) {
         return Err(Verdict::NoMatch);
     }
     let Some(word_end) = word_end else { return Err(Verdict::NeedMore(0)) };
     let command = match data.get(word_end) {
-        Some(b' ' | b'\r' | b'\n') => commands::find(word).ok_or(Verdict::NoMatch)?,
+        Some(b' ' | b'\r' | b'\n') => inline::find(word).ok_or(Verdict::NoMatch)?,
         _ => return Err(Verdict::NoMatch),
     };
     let rest = data.get(word_end..).unwrap_or_default();
@@ -117,6 +121,9 @@ fn inline(data: &[u8]) -> Result<&'static str, Verdict> {
     let line = rest.get(..lf).unwrap_or_default();
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if word_end + lf >= INLINE_MAX || !line.iter().all(|&b| line_byte(b)) || contains_http_version(line) {
+        return Err(Verdict::NoMatch);
+    }
+    if !inline::arguments_fit(command, line) {
         return Err(Verdict::NoMatch);
     }
     Ok(command)

@@ -100,6 +100,50 @@ fn inline_commands() {
 }
 
 #[test]
+fn english_lines_are_not_inline_commands() {
+    let english: &[&[u8]] = &[
+        b"Set the table for dinner.\r\n",
+        b"Get well soon\n",
+        b"Hello, how are you?\r\n",
+        b"hello world\r\n",
+        b"Ping me when you are back\n",
+        b"Info about the project is in the README\n",
+        b"Select the best option\n",
+        b"Time flies like an arrow\n",
+        b"Keys are in the drawer\n",
+        b"Echo the words back\n",
+        b"Exec summary attached\n",
+        b"Type your name here:\n",
+        b"Quit smoking today\n",
+        b"Save the date: 12 December\n",
+        b"Monitor the logs closely\n",
+        b"Config files live in /etc\n",
+        b"Client asked for a refund\n",
+        b"Scan the document\n",
+        b"Multi-line text follows\n",
+        b"Del Mar is a city in California\n",
+        b"Role models matter\n",
+    ];
+    for line in english {
+        assert_eq!(detect(line), Verdict::NoMatch, "{:?}", String::from_utf8_lossy(line));
+    }
+    // Arguments that fit do match, in any case and with quotes.
+    for (line, name) in [
+        (&b"set greeting \"hello world\" EX 60\r\n"[..], "SET"),
+        (b"SELECT 2\r\n", "SELECT"),
+        (b"info server memory\r\n", "INFO"),
+        (b"HELLO 3 AUTH default pw SETNAME app\r\n", "HELLO"),
+        (b"EXPIRE k 10 NX\r\n", "EXPIRE"),
+        (b"CONFIG GET maxmemory\r\n", "CONFIG"),
+        (b"SCAN 0 MATCH user:* COUNT 100\r\n", "SCAN"),
+        (b"MSET a 1 b 2\r\n", "MSET"),
+        (b"ping hello\r\n", "PING"),
+    ] {
+        assert_eq!(command(line), name, "{:?}", String::from_utf8_lossy(line));
+    }
+}
+
+#[test]
 fn inline_refusals() {
     let refused: &[&[u8]] = &[
         b"PINGS\r\n",
