@@ -6,7 +6,10 @@
 //! the running are asked about the whole buffer, in the listener's order: the
 //! first `matched` wins; a detector that answers `no-match` is not asked
 //! again; one that answers `need-more(n)` is not asked again before the buffer
-//! holds `n` bytes. Waiting for bytes is a plain await on the socket: no CPU,
+//! holds `n` bytes, and one that needs more than `max_bytes` (a length field
+//! that lies, or a first flight larger than the buffer) is out at once: if
+//! no other decides, detection ends as `Full` then, without waiting for
+//! bytes that could not be held. Waiting for bytes is a plain await on the socket: no CPU,
 //! no lock held. A detector whose call fails counts as `no-match`; the
 //! failure is kept for the access log.
 
@@ -72,7 +75,7 @@ pub async fn detect<S: AsyncRead + Unpin>(
     // Set when the first read has to wait: most clients' first bytes are
     // already there and decide it.
     let mut deadline = None;
-    let mut progress = Progress::new(detectors.len());
+    let mut progress = Progress::new(detectors.len()).limit(max);
     let mut fresh = !data.is_empty();
     let done = |outcome, bytes, progress: Progress| Ok(Detected { outcome, bytes, failures: progress.failures });
     loop {
@@ -166,6 +169,13 @@ impl Failures {
 pub struct Progress {
     /// Per detector: `None` once it said no-match, else the length it waits for.
     waiting: SmallVec<[Option<usize>; 8]>,
+    /// The most bytes detection will ever hold: a detector that waits for
+    /// more (a length field that lies, or a first flight larger than the
+    /// buffer) is out of the running at once.
+    limit: usize,
+    /// Some detector waited for more than `limit`: if no other decides,
+    /// the outcome is [`Outcome::Full`] (the buffer was too small), now.
+    beyond_limit: bool,
     /// The calls that failed so far.
     pub failures: Failures,
 }
@@ -173,7 +183,18 @@ pub struct Progress {
 impl Progress {
     /// Every detector still in the running.
     pub fn new(detectors: usize) -> Self {
-        Progress { waiting: smallvec::smallvec![Some(1); detectors], failures: Failures::default() }
+        Progress {
+            waiting: smallvec::smallvec![Some(1); detectors],
+            limit: usize::MAX,
+            beyond_limit: false,
+            failures: Failures::default(),
+        }
+    }
+
+    /// No detector may wait for more than `max` bytes in all.
+    pub fn limit(mut self, max: usize) -> Self {
+        self.limit = max;
+        self
     }
 
     /// Whether the next [`Progress::step`] over `len` bytes would call a
@@ -210,11 +231,21 @@ impl Progress {
                 Verdict::Matched(detection) => {
                     return Some(Outcome::Matched { detection, detector: i });
                 }
-                Verdict::NeedMore(n) => *wait = Some((n as usize).max(len + 1)),
+                Verdict::NeedMore(n) => {
+                    let n = (n as usize).max(len + 1);
+                    *wait = (n <= self.limit).then_some(n);
+                    self.beyond_limit |= wait.is_none();
+                }
                 Verdict::NoMatch => *wait = None,
             }
         }
-        if self.waiting.iter().all(Option::is_none) { Some(Outcome::Unknown) } else { None }
+        if !self.waiting.iter().all(Option::is_none) {
+            None
+        } else if self.beyond_limit {
+            Some(Outcome::Full)
+        } else {
+            Some(Outcome::Unknown)
+        }
     }
 }
 

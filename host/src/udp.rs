@@ -188,8 +188,9 @@ async fn serve(l: UdpListener) {
             if let Session::Detecting(d) = session {
                 deadlines.push(Reverse((d.deadline, *client)));
                 if d.progress.is_none() {
-                    let detectors = d.snapshot.listeners.get(&*l.name).map_or(0, |p| p.detectors.len());
-                    d.progress = Some(Progress::new(detectors));
+                    let plan = d.snapshot.listeners.get(&*l.name);
+                    let (detectors, max) = plan.map_or((0, 0), |p| (p.detectors.len(), p.max_bytes));
+                    d.progress = Some(Progress::new(detectors).limit(max));
                 }
             }
         }
@@ -286,7 +287,7 @@ async fn serve(l: UdpListener) {
                 let deadline = now + plan.timeout;
                 deadlines.push(Reverse((deadline, client)));
                 let peer = Peer::of(origin, local, l.name.clone(), true).wanting(snapshot.routes.wanted().clone());
-                let progress = Progress::new(plan.detectors.len());
+                let progress = Progress::new(plan.detectors.len()).limit(plan.max_bytes);
                 let detecting = Box::new(Detecting {
                     admitted,
                     gauge: SessionGauge::open(),

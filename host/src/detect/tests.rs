@@ -154,3 +154,14 @@ async fn first_match_in_order_wins() {
     let d = run(vec![Prefix::new("a", b"XY"), Prefix::new("b", b"X")], vec![b"XY"], false, 4096).await;
     assert!(matches!(&d.outcome, Outcome::Matched { detector: 0, .. }));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_detector_waiting_for_more_than_the_buffer_holds_is_out_at_once() {
+    // A length field that lies: the detector would wait for 10 bytes, the
+    // listener holds 8. Detection ends on the first bytes, not at the timeout.
+    let started = tokio::time::Instant::now();
+    let d = run(vec![Prefix::new("long", b"0123456789")], vec![b"0123"], false, 8).await;
+    assert_eq!(d.outcome, Outcome::Full, "the buffer is too small for what it waits for");
+    assert_eq!(d.bytes, b"0123");
+    assert!(started.elapsed() < Duration::from_secs(1), "it waited {:?}", started.elapsed());
+}
