@@ -18,6 +18,10 @@ pub const MAX_HEADER: usize = 4096;
 
 /// How a v2 header starts.
 const SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+/// How a v1 header starts.
+const V1_PREFIX: &[u8; 6] = b"PROXY ";
+/// The longest v1 header, its CRLF included.
+const V1_MAX: usize = 107;
 
 /// The carried addresses: the client's, and the one it connected to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,19 +52,38 @@ pub fn parse(data: &[u8], datagram: bool) -> Parsed {
     {
         return Parsed::Invalid(format!("PROXY v2 header of {len} bytes, more than the {MAX_HEADER} accepted"));
     }
-    // A v1 line is complete at its line feed, at most 107 bytes in.
-    let v1_start = data.starts_with(b"PROXY") || b"PROXY".starts_with(data);
-    if v1_start && !datagram && data.len() < 107 && !data.contains(&b'\n') {
-        return Parsed::Incomplete;
+    let v2_start = data.starts_with(SIGNATURE) || SIGNATURE.starts_with(data);
+    // Neither header can start this way, whatever follows: say so from the
+    // first bytes, as the parser does for some of them and not for others
+    // (found by fuzzing: `P\r` was invalid, `P\rP4 ...` incomplete).
+    let n = data.len().min(V1_PREFIX.len());
+    if !v2_start && data.get(..n) != V1_PREFIX.get(..n) {
+        return Parsed::Invalid("no PROXY header".into());
     }
-    let result: HeaderResult = if data.starts_with(SIGNATURE) || SIGNATURE.starts_with(data) {
-        v2::Header::try_from(data).into()
+    // A v1 header is one line ending in CRLF, at most 107 bytes. The parser
+    // is given that line alone, so the bytes after it cannot change the
+    // header (found by fuzzing: `PROXY UNKNOWN ...` ended by a bare line
+    // feed parsed as a header whose length grew with the bytes after it).
+    let data = if v2_start || datagram {
+        data
     } else {
-        v1::Header::try_from(data).into()
+        match data.iter().take(V1_MAX).position(|&b| b == b'\n') {
+            None if data.len() < V1_MAX => return Parsed::Incomplete,
+            None => return Parsed::Invalid(format!("no end of a PROXY v1 line in its first {V1_MAX} bytes")),
+            Some(end) if data.get(end.wrapping_sub(1)) != Some(&b'\r') => {
+                return Parsed::Invalid("a PROXY v1 line not ended by CRLF".into());
+            }
+            Some(end) => data.get(..=end).unwrap_or(data),
+        }
     };
+    let result: HeaderResult =
+        if v2_start { v2::Header::try_from(data).into() } else { v1::Header::try_from(data).into() };
     match result {
         result if result.is_incomplete() => {
-            if data.len() >= MAX_HEADER {
+            if !v2_start && !datagram {
+                // The whole line is there: more bytes would not complete it.
+                Parsed::Invalid("bad PROXY v1 header: an incomplete line".into())
+            } else if data.len() >= MAX_HEADER {
                 Parsed::Invalid(format!("no complete PROXY header in the first {MAX_HEADER} bytes"))
             } else {
                 Parsed::Incomplete
@@ -215,6 +238,39 @@ mod tests {
         assert_eq!(parse(&huge, false), Parsed::Incomplete);
         let endless = [b'P', b'R', b'O', b'X', b'Y', b' ', b'T', b'C', b'P', b'4', b' '].repeat(20);
         assert!(matches!(parse(&endless, false), Parsed::Invalid(_)));
+    }
+
+    /// Bytes that cannot start a header are invalid however they arrive:
+    /// the reader stops at the first answer, so a header refused after two
+    /// bytes must not be waited for after fifty.
+    #[test]
+    fn the_verdict_on_a_non_header_does_not_depend_on_the_split() {
+        // `P` could start `PROXY `; `P` and a carriage return cannot.
+        let stream = b"P\rP4 192.0.2.7 198.51.10.1 40000YNOWN HTTP/\nY TC\n \xa200";
+        for cut in 2..=stream.len() {
+            assert!(matches!(parse(&stream[..cut], false), Parsed::Invalid(_)), "{cut} bytes");
+        }
+        for prefix in [&b"P"[..], b"PROX", b"PROXY", b"PROXY ", b"\r\n\r\n", b""] {
+            assert_eq!(parse(prefix, false), Parsed::Incomplete, "{prefix:?}");
+        }
+        assert!(matches!(parse(b"PROXY\r\n", false), Parsed::Invalid(_)));
+    }
+
+    /// A v1 header is its line, ended by CRLF: the bytes after it do not
+    /// change it, and a bare line feed does not end it.
+    #[test]
+    fn a_v1_header_is_its_crlf_line() {
+        let stream = b"PROXY UNKNOWN :1 ffff::1 65535 \n\r535\r\n";
+        for cut in 32..=stream.len() {
+            assert!(matches!(parse(&stream[..cut], false), Parsed::Invalid(_)), "{cut} bytes");
+        }
+        let header = b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n";
+        for tail in [&b""[..], b"\r\n", b"SSH-2.0-x\r\n", b"\n\n\n"] {
+            let data = [&header[..], tail].concat();
+            assert_eq!(parse(&data, false), Parsed::Header { len: header.len(), carried: None }, "{tail:?}");
+        }
+        let long = [&b"PROXY UNKNOWN "[..], &[b'x'; 100], b"\r\n"].concat();
+        assert!(matches!(parse(&long, false), Parsed::Invalid(_)));
     }
 
     #[test]

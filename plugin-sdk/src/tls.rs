@@ -19,6 +19,14 @@ const HANDSHAKE_CLIENT_HELLO: u8 = 1;
 const MAX_RECORD_LEN: usize = 1 << 14;
 /// Largest ClientHello body accepted; anything longer is treated as not TLS.
 pub const MAX_HELLO_LEN: usize = 64 * 1024;
+/// ALPN names kept from a hello, and their bytes in all; later names are
+/// read and ignored. Browsers offer two or three. The proxy refuses a
+/// detection of more than 64 names or 16 KiB of strings (a failed call, and
+/// a detector that keeps failing is disabled), so a hello offering more must
+/// not make the detector's call fail (found by fuzzing).
+pub const MAX_ALPN_NAMES: usize = 64;
+/// See [`MAX_ALPN_NAMES`].
+pub const MAX_ALPN_BYTES: usize = 8 * 1024;
 /// Smallest possible ClientHello body: version, random, empty session id,
 /// one cipher suite, one compression method.
 const MIN_HELLO_LEN: usize = 2 + 32 + 1 + 2 + 2 + 1 + 1;
@@ -53,7 +61,8 @@ pub struct ClientHello {
     /// trailing dot; `None` when absent, empty or not printable ASCII.
     pub sni: Option<String>,
     /// Application protocols offered (ALPN), in the client's order; names that
-    /// are empty or not UTF-8 are skipped.
+    /// are empty or not UTF-8 are skipped, and only the first
+    /// [`MAX_ALPN_NAMES`] (within [`MAX_ALPN_BYTES`]) are kept.
     pub alpn: Vec<String>,
     /// Versions of the supported_versions extension, GREASE values removed.
     pub supported_versions: Vec<u16>,
@@ -332,11 +341,15 @@ fn normalize_host(name: &[u8]) -> Option<String> {
 fn parse_alpn(body: &mut Reader<'_>) -> Option<Vec<String>> {
     let mut list = body.vec16()?;
     let mut names = Vec::new();
+    let mut bytes = 0;
     while !list.is_empty() {
         let name = list.vec8()?.0;
         if let Ok(name) = std::str::from_utf8(name)
             && !name.is_empty()
+            && names.len() < MAX_ALPN_NAMES
+            && bytes + name.len() <= MAX_ALPN_BYTES
         {
+            bytes += name.len();
             names.push(name.to_string());
         }
     }

@@ -148,6 +148,20 @@ fn whole_hello() {
     assert!(!hello.ech);
 }
 
+/// A hello offering more ALPN names than the proxy accepts in a detection
+/// is read whole and keeps the first [`MAX_ALPN_NAMES`], within
+/// [`MAX_ALPN_BYTES`].
+#[test]
+fn alpn_names_past_the_bounds_are_ignored() {
+    let names: Vec<String> = (0..100).map(|i| format!("proto-{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let hello = complete(&Hello::new().alpn(&refs).record());
+    assert_eq!(hello.alpn, names[..MAX_ALPN_NAMES]);
+    let long = "x".repeat(255);
+    let hello = complete(&Hello::new().alpn(&[long.as_str(); 40]).alpn(&["h2"]).record());
+    assert_eq!(hello.alpn.len(), MAX_ALPN_BYTES / 255);
+}
+
 #[test]
 fn byte_by_byte_and_exact_need() {
     let data = typical().record();

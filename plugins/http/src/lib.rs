@@ -170,7 +170,8 @@ fn host(headers: &[u8], line: &RequestLine<'_>) -> Option<String> {
 }
 
 /// `Host:` value → host name: userinfo and port dropped, lowercase, IPv6
-/// literal kept in brackets; `None` when empty or not printable ASCII.
+/// literal kept in brackets; `None` when empty, longer than 253 bytes or not
+/// printable ASCII.
 fn normalize_host(authority: &[u8]) -> Option<String> {
     let authority = match authority.iter().rposition(|&b| b == b'@') {
         Some(at) => authority.get(at + 1..)?,
@@ -183,7 +184,9 @@ fn normalize_host(authority: &[u8]) -> Option<String> {
         authority.get(..end)?
     };
     let host = host.strip_suffix(b".").unwrap_or(host);
-    if host.is_empty() || !host.iter().all(u8::is_ascii_graphic) {
+    // A DNS name is at most 253 bytes; a longer value is no host, and would
+    // exceed the proxy's bound on a detection's strings (found by fuzzing).
+    if host.is_empty() || host.len() > 253 || !host.iter().all(u8::is_ascii_graphic) {
         return None;
     }
     // Printable ASCII, so the bytes are UTF-8 as they are.
@@ -207,6 +210,20 @@ mod tests {
             Verdict::Matched(d) => d,
             other => panic!("{data:?}: expected a match, got {other:?}"),
         }
+    }
+
+    /// A Host header longer than any DNS name matches without `host`: the
+    /// proxy fails a call whose attribute is over 1 KiB, and a failing
+    /// detector is disabled for everyone.
+    #[test]
+    fn an_overlong_host_is_left_out() {
+        for len in [254, 1044, 6000] {
+            let request = format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", "a".repeat(len));
+            let d = matched(request.as_bytes());
+            assert_eq!((d.attribute("method"), d.attribute("host")), (Some("GET"), None), "{len}");
+        }
+        let longest = format!("GET / HTTP/1.1\r\nHost: {}:80\r\n\r\n", "a".repeat(253));
+        assert_eq!(matched(longest.as_bytes()).attribute("host").map(str::len), Some(253));
     }
 
     #[test]

@@ -123,6 +123,11 @@ impl std::fmt::Debug for RegexMatcher {
 /// Size limit of each compiled form of one regex (the plugin runs under a
 /// memory cap, 16 MiB by default).
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Deepest nesting of groups and repetitions in one regex. Compiling
+/// recurses once per level, and the plugin runs on a 64 KiB stack: a regex
+/// of a few hundred stacked operators (`a*****…`) overflowed it (found by
+/// fuzzing) where it should be a config error.
+pub const REGEX_NEST_LIMIT: u32 = 32;
 
 impl RegexMatcher {
     /// Compile `pattern` (ASCII, see `config`) to look at `max_length` bytes.
@@ -131,11 +136,13 @@ impl RegexMatcher {
         let hir = regex_syntax::ParserBuilder::new()
             .unicode(false)
             .utf8(false)
+            .nest_limit(REGEX_NEST_LIMIT)
             .build()
             .parse(pattern)
             .map_err(|err| syntax_error(pattern, &err))?;
         let regex = regex::bytes::RegexBuilder::new(pattern)
             .unicode(false)
+            .nest_limit(REGEX_NEST_LIMIT)
             .size_limit(REGEX_SIZE_LIMIT)
             .dfa_size_limit(REGEX_SIZE_LIMIT)
             .build()

@@ -46,6 +46,21 @@ fn matched(verdict: Verdict) -> (String, String) {
     }
 }
 
+/// Regexes nested deeper than [`rules::REGEX_NEST_LIMIT`] are a config
+/// error, not a stack overflow inside the sandbox's 64 KiB stack: groups,
+/// and repetitions stacked on one atom (the fuzzer's `a*****…`).
+#[test]
+fn deeply_nested_regexes_are_refused() {
+    let groups = format!("{}a{}", "(".repeat(100), ")".repeat(100));
+    let stacked = format!("^a{}", "*+".repeat(150));
+    for regex in [groups, stacked] {
+        let err = rule_error(json!({ "protocol": "deep", "regex": regex }));
+        assert!(err.contains("nest"), "{err}");
+    }
+    let fits = format!("^{}a{}", "(".repeat(20), ")".repeat(20));
+    rules(json!([{ "protocol": "ok", "regex": fits }]));
+}
+
 #[test]
 fn null_and_empty_configs_never_match() {
     for config in ["null", "{}", r#"{"rules": null}"#, r#"{"rules": []}"#] {

@@ -3,6 +3,7 @@
 //! attributes `version` (highest version offered: `1.3`, `1.2`, `1.1`, `1.0`
 //! or `ssl3`) and `ech` (`true` when Encrypted Client Hello is offered).
 
+use refractium_plugin_sdk::testing::MAX_NEED_MORE;
 use refractium_plugin_sdk::tls::{ClientHello, HelloParse, parse_client_hello};
 use refractium_plugin_sdk::{Detection, Detector, Peer, Verdict};
 
@@ -19,6 +20,12 @@ impl Detector for Tls {
     fn detect(&self, data: &[u8], _peer: &Peer) -> Verdict {
         match parse_client_hello(data) {
             HelloParse::Complete(hello) => Verdict::Matched(detection(hello)),
+            // A hello announced longer than the host ever holds (records
+            // included) can never be read whole: say so now, rather than
+            // ask for more than the contract allows and hold the client
+            // until its buffer fills (found by fuzzing: a 9-byte prefix
+            // announcing a 64 KiB hello asked for 65550 bytes).
+            HelloParse::NeedMore(n) if n > MAX_NEED_MORE => Verdict::NoMatch,
             HelloParse::NeedMore(n) => Verdict::NeedMore(n),
             HelloParse::NotTls => Verdict::NoMatch,
         }
@@ -123,6 +130,21 @@ mod tests {
         }
         assert_eq!(detect(&data[..20]), Verdict::NeedMore(data.len()));
         assert!(detect(&data).is_match());
+    }
+
+    /// `NeedMore` is the total a complete hello needs, a lower bound: one
+    /// beyond the most the host buffers is a hello it can never read.
+    #[test]
+    fn a_hello_longer_than_the_host_holds_is_refused_at_once() {
+        // A 64 KiB handshake message announced in a 218-byte first record.
+        let prefix = b"\x16\x03\x01\x00\xda\x01\x01\x00\x00";
+        assert_eq!(detect(prefix), Verdict::NoMatch);
+        // The largest hello the host can hold is still waited for.
+        let fits = b"\x16\x03\x01\x40\x00\x01\x00\xff\xdf";
+        match detect(fits) {
+            Verdict::NeedMore(n) => assert!(n > fits.len() && n <= MAX_NEED_MORE, "NeedMore({n})"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
