@@ -207,10 +207,12 @@ backends:
     assert!(proxy.exchange("edge", GET).ends_with("web"));
 }
 
-/// 16 KiB of ClientHello-looking bytes, one byte per write: detection stops
-/// at `max_bytes`, and the work per byte stays flat.
+/// A ClientHello announcing 16 KiB, sent one byte per write into a 4 KiB
+/// detection buffer: no detector can decide within the buffer, so the
+/// connection is refused as soon as that is known (the client's writes then
+/// fail), not after the timeout.
 #[test]
-fn a_large_hello_one_byte_at_a_time_is_cut_at_the_buffer_size() {
+fn a_large_hello_one_byte_at_a_time_is_refused_without_waiting() {
     let backend = Backend::start(Reply::Http("web"));
     let proxy = Proxy::start(&format!(
         "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detect: {{ timeout: 30s, max_bytes: 4096 }}\nroutes:\n  - name: web\n    match: {{ protocol: http }}\n    to: web\nbackends:\n  web: {{ servers: [{}] }}\n",
@@ -220,16 +222,16 @@ fn a_large_hello_one_byte_at_a_time_is_cut_at_the_buffer_size() {
     hello.resize(16 * 1024, 0x41);
     let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
     c.set_nodelay(true).expect("nodelay");
-    let mut written = 0;
+    let started = Instant::now();
     for byte in &hello {
         if c.write_all(std::slice::from_ref(byte)).is_err() {
             break;
         }
-        written += 1;
     }
     c.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     let _ = c.read_to_end(&mut Vec::new());
     let line = proxy.wait_access(1).pop().expect("a line");
     assert_eq!(line["close"], "detection buffer full, and the listener has no route for it", "{line}");
-    assert!(written >= 4096, "the proxy closed before the buffer was full ({written} bytes)");
+    assert!(started.elapsed() < Duration::from_secs(20), "waited {:?}, close to the timeout", started.elapsed());
+    assert!(proxy.exchange("edge", GET).ends_with("web"));
 }

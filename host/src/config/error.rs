@@ -93,11 +93,14 @@ impl fmt::Display for ConfigError {
 }
 
 /// Turns a serde_yaml error into a located problem; `None` for a duplicate
-/// key, which the locator reports better.
+/// key the locator has already reported (it names both places). The
+/// locator cannot follow a file broken further on, so a duplicate it missed
+/// is still reported here.
 pub(crate) fn from_serde(err: &serde_yaml::Error, file: &Path, loc: &Locator) -> Option<Problem> {
     let pos = err.location().map(|l| Pos { line: l.line(), column: l.column() });
     let text = strip_marks(&err.to_string());
-    if text.contains("duplicate field") || text.contains("duplicate entry") {
+    let duplicate = text.contains("duplicate field") || text.contains("duplicate entry");
+    if duplicate && !loc.duplicates().is_empty() {
         return None;
     }
     // serde_yaml prefixes messages with the path it was at (`routes[1]: ...`);

@@ -304,4 +304,9 @@ fn keys_written_twice_are_rejected() {
     assert_eq!(problems(&text), ["t.yaml:11:3: backends.web: written twice in one mapping (first at line 9)"]);
     let text = with(3, "    name: again");
     assert_eq!(problems(&text), ["t.yaml:4:5: listeners[0].name: written twice in one mapping (first at line 2)"]);
+    // In a file too broken for the locator to follow, serde's own report
+    // stands: the file is rejected, not read as empty.
+    let broken = problems("routes:\n  - { match: {}, match: {}\nudp: {}\n");
+    assert_eq!(broken.len(), 1, "{broken:?}");
+    assert!(broken[0].contains("duplicate"), "{broken:?}");
 }
