@@ -4,7 +4,7 @@
 //! with where the kernel places the three processes, so a change of a few
 //! hundred instructions shows from one run to the next. It counts user space
 //! only (the kernel's share, ≈ 48 µs of the ≈ 65 µs a connection costs a
-//! proxy here, is the same for all three, see the README), and nothing of
+//! proxy here, is the same for all three, see docs/performance.md), and nothing of
 //! how cold the caches are.
 
 use std::fs;

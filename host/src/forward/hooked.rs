@@ -33,7 +33,7 @@ use std::time::Duration;
 /// Most bytes read from a side as one chunk. Under bulk traffic reads fill
 /// it, so that one read, one hook call and one write move this much: with a
 /// quarter of it, bulk through a hook fell behind a plain relay (the
-/// README's "With hooks").
+/// "With hooks" of docs/performance.md).
 pub const CHUNK: usize = 256 * 1024;
 
 thread_local! {
