@@ -1,10 +1,12 @@
 //! The admin listener (`admin.bind`, keep it on loopback): a small HTTP/1.1
 //! server for operators.
 //!
+//! - `GET /`: the dashboard, one self-contained page (`admin/dashboard.html`)
+//!   that polls `/status` and `/metrics` and draws them.
 //! - `GET /status`: JSON with the snapshot in force (listeners, routes,
 //!   backends with each server's address, weight, state and open
-//!   connections, plugins with name, version, hash and source) and the last
-//!   reload's outcome and time.
+//!   connections, plugins with name, version, hash, source and failures by
+//!   cause), the last reload's outcome and time, and the last ten reloads.
 //! - `POST /reload`: reload now; answers 200 with `{"ok":true}` or 422 with
 //!   the reason the new configuration was rejected.
 //! - `GET /metrics`: the counters of [`crate::metrics`], Prometheus format.
@@ -26,6 +28,7 @@
 //! carry it as `Authorization: Bearer …`.
 
 use crate::plugin::detector::Detect as _;
+use crate::plugin::sandbox::Cause;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
 use serde_json::json;
@@ -37,7 +40,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// What the admin listener serves, for a request it does not.
-const ENDPOINTS: &str = "GET /status, GET /metrics, GET /ready, GET /live, POST /reload\n";
+const ENDPOINTS: &str = "GET / (dashboard), GET /status, GET /metrics, GET /ready, GET /live, POST /reload\n";
+
+/// The dashboard served at `GET /`.
+const DASHBOARD: &str = include_str!("admin/dashboard.html");
+/// The dashboard loads nothing but itself and the admin API, and is not framed.
+const DASHBOARD_HEADERS: &str = "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; img-src data:; connect-src 'self'; frame-ancestors 'none'\r\n\
+    Cache-Control: no-store\r\n";
 
 /// Most admin connections served at once; more are answered 503 at once.
 const MAX_CLIENTS: usize = 64;
@@ -131,8 +141,19 @@ async fn read_request(stream: &mut TcpStream) -> Result<Request, &'static str> {
 }
 
 async fn reply(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> std::io::Result<()> {
+    reply_with(stream, status, "", kind, body).await
+}
+
+/// Like [`reply`], with `headers` (each ending in CRLF) before the others.
+async fn reply_with(
+    stream: &mut TcpStream,
+    status: &str,
+    headers: &str,
+    kind: &str,
+    body: &str,
+) -> std::io::Result<()> {
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\n{headers}Content-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
@@ -165,6 +186,9 @@ async fn handle(
         stream.write_all(response.as_bytes()).await?;
         return stream.shutdown().await;
     }
+    if (method, path) == ("GET", "/") {
+        return reply_with(&mut stream, "200 OK", DASHBOARD_HEADERS, "text/html; charset=utf-8", DASHBOARD).await;
+    }
     let (status, kind, body) = match (method, path) {
         ("GET", "/status") => ("200 OK", "application/json", status(&state.load()).to_string()),
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", crate::metrics::render()),
@@ -177,7 +201,7 @@ async fn handle(
                 ("422 Unprocessable Entity", "application/json", json!({"ok": false, "error": error}).to_string())
             }
         },
-        (_, "/status" | "/metrics" | "/reload" | "/ready" | "/live") => {
+        (_, "/" | "/status" | "/metrics" | "/reload" | "/ready" | "/live") => {
             ("405 Method Not Allowed", "text/plain", ENDPOINTS.into())
         }
         _ => ("404 Not Found", "text/plain", ENDPOINTS.into()),
@@ -282,6 +306,7 @@ fn status(s: &Snapshot) -> serde_json::Value {
                 "source": d.source.to_string(),
                 "disabled": d.is_disabled(),
                 "refused_imports": d.refused,
+                "failures": failures(d.name()),
             })
         })
         .chain(s.plugins.hooks.iter().map(|h| {
@@ -293,6 +318,7 @@ fn status(s: &Snapshot) -> serde_json::Value {
                 "source": h.source.to_string(),
                 "disabled": h.is_disabled(),
                 "refused_imports": h.refused,
+                "failures": failures(h.name()),
             })
         }))
         .collect();
@@ -311,14 +337,8 @@ fn status(s: &Snapshot) -> serde_json::Value {
             })
         })
         .collect();
-    let last_reload = crate::reload::last().map(|o| {
-        json!({
-            "ok": o.error.is_none(),
-            "error": o.error,
-            "via": o.via,
-            "at_unix": o.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        })
-    });
+    let last_reload = crate::reload::last().as_ref().map(reload_json);
+    let reloads: Vec<_> = crate::reload::history().iter().map(reload_json).collect();
     json!({
         "config": c.file.display().to_string(),
         "listeners": listeners,
@@ -328,5 +348,22 @@ fn status(s: &Snapshot) -> serde_json::Value {
         "skipped_plugins": skipped,
         "compiling_plugins": compiling,
         "last_reload": last_reload,
+        "reloads": reloads,
+    })
+}
+
+/// A plugin's failed calls so far, by cause (every cause, zeros too).
+fn failures(plugin: &str) -> serde_json::Map<String, serde_json::Value> {
+    let counters = crate::metrics::plugin(plugin);
+    Cause::ALL.iter().map(|&cause| (cause.label().to_string(), counters.failures(cause).into())).collect()
+}
+
+/// A reload's outcome as `/status` shows it.
+fn reload_json(o: &crate::reload::Outcome) -> serde_json::Value {
+    json!({
+        "ok": o.error.is_none(),
+        "error": o.error,
+        "via": o.via,
+        "at_unix": o.at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     })
 }

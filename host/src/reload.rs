@@ -104,11 +104,27 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-static LAST: std::sync::Mutex<Option<Outcome>> = std::sync::Mutex::new(None);
+/// How many reload outcomes [`history`] keeps.
+pub const HISTORY: usize = 10;
+
+/// The last [`HISTORY`] outcomes, newest first.
+static RECENT: std::sync::Mutex<std::collections::VecDeque<Outcome>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
 
 /// The last reload's outcome, if any reload was tried.
 pub fn last() -> Option<Outcome> {
-    LAST.lock().ok().and_then(|last| last.clone())
+    RECENT.lock().ok().and_then(|recent| recent.front().cloned())
+}
+
+/// The outcomes of the last [`HISTORY`] reloads, newest first.
+pub fn history() -> Vec<Outcome> {
+    RECENT.lock().map(|recent| recent.iter().cloned().collect()).unwrap_or_default()
+}
+
+/// Put `outcome` in front of `recent`, forgetting the oldest past [`HISTORY`].
+fn remember(recent: &mut std::collections::VecDeque<Outcome>, outcome: Outcome) {
+    recent.push_front(outcome);
+    recent.truncate(HISTORY);
 }
 
 /// Reload (asked for `via` a signal or the admin API), log and record the
@@ -124,8 +140,8 @@ pub async fn trigger(path: &Path, state: &ArcSwap<Snapshot>, via: &'static str) 
             tracing::error!(error = %error, via, "reload rejected; the previous configuration stays in force");
         }
     }
-    if let Ok(mut last) = LAST.lock() {
-        *last = Some(Outcome { at: std::time::SystemTime::now(), via, error: result.clone().err() });
+    if let Ok(mut recent) = RECENT.lock() {
+        remember(&mut recent, Outcome { at: std::time::SystemTime::now(), via, error: result.clone().err() });
     }
     crate::systemd::ready();
     result
@@ -206,3 +222,22 @@ pub fn watch(path: PathBuf, state: Arc<ArcSwap<Snapshot>>) -> anyhow::Result<()>
 
 /// How long file events must be quiet before a watch-triggered reload.
 pub const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(200);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_history_keeps_the_newest_ten_newest_first() {
+        let mut recent = std::collections::VecDeque::new();
+        for n in 0..HISTORY + 3 {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(n as u64);
+            remember(&mut recent, Outcome { at, via: "SIGHUP", error: None });
+        }
+        let secs: Vec<u64> = recent
+            .iter()
+            .map(|o| o.at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
+            .collect();
+        assert_eq!(secs, (3..HISTORY as u64 + 3).rev().collect::<Vec<_>>());
+    }
+}

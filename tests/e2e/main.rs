@@ -7,6 +7,7 @@ mod balance;
 mod check_file;
 mod cli;
 mod corpus;
+mod dashboard;
 mod descriptors;
 mod dns;
 mod examples;
