@@ -138,7 +138,7 @@ plugins:
     let (served, wrong) = (served.into_inner(), wrong.into_inner());
     let metrics = proxy.admin_get("/metrics");
     let failures = |plugin: &str, cause: &str| {
-        metric(&metrics, &format!("refractium_plugin_failures_total{{plugin=\"{plugin}\",cause=\"{cause}\"}} "))
+        metric(&metrics, &format!("refractium_plugin_failures_total{{cause=\"{cause}\",plugin=\"{plugin}\"}} "))
     };
     eprintln!(
         "{served} connections served in {:?} with the cores saturated; overload interruptions not blamed: tls {}, http {}, ssh {}",

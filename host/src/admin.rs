@@ -191,7 +191,7 @@ async fn handle(
     }
     let (status, kind, body) = match (method, path) {
         ("GET", "/status") => ("200 OK", "application/json", status(&state.load()).to_string()),
-        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", crate::metrics::render()),
+        ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", crate::metrics::render(&state.load())),
         ("GET", "/ready") if crate::listener::serving() => ("200 OK", "text/plain", "ready\n".into()),
         ("GET", "/ready") => ("503 Service Unavailable", "text/plain", "not serving: starting or draining\n".into()),
         ("GET", "/live") => ("200 OK", "text/plain", "live\n".into()),

@@ -37,6 +37,8 @@ pub struct Server {
     /// Active health checks in a row that passed, and that failed.
     pub(crate) checks_passed: AtomicU32,
     pub(crate) checks_failed: AtomicU32,
+    /// Connects to it that failed or timed out.
+    connect_failures: std::sync::atomic::AtomicU64,
 }
 
 impl Server {
@@ -48,6 +50,7 @@ impl Server {
             up: AtomicBool::new(true),
             checks_passed: AtomicU32::new(0),
             checks_failed: AtomicU32::new(0),
+            connect_failures: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -64,6 +67,11 @@ impl Server {
     /// Connections open to it now.
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Connects to it that failed or timed out so far.
+    pub fn connect_failures(&self) -> u64 {
+        self.connect_failures.load(Ordering::Relaxed)
     }
 }
 
@@ -143,6 +151,8 @@ pub struct Pool {
     answers: std::sync::Mutex<Answers>,
     /// When the names are due to be resolved again.
     next_refresh: std::sync::Mutex<Option<std::time::Instant>>,
+    /// How long connects take, in the metrics.
+    pub connect_seconds: prometheus::Histogram,
 }
 
 /// Per `servers` entry: the addresses and weights its name last resolved
@@ -196,6 +206,7 @@ impl Pool {
             source: backend.source,
             answers: std::sync::Mutex::new(vec![None; backend.servers.len()]),
             next_refresh: std::sync::Mutex::new(None),
+            connect_seconds: crate::metrics::connect(name),
         }
     }
 
@@ -317,6 +328,7 @@ impl Pool {
                 Ok(Err(err)) => last = Some(format!("{}: {err}", server.addr)),
                 Err(_) => last = Some(format!("{}: connect timed out after {:?}", server.addr, self.connect_timeout)),
             }
+            server.connect_failures.fetch_add(1, Ordering::Relaxed);
             if server.up.swap(false, Ordering::Relaxed) {
                 let error = last.as_deref().unwrap_or_default();
                 tracing::warn!(pool = %self.name, server = %server.addr, error, "backend server marked down");

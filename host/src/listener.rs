@@ -278,7 +278,7 @@ pub async fn serve(
 /// does not go to sleep and get woken again. With nothing else runnable the
 /// yield returns at once. At concurrency 1 it took the proxy's CPU per
 /// connection from 64-71 to 63-66 µs and its rate up 4-12 % in three sets of
-/// alternating rounds (README, "Performance"); at 16 and 64 connections in
+/// alternating rounds (docs/performance.md); at 16 and 64 connections in
 /// flight it is within noise.
 pub fn worker_loop() -> std::io::Result<evloop::Runtime> {
     evloop::Builder::new().yield_before_sleep(true).build()
@@ -479,6 +479,7 @@ async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared
     let Shared { state, limits, tracker, .. } = shared;
     let name: Arc<str> = name.into();
     let bound_to = listener.local_addr().ok();
+    let metrics = crate::metrics::TcpListenerMetrics::new(&name);
     let mut in_a_row = 0usize;
     // Registered with the token from its first poll on, for as long as the
     // loop runs.
@@ -554,13 +555,15 @@ async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared
         let mut admitted = match limits.admit(key, l.max_connections, per_ip) {
             Ok(admitted) => admitted,
             Err(limit) => {
-                crate::metrics::TCP_REFUSED.inc();
+                metrics.refused(limit);
                 limits.warn_refused(limit, client);
                 drop(stream);
                 continue;
             }
         };
         let name = name.clone();
+        metrics.accepted.inc();
+        let open = crate::metrics::Held::new(&metrics.open);
         evloop::spawn(tracker.track_future(async move {
             // A listener bound to one address knows the local address of
             // every connection; a wildcard one asks the socket.
@@ -568,8 +571,6 @@ async fn accept_loop(name: String, listener: evloop::TcpListener, shared: Shared
                 Some(addr) if !addr.ip().is_unspecified() => addr,
                 _ => stream.local_addr().unwrap_or(client),
             };
-            crate::metrics::TCP_ACCEPTED.inc();
-            let open = crate::metrics::Held::new(&crate::metrics::TCP_OPEN);
             // The connection's state (≈ 1.9 KB) goes to the heap once, here:
             // spawned inline, it would be copied whole at each layer the
             // task passes through on its way into the runtime. The box is

@@ -9,6 +9,7 @@ use crate::evloop::TcpStream;
 use crate::forward::hooked::{HookChain, Stop};
 use crate::forward::{self, Counters, proxy_protocol};
 use crate::limits::Admitted;
+use crate::metrics;
 use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
 use crate::plugin::hook::Direction;
@@ -33,6 +34,9 @@ struct Entry<'a> {
     up: u64,
     down: u64,
     close: Cow<'static, str>,
+    /// How it ended, and the protocol, as the metrics label them.
+    outcome: metrics::Outcome,
+    protocol: &'a str,
 }
 
 /// A connection being served: writes its access-log line when it ends,
@@ -51,6 +55,10 @@ impl Drop for Visit<'_> {
         if entry.close.is_empty() {
             entry.close = if crate::evloop::unwinding() { "internal error".into() } else { "shutdown".into() };
         }
+        // Counted before the line is written: whoever reads the line finds
+        // the connection counted.
+        let protocol = if entry.protocol.is_empty() { "-" } else { entry.protocol };
+        metrics::connection_ended(self.listener, protocol, entry.route, entry.outcome, entry.up, entry.down);
         let d = entry.detection.as_ref();
         // Strings a client or a plugin controls are recorded as strings,
         // which the text format quotes and escapes (and JSON encodes).
@@ -113,8 +121,9 @@ pub async fn handle(snapshot: Arc<Snapshot>, mut stream: TcpStream, accepted: Ac
                     let l = &snapshot.config.limits;
                     let key = crate::limits::host_key(carried.client.ip(), l.ipv6_prefix);
                     if let Err(limit) = admitted.rekey(key, l.max_connections_per_ip) {
-                        crate::metrics::TCP_REFUSED.inc();
+                        metrics::refused(listener, limit);
                         admitted.warn_refused(limit, carried.client);
+                        visit.entry.outcome = metrics::Outcome::Refused;
                         visit.entry.close = format!("refused: {limit}").into();
                         return;
                     }
@@ -123,6 +132,7 @@ pub async fn handle(snapshot: Arc<Snapshot>, mut stream: TcpStream, accepted: Ac
             }
             Err(why) => {
                 tracing::warn!(listener = %listener, balancer = %client, "connection closed: {why} (listeners[].accept_proxy.from trusts this source)");
+                visit.entry.outcome = metrics::Outcome::Refused;
                 visit.entry.close = why.into();
                 return;
             }
@@ -175,11 +185,13 @@ type Opened<'a> = (Connected, usize, Option<HookChain>);
 async fn open<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Entry<'a>) -> Option<Opened<'a>> {
     let &mut Arrival { snapshot, listener, client, local, ref mut early } = at;
     let Some(plan) = snapshot.listeners.get(&**listener) else {
+        entry.outcome = metrics::Outcome::NoRoute;
         entry.close = "listener not in the snapshot".into();
         return None;
     };
 
     // 1. Detect.
+    let arrived = Instant::now();
     let peer = Peer::of(client, Some(local), listener.clone(), false).wanting(snapshot.routes.wanted().clone());
     let first = match early.take() {
         Some(early) => Ok(early),
@@ -188,6 +200,7 @@ async fn open<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Entr
     let first = match first {
         Ok(first) => first,
         Err(err) => {
+            entry.outcome = metrics::Outcome::ClientError;
             entry.close = format!("client error during detection: {err}").into();
             return None;
         }
@@ -195,22 +208,37 @@ async fn open<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Entr
     let detected = match detect::detect(stream, first, &plan.detectors, &peer, plan.max_bytes, plan.timeout).await {
         Ok(detected) => detected,
         Err(err) => {
+            entry.outcome = metrics::Outcome::ClientError;
             entry.close = format!("client error during detection: {err}").into();
             return None;
         }
     };
+    plan.detection_seconds.observe(arrived.elapsed().as_secs_f64());
     entry.failures = detected.failures;
 
     // 2. Route.
-    let (route, detection) = choose_route(snapshot, plan, detected.outcome, detected.bytes.is_empty(), client);
+    let nothing_sent = detected.bytes.is_empty();
+    let matched = matches!(detected.outcome, Outcome::Matched { .. });
+    let timed_out = matches!(detected.outcome, Outcome::TimedOut);
+    let closed_silent = matches!(detected.outcome, Outcome::ClientClosed) && nothing_sent;
+    let (route, detection) = choose_route(snapshot, plan, detected.outcome, nothing_sent, client);
+    if let Some(d) = &detection {
+        entry.protocol = snapshot.protocol_label(&d.protocol);
+    }
     entry.detection = detection;
     let route = match route {
         Ok(route) => route,
         Err(why) => {
+            entry.outcome = match () {
+                () if closed_silent => metrics::Outcome::ClientError,
+                () if timed_out => metrics::Outcome::Timeout,
+                () => metrics::Outcome::NoRoute,
+            };
             entry.close = why.into();
             return None;
         }
     };
+    entry.outcome = if matched { metrics::Outcome::Routed } else { metrics::Outcome::Default };
     entry.route = Some(&route.name);
 
     // The route's hooks, each in a session of its own, see the first bytes
@@ -223,6 +251,7 @@ async fn open<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Entr
         let mut opened = match HookChain::open(hooks, &peer, entry.detection.as_ref(), &route.name) {
             Ok(opened) => opened,
             Err(why) => {
+                entry.outcome = metrics::Outcome::HookClosed;
                 entry.close = why.into();
                 return None;
             }
@@ -234,6 +263,7 @@ async fn open<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Entr
                     if let Stop::Respond { data, .. } = &stop {
                         forward::hooked::respond(stream, data).await;
                     }
+                    entry.outcome = metrics::Outcome::HookClosed;
                     entry.close = stop.text().into();
                     return None;
                 }
@@ -244,6 +274,7 @@ async fn open<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Entr
 
     // 3. Balance.
     let Some(pool) = snapshot.pools.get(&route.pool) else {
+        entry.outcome = metrics::Outcome::BackendFailed;
         entry.close = format!("route names missing pool `{}`", route.pool).into();
         return None;
     };
@@ -258,9 +289,13 @@ async fn open<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Entr
     let header = header.as_deref().unwrap_or_default();
     let first_bytes: &[u8] = &first;
     let first = [IoSlice::new(header), IoSlice::new(first_bytes)];
-    let connected = match pool.connect(client.ip(), &first).await {
+    let connecting = Instant::now();
+    let connected = pool.connect(client.ip(), &first).await;
+    pool.connect_seconds.observe(connecting.elapsed().as_secs_f64());
+    let connected = match connected {
         Ok(connected) => connected,
         Err(err) => {
+            entry.outcome = metrics::Outcome::BackendFailed;
             entry.close = err.to_string().into();
             return None;
         }
@@ -271,6 +306,7 @@ async fn open<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Entr
         let skip = sent.min(part.len());
         sent -= skip;
         if let Err(err) = forward::write_all(&connected.stream, &part[skip..]).await {
+            entry.outcome = metrics::Outcome::BackendFailed;
             entry.close = format!("server error: {err}").into();
             return None;
         }

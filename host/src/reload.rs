@@ -134,9 +134,9 @@ pub async fn trigger(path: &Path, state: &ArcSwap<Snapshot>, via: &'static str) 
     crate::systemd::reloading();
     let result = reload(path, state).await.map_err(|err| format!("{err:#}"));
     match &result {
-        Ok(()) => crate::metrics::RELOADS.inc(),
+        Ok(()) => crate::metrics::reloaded(true),
         Err(error) => {
-            crate::metrics::RELOAD_FAILURES.inc();
+            crate::metrics::reloaded(false);
             tracing::error!(error = %error, via, "reload rejected; the previous configuration stays in force");
         }
     }

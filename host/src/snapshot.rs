@@ -26,6 +26,8 @@ pub struct ListenerPlan {
     pub on_timeout: Option<String>,
     /// Load balancers whose connections start with a PROXY header.
     pub accept_proxy: Option<crate::config::AcceptProxy>,
+    /// How long detection takes, in the metrics.
+    pub detection_seconds: prometheus::Histogram,
 }
 
 /// A map keyed by a name from the config, looked up for every connection:
@@ -47,6 +49,9 @@ pub struct Snapshot {
     /// Cancelled when this snapshot stops being the one in force: ends its
     /// health checks.
     pub health_stop: tokio_util::sync::CancellationToken,
+    /// The protocol names the metrics label connections with: the loaded
+    /// detectors' and those the routes match on (a bounded set).
+    protocols: std::collections::HashSet<String, foldhash::fast::RandomState>,
 }
 
 impl Snapshot {
@@ -116,6 +121,7 @@ impl Snapshot {
                     default: l.default.clone(),
                     on_timeout: l.on_timeout.clone(),
                     accept_proxy: l.accept_proxy.clone(),
+                    detection_seconds: crate::metrics::detection(&l.name),
                 },
             );
         }
@@ -165,7 +171,14 @@ impl Snapshot {
                 tracing::warn!(pool = %name, "backends.{name}.source: client applies to TCP connections; UDP sessions leave from this host's address");
             }
         }
+        let protocols = plugins
+            .detectors
+            .iter()
+            .map(|d| d.name().to_string())
+            .chain(config.routes.iter().filter_map(|r| r.r#match.as_ref()?.protocol.clone()))
+            .collect();
         Ok(Snapshot {
+            protocols,
             config: Arc::new(config),
             plugins,
             listeners,
@@ -179,6 +192,12 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    /// `protocol` as the metrics label it: itself when it is one of
+    /// [`Snapshot::protocols`], `other` when not (a plugin may name any).
+    pub fn protocol_label<'a>(&'a self, protocol: &str) -> &'a str {
+        self.protocols.get(protocol).map_or("other", String::as_str)
+    }
+
     /// Take over what checks learned about servers that `old` also had
     /// (same pool, same address and weight), so a reload does not forget a
     /// dead server; a pool whose servers are written as before keeps its

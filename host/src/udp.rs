@@ -34,6 +34,7 @@
 use crate::detect::{Failures, Outcome, Progress};
 use crate::forward::hooked::{HookChain, Stop};
 use crate::limits::{Admitted, Limits};
+use crate::metrics::UdpMetrics;
 use crate::plugin::Detection;
 use crate::plugin::detector::Peer;
 use crate::plugin::hook::Direction;
@@ -67,8 +68,8 @@ thread_local! {
 
 /// Count a dropped datagram: empty, from a client over the limits, or not
 /// taken by the upstream socket.
-fn dropped() {
-    crate::metrics::UDP_DROPPED.inc();
+fn dropped(metrics: &UdpMetrics) {
+    metrics.dropped.inc();
 }
 
 /// A client whose datagrams are still being looked at.
@@ -152,6 +153,7 @@ pub struct UdpListener {
     tracker: TaskTracker,
     stop: CancellationToken,
     sessions: Sessions,
+    metrics: Arc<UdpMetrics>,
 }
 
 impl UdpListener {
@@ -164,7 +166,8 @@ impl UdpListener {
         stop: CancellationToken,
     ) -> Self {
         let socket = Arc::new(socket);
-        UdpListener { name, socket, state, limits, tracker, stop, sessions: Sessions::default() }
+        let metrics = Arc::new(UdpMetrics::new(&name));
+        UdpListener { name, socket, state, limits, tracker, stop, sessions: Sessions::default(), metrics }
     }
 }
 
@@ -219,7 +222,7 @@ async fn serve(l: UdpListener) {
             },
         };
         if n == 0 {
-            dropped();
+            dropped(&l.metrics);
             continue;
         }
         let whole = &buf[..n];
@@ -230,12 +233,12 @@ async fn serve(l: UdpListener) {
             let Ok(mut map) = l.sessions.lock() else { continue };
             match map.get_mut(&client) {
                 Some(Session::Live(live)) => {
-                    let Some((datagram, _)) = unwrap_proxy(whole, live.behind_proxy, &l.name, client) else { continue };
+                    let Some((datagram, _)) = unwrap_proxy(whole, live.behind_proxy, &l, client) else { continue };
                     match &live.hooked {
-                        None => send_up(&live.upstream, &live.counters, datagram),
+                        None => send_up(&live.upstream, &live.counters, &l.metrics, datagram),
                         Some(queue) => {
                             if queue.try_send(datagram.to_vec()).is_err() {
-                                dropped();
+                                dropped(&l.metrics);
                             }
                         }
                     }
@@ -244,9 +247,9 @@ async fn serve(l: UdpListener) {
                 Some(Session::Detecting(d)) if d.progress.is_none() => {
                     // A step runs beside the socket: hold the datagram for
                     // the next one, within the same bounds.
-                    let Some((datagram, _)) = unwrap_proxy(whole, d.behind_proxy, &l.name, client) else { continue };
+                    let Some((datagram, _)) = unwrap_proxy(whole, d.behind_proxy, &l, client) else { continue };
                     if d.holds_enough(&l.name) {
-                        dropped();
+                        dropped(&l.metrics);
                     } else {
                         d.data.extend_from_slice(datagram);
                         d.ends.push(d.data.len());
@@ -259,7 +262,7 @@ async fn serve(l: UdpListener) {
         };
         let (mut detecting, datagram) = match found {
             Some(Session::Detecting(d)) => {
-                let Some((datagram, _)) = unwrap_proxy(whole, d.behind_proxy, &l.name, client) else { continue };
+                let Some((datagram, _)) = unwrap_proxy(whole, d.behind_proxy, &l, client) else { continue };
                 (d, datagram)
             }
             Some(Session::Live(_)) => continue,
@@ -267,7 +270,7 @@ async fn serve(l: UdpListener) {
                 let snapshot = l.state.load_full();
                 let Some(plan) = snapshot.listeners.get(&*l.name) else { continue };
                 let behind_proxy = plan.accept_proxy.as_ref().is_some_and(|a| a.trusts(client.ip()));
-                let Some((datagram, carried)) = unwrap_proxy(whole, behind_proxy, &l.name, client) else { continue };
+                let Some((datagram, carried)) = unwrap_proxy(whole, behind_proxy, &l, client) else { continue };
                 let (origin, local) = match carried {
                     Some(carried) => (carried.client, Some(carried.local)),
                     None => (client, local),
@@ -277,8 +280,8 @@ async fn serve(l: UdpListener) {
                 let admitted = match l.limits.admit(key, udp.max_sessions, udp.max_sessions_per_ip) {
                     Ok(admitted) => admitted,
                     Err(limit) => {
-                        dropped();
-                        crate::metrics::UDP_REFUSED.inc();
+                        dropped(&l.metrics);
+                        l.metrics.refused.inc();
                         l.limits.warn_refused(limit, origin);
                         continue;
                     }
@@ -290,7 +293,7 @@ async fn serve(l: UdpListener) {
                 let progress = Progress::new(plan.detectors.len()).limit(plan.max_bytes);
                 let detecting = Box::new(Detecting {
                     admitted,
-                    gauge: SessionGauge::open(),
+                    gauge: SessionGauge::open(&l.metrics),
                     snapshot,
                     started: now,
                     deadline,
@@ -318,7 +321,7 @@ async fn serve(l: UdpListener) {
 fn unwrap_proxy<'d>(
     datagram: &'d [u8],
     behind_proxy: bool,
-    listener: &str,
+    l: &UdpListener,
     from: SocketAddr,
 ) -> Option<(&'d [u8], Option<crate::accept_proxy::Carried>)> {
     if !behind_proxy {
@@ -333,10 +336,10 @@ fn unwrap_proxy<'d>(
         Parsed::Incomplete => "a datagram shorter than its PROXY header".to_string(),
         Parsed::Invalid(why) => why,
     };
-    dropped();
+    dropped(&l.metrics);
     static LAST: AtomicU64 = AtomicU64::new(0);
     if crate::clock::first_this_second(&LAST) {
-        tracing::warn!(listener, balancer = %from, "datagram dropped: {why} (listeners[].accept_proxy.from trusts this source; logged at most once a second)");
+        tracing::warn!(listener = &*l.name, balancer = %from, "datagram dropped: {why} (listeners[].accept_proxy.from trusts this source; logged at most once a second)");
     }
     None
 }
@@ -492,11 +495,12 @@ impl UdpListener {
         let hooks = route.hooked.then(|| snapshot.route_hooks.get(&route.name).cloned()).flatten();
         let timeout = snapshot.config.udp.session_timeout;
         let (socket, sessions, stop) = (self.socket.clone(), self.sessions.clone(), self.stop.clone());
+        let metrics = self.metrics.clone();
         let (admitted, gauge) = (detecting.admitted, detecting.gauge);
         let Some(hooks) = hooks else {
             // The held datagrams first, in order.
             for datagram in held {
-                send_up(&upstream, &counters, datagram);
+                send_up(&upstream, &counters, &self.metrics, datagram);
             }
             if let Ok(mut map) = self.sessions.lock() {
                 let behind_proxy = detecting.behind_proxy;
@@ -504,7 +508,7 @@ impl UdpListener {
                 map.insert(client, Session::Live(live));
             }
             self.tracker.spawn(async move {
-                let why = relay_down(&upstream, &socket, client, &counters, timeout, &stop).await;
+                let why = relay_down(&upstream, &socket, client, &counters, &metrics, timeout, &stop).await;
                 if let Ok(mut map) = sessions.lock() {
                     map.remove(&client);
                 }
@@ -523,7 +527,7 @@ impl UdpListener {
         let held: Vec<Vec<u8>> = held.into_iter().map(<[u8]>::to_vec).collect();
         let peer = detecting.peer;
         self.tracker.spawn(async move {
-            let ends = Ends { upstream: &upstream, socket: &socket, client, counters: &counters };
+            let ends = Ends { upstream: &upstream, socket: &socket, client, counters: &counters, metrics: &metrics };
             let why = match HookChain::open(&hooks, &peer, log.detection.as_ref(), &route_name) {
                 Ok(mut chain) => {
                     let mut why = None;
@@ -555,6 +559,7 @@ struct Ends<'a> {
     socket: &'a UdpSocket,
     client: SocketAddr,
     counters: &'a Counters,
+    metrics: &'a UdpMetrics,
 }
 
 impl Ends<'_> {
@@ -582,9 +587,9 @@ impl Ends<'_> {
             return;
         }
         if up {
-            send_up(self.upstream, self.counters, datagram);
-        } else if send_down(self.socket, self.client, self.counters, datagram).is_err() {
-            dropped();
+            send_up(self.upstream, self.counters, self.metrics, datagram);
+        } else if send_down(self.socket, self.client, self.counters, self.metrics, datagram).is_err() {
+            dropped(self.metrics);
         }
     }
 }
@@ -634,9 +639,15 @@ async fn relay_hooked(
 }
 
 /// Send a datagram to the client from the listener's socket, and count it.
-fn send_down(socket: &UdpSocket, client: SocketAddr, counters: &Counters, datagram: &[u8]) -> std::io::Result<()> {
+fn send_down(
+    socket: &UdpSocket,
+    client: SocketAddr,
+    counters: &Counters,
+    metrics: &UdpMetrics,
+    datagram: &[u8],
+) -> std::io::Result<()> {
     socket2::SockRef::from(socket).send_to(datagram, &client.into())?;
-    crate::metrics::UDP_DATAGRAMS_DOWN.inc();
+    metrics.down.inc();
     counters.datagrams_down.fetch_add(1, Ordering::Relaxed);
     counters.bytes_down.fetch_add(datagram.len() as u64, Ordering::Relaxed);
     touch(counters);
@@ -653,14 +664,14 @@ async fn connect_upstream(server: SocketAddr) -> std::io::Result<UdpSocket> {
 /// Send without waiting: a UDP socket whose buffer is full drops the
 /// datagram, as the network would. (The plain system call, not tokio's
 /// `try_send`, whose cached readiness says "not yet" on a fresh socket.)
-fn send_up(upstream: &UdpSocket, counters: &Counters, datagram: &[u8]) {
+fn send_up(upstream: &UdpSocket, counters: &Counters, metrics: &UdpMetrics, datagram: &[u8]) {
     match socket2::SockRef::from(upstream).send(datagram) {
         Ok(_) => {
-            crate::metrics::UDP_DATAGRAMS_UP.inc();
+            metrics.up.inc();
             counters.datagrams_up.fetch_add(1, Ordering::Relaxed);
             counters.bytes_up.fetch_add(datagram.len() as u64, Ordering::Relaxed);
         }
-        Err(_) => dropped(),
+        Err(_) => dropped(metrics),
     }
     touch(counters);
 }
@@ -676,6 +687,7 @@ async fn relay_down(
     socket: &UdpSocket,
     client: SocketAddr,
     counters: &Counters,
+    metrics: &UdpMetrics,
     timeout: Duration,
     stop: &CancellationToken,
 ) -> &'static str {
@@ -696,7 +708,7 @@ async fn relay_down(
         let sent = SCRATCH.with(|cell| {
             let mut buf = cell.borrow_mut();
             match upstream.try_recv(&mut buf) {
-                Ok(n) => Some(send_down(socket, client, counters, buf.get(..n).unwrap_or_default())),
+                Ok(n) => Some(send_down(socket, client, counters, metrics, buf.get(..n).unwrap_or_default())),
                 Err(err) if err.kind() == ErrorKind::WouldBlock => None,
                 // ICMP port unreachable from the server shows up here.
                 Err(err) => Some(Err(err)),
@@ -749,18 +761,13 @@ impl SessionLog {
 }
 
 /// Counts an open UDP session from admission to its end (gauge + total).
-struct SessionGauge;
-
-impl SessionGauge {
-    fn open() -> Self {
-        crate::metrics::UDP_SESSIONS.inc();
-        crate::metrics::UDP_SESSIONS_OPEN.inc();
-        SessionGauge
-    }
+struct SessionGauge {
+    _open: crate::metrics::Held,
 }
 
-impl Drop for SessionGauge {
-    fn drop(&mut self) {
-        crate::metrics::UDP_SESSIONS_OPEN.dec();
+impl SessionGauge {
+    fn open(metrics: &UdpMetrics) -> Self {
+        metrics.sessions.inc();
+        SessionGauge { _open: crate::metrics::Held::new(&metrics.open) }
     }
 }

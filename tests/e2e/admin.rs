@@ -49,7 +49,10 @@ fn status_reload_and_metrics_over_http() {
     let _ = c.read_to_string(&mut reply);
     assert_eq!(reply, "a\n");
     let (_, metrics, _) = curl(&[&format!("http://{admin}/metrics")]);
-    assert!(metrics.lines().any(|l| l == "refractium_tcp_connections_accepted_total 1"), "{metrics}");
+    assert!(
+        metrics.lines().any(|l| l == "refractium_tcp_connections_accepted_total{listener=\"edge\"} 1"),
+        "{metrics}"
+    );
 
     // A rejected reload says why, and is counted; an accepted one applies.
     std::fs::write(proxy.dir.path().join("refractium.yaml"), yaml("nowhere")).expect("write");
@@ -65,8 +68,8 @@ fn status_reload_and_metrics_over_http() {
     assert_eq!(status["routes"][0]["to"], "b");
     assert_eq!(status["last_reload"]["ok"], true);
     let (_, metrics, _) = curl(&[&format!("http://{admin}/metrics")]);
-    assert!(metrics.lines().any(|l| l == "refractium_reloads_total 1"), "{metrics}");
-    assert!(metrics.lines().any(|l| l == "refractium_reload_failures_total 1"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "refractium_reloads_total{outcome=\"ok\"} 1"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == "refractium_reloads_total{outcome=\"failed\"} 1"), "{metrics}");
     let (_, out, _) = curl(&["-o", "/dev/null", "-w", "%{http_code}", &format!("http://{admin}/nope")]);
     assert_eq!(out, "404");
 }

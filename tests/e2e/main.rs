@@ -22,6 +22,7 @@ mod ipv6;
 mod kubernetes;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod proxy_protocol;
 mod reload;
 mod routing;

@@ -258,7 +258,7 @@ fn intruders_cannot_make_ordinary_connections_fail() {
     }
     let metrics = proxy.admin_get("/metrics");
     for (name, _, _) in INTRUDERS {
-        let line = format!("refractium_plugin_failures_total{{plugin=\"{name}\",cause=\"refused\"}} ");
+        let line = format!("refractium_plugin_failures_total{{cause=\"refused\",plugin=\"{name}\"}} ");
         let count = metrics.lines().find_map(|l| l.strip_prefix(&line)).unwrap_or("0");
         assert!(count.parse::<u64>().is_ok_and(|n| n >= 10), "{name}: {count}\n{metrics}");
         assert!(metrics.contains(&format!("refractium_plugin_disabled{{plugin=\"{name}\"}} 1")), "{metrics}");

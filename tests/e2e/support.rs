@@ -203,11 +203,21 @@ impl Proxy {
         out.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default()
     }
 
-    /// The value of the metric `name` (its whole name with labels, e.g.
-    /// `refractium_tcp_connections_open`) on the admin listener; 0 if absent.
+    /// The value of the metric `name` on the admin listener: one series
+    /// when `name` has its labels (`refractium_tcp_connections_open{listener="edge"}`),
+    /// the sum of the family's series when it has none; 0 if absent.
     pub fn metric(&self, name: &str) -> u64 {
-        let prefix = format!("{name} ");
-        self.admin_get("/metrics").lines().find_map(|l| l.strip_prefix(&prefix)?.trim().parse().ok()).unwrap_or(0)
+        let text = self.admin_get("/metrics");
+        let value = |rest: &str| rest.trim().parse::<f64>().ok();
+        let sum: f64 = text
+            .lines()
+            .filter_map(|l| match l.strip_prefix(name)? {
+                rest if rest.starts_with(' ') => value(rest),
+                rest if !name.contains('{') && rest.starts_with('{') => value(rest.split_once("} ")?.1),
+                _ => None,
+            })
+            .sum();
+        sum as u64
     }
 
     /// Wait (at most `secs`) until the metric `name` satisfies `pred`; its

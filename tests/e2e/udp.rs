@@ -170,18 +170,12 @@ fn a_flood_of_new_sources_stays_within_max_sessions() {
     let sources: HashSet<SocketAddr> = other.seen().iter().map(|(s, _)| *s).collect();
     assert!(sources.len() <= 20, "{} upstream sessions", sources.len());
     proxy.wait_log(5, |v| v["limit"] == "udp.max_sessions");
-    // The refusals and drops are counted on the admin listener's /metrics.
-    let admin = proxy.wait_log(5, |v| v["message"] == "admin listening");
-    let admin = admin["addr"].as_str().expect("admin addr");
-    let mut m = std::net::TcpStream::connect(admin).expect("admin");
-    std::io::Write::write_all(&mut m, b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n").expect("request");
-    let mut metrics = String::new();
-    std::io::Read::read_to_string(&mut m, &mut metrics).expect("metrics");
-    let value =
-        |name: &str| -> u64 { metrics.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0) };
-    assert!(value("refractium_udp_sessions_refused_total ") >= 200, "{metrics}");
-    assert!(value("refractium_udp_datagrams_dropped_total ") >= 200, "{metrics}");
-    assert!(value("refractium_udp_sessions_open ") <= 20, "{metrics}");
+    // The refusals and drops are counted on the admin listener's /metrics,
+    // under the listener's name.
+    let listener = |name: &str| format!("{name}{{listener=\"edge\"}}");
+    assert!(proxy.metric(&listener("refractium_udp_sessions_refused_total")) >= 200);
+    assert!(proxy.metric(&listener("refractium_udp_datagrams_dropped_total")) >= 200);
+    assert!(proxy.metric(&listener("refractium_udp_sessions_open")) <= 20);
 }
 
 /// Is the Python QUIC library there? (`.ci/run` installs it with pip.)

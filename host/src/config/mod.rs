@@ -70,7 +70,14 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         return Err(ConfigError::new(problems));
     }
     config.source = Source(Some(Arc::new(loc)));
+    config.hash = text_hash(text);
     Ok(config)
+}
+
+/// The first 16 hex digits of the SHA-256 of `text`.
+fn text_hash(text: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(text.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 impl Config {

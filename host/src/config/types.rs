@@ -42,6 +42,9 @@ pub struct Config {
     pub runtime: Runtime,
     /// How server names are resolved.
     pub resolver: Resolver,
+    /// The first 16 hex digits of the file's SHA-256: which configuration
+    /// is in force, for the metrics and `/status`.
+    pub hash: String,
     /// The source text, indexed, so later stages can locate their problems.
     pub(super) source: Source,
 }

@@ -169,6 +169,7 @@ pub(crate) fn build(raw: RawConfig, file: &Path, loc: &Locator) -> (Config, Vec<
         reload: c.reload(raw.reload),
         log: c.log(raw.log),
         resolver: c.resolver(raw.resolver),
+        hash: String::new(),
         source: Default::default(),
     };
     (config, c.problems)

@@ -420,7 +420,11 @@ impl Detect for DetectorPlugin {
         if self.is_disabled() {
             return Ok(Verdict::NoMatch);
         }
+        let counters = self.breaker.counters();
+        let started = std::time::Instant::now();
         let result = self.call_once(data, peer, self.budget);
+        counters.call_seconds.observe(started.elapsed().as_secs_f64());
+        counters.detector_calls.inc();
         match &result {
             Ok(_) => self.breaker.succeeded(),
             Err(failure) => self.failed(failure),
