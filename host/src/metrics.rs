@@ -291,15 +291,35 @@ pub fn connect(backend: &str) -> Histogram {
     families().connect.with_label_values(&[backend])
 }
 
-/// Count a TCP connection that ended, and the bytes of its route.
-pub fn connection_ended(listener: &str, protocol: &str, route: Option<&str>, outcome: Outcome, up: u64, down: u64) {
-    let f = families();
-    f.tcp_connections.with_label_values(&[listener, protocol, route.unwrap_or("-"), outcome.label()]).inc();
-    if let Some(route) = route
-        && (up > 0 || down > 0)
-    {
-        f.route_bytes.with_label_values(&[route, "up"]).inc_by(up);
-        f.route_bytes.with_label_values(&[route, "down"]).inc_by(down);
+/// Count a TCP connection that ended.
+pub fn connection_ended(listener: &str, protocol: &str, route: Option<&str>, outcome: Outcome) {
+    families().tcp_connections.with_label_values(&[listener, protocol, route.unwrap_or("-"), outcome.label()]).inc();
+}
+
+/// The byte counters of one route, resolved when its snapshot is built.
+#[derive(Debug, Clone)]
+pub struct RouteBytes {
+    up: IntCounter,
+    down: IntCounter,
+}
+
+impl RouteBytes {
+    pub fn new(route: &str) -> Self {
+        let f = families();
+        RouteBytes {
+            up: f.route_bytes.with_label_values(&[route, "up"]),
+            down: f.route_bytes.with_label_values(&[route, "down"]),
+        }
+    }
+
+    /// Count the bytes of a connection that ended.
+    pub fn add(&self, up: u64, down: u64) {
+        if up > 0 {
+            self.up.inc_by(up);
+        }
+        if down > 0 {
+            self.down.inc_by(down);
+        }
     }
 }
 
@@ -503,7 +523,8 @@ mod tests {
         m.accepted.inc();
         let _open = Held::new(&m.open);
         m.refused("limits.max_connections_per_ip");
-        connection_ended("metrics-test", "http", Some("web"), Outcome::Routed, 10, 20);
+        connection_ended("metrics-test", "http", Some("web"), Outcome::Routed);
+        RouteBytes::new("web").add(10, 20);
         let text = rendered();
         assert!(text.contains("# TYPE refractium_reloads_total counter\n"), "{text}");
         assert!(text.contains("refractium_reloads_total{outcome=\"ok\"} "), "{text}");

@@ -29,7 +29,7 @@ struct Entry<'a> {
     detection: Option<Detection>,
     /// Detector calls that failed while it was looked at.
     failures: detect::Failures,
-    route: Option<&'a str>,
+    route: Option<&'a Route>,
     backend: Option<SocketAddr>,
     up: u64,
     down: u64,
@@ -58,7 +58,11 @@ impl Drop for Visit<'_> {
         // Counted before the line is written: whoever reads the line finds
         // the connection counted.
         let protocol = if entry.protocol.is_empty() { "-" } else { entry.protocol };
-        metrics::connection_ended(self.listener, protocol, entry.route, entry.outcome, entry.up, entry.down);
+        let route = entry.route.map(|r| r.name.as_str());
+        metrics::connection_ended(self.listener, protocol, route, entry.outcome);
+        if let Some(r) = entry.route {
+            r.bytes.add(entry.up, entry.down);
+        }
         let d = entry.detection.as_ref();
         // Strings a client or a plugin controls are recorded as strings,
         // which the text format quotes and escapes (and JSON encodes).
@@ -71,7 +75,7 @@ impl Drop for Visit<'_> {
             protocol = d.map(|d| d.protocol.as_str()).unwrap_or("-"),
             sni = d.and_then(|d| d.sni.as_deref()).unwrap_or("-"),
             alpn = alpn.as_str(),
-            route = entry.route.unwrap_or("-"),
+            route = route.unwrap_or("-"),
             backend = %entry.backend.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
             bytes_up = entry.up,
             bytes_down = entry.down,
@@ -239,7 +243,7 @@ async fn open<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Entr
         }
     };
     entry.outcome = if matched { metrics::Outcome::Routed } else { metrics::Outcome::Default };
-    entry.route = Some(&route.name);
+    entry.route = Some(route);
 
     // The route's hooks, each in a session of its own, see the first bytes
     // before the server does; one may answer or close before it is asked.
@@ -408,7 +412,8 @@ mod tests {
             rt.block_on(async {
                 let client = "127.0.0.1:4000".parse().expect("address");
                 crate::evloop::spawn(async move {
-                    let entry = Entry { route: Some("web"), ..Entry::default() };
+                    let route = crate::route::Route::named("web");
+                    let entry = Entry { route: Some(&route), ..Entry::default() };
                     let _visit = Visit { entry, listener: "edge", client, start: None };
                     crate::evloop::yield_to_io().await;
                     panic!("a bug while serving");

@@ -22,6 +22,8 @@ pub struct Route {
     pub pool: String,
     /// Whether its streams pass through hooks (the snapshot has them).
     pub hooked: bool,
+    /// Its bytes in the metrics.
+    pub bytes: crate::metrics::RouteBytes,
     matcher: Option<Matcher>,
 }
 
@@ -47,6 +49,15 @@ fn glob(pattern: &str) -> Result<GlobMatcher, globset::Error> {
     Ok(GlobBuilder::new(pattern).case_insensitive(true).literal_separator(false).build()?.compile_matcher())
 }
 
+impl Route {
+    /// A route of that name to the pool of the same name, matching nothing.
+    #[cfg(test)]
+    pub fn named(name: &str) -> Route {
+        let bytes = crate::metrics::RouteBytes::new(name);
+        Route { name: name.into(), pool: name.into(), hooked: false, bytes, matcher: None }
+    }
+}
+
 impl RouteTable {
     /// Compile the routes of `config` (whose globs `config` already validated).
     pub fn new(routes: &[config::Route]) -> anyhow::Result<Self> {
@@ -70,6 +81,7 @@ impl RouteTable {
                 name: route.name.clone(),
                 pool: route.to.clone(),
                 hooked: !route.hooks.is_empty(),
+                bytes: crate::metrics::RouteBytes::new(&route.name),
                 matcher,
             });
         }
