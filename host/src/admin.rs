@@ -341,6 +341,7 @@ fn status(s: &Snapshot) -> serde_json::Value {
     let reloads: Vec<_> = crate::reload::history().iter().map(reload_json).collect();
     json!({
         "config": c.file.display().to_string(),
+        "config_hash": c.hash,
         "listeners": listeners,
         "routes": routes,
         "backends": backends,

@@ -40,6 +40,8 @@ fn status_reload_and_metrics_over_http() {
         status["plugins"].as_array().is_some_and(|p| p.iter().any(|p| p["name"] == "http" && p["hash"].is_string()))
     );
     assert!(status["last_reload"].is_null());
+    let first_hash = status["config_hash"].as_str().unwrap_or_default().to_string();
+    assert!(first_hash.len() == 16 && first_hash.bytes().all(|b| b.is_ascii_hexdigit()), "{status}");
 
     // Traffic shows in the metrics.
     let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
@@ -67,8 +69,12 @@ fn status_reload_and_metrics_over_http() {
     let status: serde_json::Value = serde_json::from_str(&out).expect("JSON");
     assert_eq!(status["routes"][0]["to"], "b");
     assert_eq!(status["last_reload"]["ok"], true);
+    // The hash names the file in force: the new one, also in the metrics.
+    let hash = status["config_hash"].as_str().unwrap_or_default();
+    assert!(hash.len() == 16 && hash != first_hash, "{hash} after {first_hash}");
     let (_, metrics, _) = curl(&[&format!("http://{admin}/metrics")]);
     assert!(metrics.lines().any(|l| l == "refractium_reloads_total{outcome=\"ok\"} 1"), "{metrics}");
+    assert!(metrics.lines().any(|l| l == format!("refractium_config_info{{hash=\"{hash}\"}} 1")), "{metrics}");
     assert!(metrics.lines().any(|l| l == "refractium_reloads_total{outcome=\"failed\"} 1"), "{metrics}");
     let (_, out, _) = curl(&["-o", "/dev/null", "-w", "%{http_code}", &format!("http://{admin}/nope")]);
     assert_eq!(out, "404");
