@@ -113,6 +113,33 @@ fn a_plugin_that_keeps_failing_is_disabled_and_reported() {
     assert_eq!(fallback.seen().len(), 11);
 }
 
+/// Plugin files, like the built-ins, are not called for a TCP flight whose
+/// first byte they turned down at load (`spin` and `trap` want their
+/// names): HTTP requests reach `http` without a call into either.
+#[test]
+fn plugin_files_are_not_called_for_first_bytes_they_turn_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    install(&dir, "spin", "spin");
+    install(&dir, "trap", "trap");
+    let web = Backend::start(Reply::Http("web"));
+    let fallback = Backend::start(Reply::Record("fallback"));
+    let yaml = format!(
+        "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detectors: [spin, trap, http]\n    default: fallback\nroutes:\n  - name: http\n    match: {{ protocol: http }}\n    to: web\n  - name: fallback\n    to: fallback\nbackends:\n  web: {{ servers: [{}] }}\n  fallback: {{ servers: [{}] }}\nplugins:\n  dir: plugins.d\nadmin: {{ bind: 127.0.0.1:0 }}\n",
+        web.addr, fallback.addr
+    );
+    let proxy = Proxy::start_in(dir, &yaml);
+    let calls = |plugin: &str| proxy.metric(&format!("refractium_plugin_calls_total{{plugin=\"{plugin}\"}}"));
+    for _ in 0..20 {
+        assert!(proxy.exchange("edge", b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ends_with("web"));
+    }
+    assert_eq!((calls("spin"), calls("trap")), (0, 0));
+    assert!(calls("http") >= 20);
+    // A flight starting with `s` is `spin`'s to judge, and still not `trap`'s.
+    assert_eq!(proxy.exchange("edge", b"stop it\r\n"), "fallback\n");
+    assert!(calls("spin") >= 1);
+    assert_eq!(calls("trap"), 0);
+}
+
 #[test]
 fn a_chatty_plugin_is_truncated_and_rate_limited() {
     let (proxy, _web, fallback) = broken_proxy();

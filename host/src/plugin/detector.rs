@@ -235,7 +235,7 @@ pub struct DetectorPlugin {
     /// [`crate::clock::now_ms`] of the last overload warning, to write one a
     /// second at most.
     overload_warned: AtomicU64,
-    /// First bytes a built-in is known to turn down (none for plugin files).
+    /// First bytes the detector is known to turn down on TCP.
     first_bytes: FirstBytes,
 }
 
@@ -244,13 +244,14 @@ pub struct DetectorPlugin {
 ///
 /// The host never asks a detector again after a `no-match`, so a TCP client
 /// whose first segment is that one byte would have ruled the detector out
-/// there and then. A built-in decides from the bytes and the transport alone
-/// (they are our code, and the corpus tests hold them to it), so any TCP
+/// there and then. The WIT contract makes `detect` a pure function of its
+/// arguments whose verdict on a one-byte TCP flight does not depend on the
+/// peer (the built-ins are held to it by the corpus tests), so any TCP
 /// flight starting with such a byte is ruled out the same way without a call
-/// into the sandbox: an HTTP request skips the `tls` and `http2` calls.
-/// Plugin files may look at the client's address or the listener, so they
-/// are always asked; so is every detector over UDP, where a one-byte datagram
-/// is a whole message rather than the start of one.
+/// into the sandbox: an HTTP request skips the `tls` and `http2` calls, and
+/// the calls of every plugin file that turns `G` down. Over UDP every
+/// detector is asked: a one-byte datagram is a whole message rather than
+/// the start of one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct FirstBytes([u64; 4]);
 
@@ -351,9 +352,12 @@ impl DetectorPlugin {
         }
     }
 
-    /// Learn which first bytes this built-in turns down on TCP (see
-    /// [`FirstBytes`]): 256 one-byte calls, once per plugin and config in the
-    /// life of the process. A call that fails leaves the table empty.
+    /// Learn which first bytes this detector turns down on TCP (see
+    /// [`FirstBytes`]): one-byte calls from two unlike peers, once per plugin
+    /// and config in the life of the process. A byte is in the table only
+    /// when both say `no-match` (a detector that looks at the peer where it
+    /// must not keeps those bytes asked); a call that fails leaves the table
+    /// empty.
     pub(super) fn learn_first_bytes(&mut self) {
         type Key = (String, String);
         static LEARNED: OnceLock<Mutex<HashMap<Key, FirstBytes>>> = OnceLock::new();
@@ -363,18 +367,27 @@ impl DetectorPlugin {
             self.first_bytes = known;
             return;
         }
-        let peer = Peer::new("0.0.0.0:0", "0.0.0.0:0", "", false);
+        let peers = [
+            Peer::new("192.0.2.1:40000", "192.0.2.2:443", "probe", false),
+            Peer::new("[2001:db8::1]:50000", "[2001:db8::2]:8443", "other", false),
+        ];
         let mut table = FirstBytes::default();
         for b in 0..=255u8 {
-            // Our own calls at load, not a client's: a probe that lost the
-            // CPU for a moment must not cost the plugin its table.
-            match self.call_once(&[b], &peer, self.setup_budget()) {
-                Ok(Verdict::NoMatch) => table.0[usize::from(b >> 6)] |= 1 << (b & 63),
-                Ok(_) => {}
-                Err(failure) => {
-                    tracing::debug!(plugin = %self.name, cause = %failure, "first-byte probe failed; always asked");
-                    return;
+            let mut turned_down = true;
+            for peer in &peers {
+                // Our own calls at load, not a client's: a probe that lost
+                // the CPU for a moment must not cost the plugin its table.
+                match self.call_once(&[b], peer, self.setup_budget()) {
+                    Ok(Verdict::NoMatch) => {}
+                    Ok(_) => turned_down = false,
+                    Err(failure) => {
+                        tracing::debug!(plugin = %self.name, error = %failure, "first-byte probe failed; always asked");
+                        return;
+                    }
                 }
+            }
+            if turned_down {
+                table.0[usize::from(b >> 6)] |= 1 << (b & 63);
             }
         }
         self.first_bytes = table;

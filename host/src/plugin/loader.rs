@@ -123,7 +123,7 @@ impl PluginSet {
                 let (json, memory, budget) = (config_json(name)?, limits.memory, limits.call_timeout);
                 let detector = if detects {
                     let pre = Pre::Component(component::Pre::new(pre.clone())?);
-                    let plugin = DetectorPlugin::new(
+                    let mut plugin = DetectorPlugin::new(
                         name,
                         source.clone(),
                         hash.clone(),
@@ -133,6 +133,7 @@ impl PluginSet {
                         memory,
                         budget,
                     )?;
+                    plugin.learn_first_bytes();
                     Some(Arc::new(plugin))
                 } else {
                     None
