@@ -6,8 +6,10 @@
 //! A test binary of its own, run after the end-to-end tests: its floods
 //! would slow them down.
 
+mod backends;
 #[path = "../e2e/support.rs"]
 mod support;
+mod udp_spoof;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
