@@ -18,6 +18,7 @@ mod reload;
 mod report;
 mod rows;
 mod run;
+mod soak;
 mod udp;
 
 use std::net::SocketAddr;
@@ -82,6 +83,17 @@ enum Cmd {
         /// refractium's `runtime.workers` (0, its default: one per core).
         #[arg(long, default_value_t = 0)]
         workers: usize,
+    },
+    /// Soak: the real binary under mixed and hostile traffic, reloads and
+    /// plugin swaps for N minutes; fails if fds, RSS, connections or UDP
+    /// sessions do not come back, or if an ordinary client failed.
+    Soak {
+        /// Minutes of load (fractional allowed, e.g. 0.5).
+        #[arg(long, default_value_t = 5.0)]
+        minutes: f64,
+        /// The refractium binary.
+        #[arg(long, default_value = "target/release/refractium")]
+        refractium: PathBuf,
     },
     /// One cell of (b) or (c) against any address, for profiling a proxy by hand
     /// (`perf record -p …` while it runs): prints rate, p50/p99 and errors.
@@ -152,6 +164,15 @@ fn main() -> Result<()> {
         Cmd::Reload { refractium, secs } => reload::run(&refractium, secs),
         Cmd::Plugin { files } => plugin::run(&files),
         Cmd::Udp { refractium, secs, workers } => udp::run(&refractium, secs, workers),
+        Cmd::Soak { minutes, refractium } => {
+            raise_nofile()?;
+            let outcome = soak::run(&refractium, minutes)?;
+            println!("{}", outcome.markdown);
+            if !outcome.passed {
+                bail!("the soak failed (see the summary above)");
+            }
+            Ok(())
+        }
         Cmd::Short { to, conc, secs, tls, pid } => {
             raise_nofile()?;
             let ex = if tls { cells::tls_exchange() } else { cells::http_exchange() };
