@@ -19,6 +19,7 @@ mod report;
 mod rows;
 mod run;
 mod soak;
+mod trickle;
 mod udp;
 
 use std::net::SocketAddr;
@@ -71,6 +72,14 @@ enum Cmd {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
+    },
+    /// Detection CPU per connection for a 1 and a 4 KiB first flight sent
+    /// whole and one byte per write: flat per byte, not growing with the
+    /// square of the bytes.
+    Trickle {
+        /// The refractium binary.
+        #[arg(long, default_value = "target/release/refractium")]
+        refractium: PathBuf,
     },
     /// UDP: 16 sessions bouncing 1,200-byte datagrams, direct vs through refractium.
     Udp {
@@ -162,6 +171,10 @@ fn main() -> Result<()> {
             instructions::run(&refractium, secs, nofile)
         }
         Cmd::Reload { refractium, secs } => reload::run(&refractium, secs),
+        Cmd::Trickle { refractium } => {
+            raise_nofile()?;
+            trickle::run(&refractium)
+        }
         Cmd::Plugin { files } => plugin::run(&files),
         Cmd::Udp { refractium, secs, workers } => udp::run(&refractium, secs, workers),
         Cmd::Soak { minutes, refractium } => {

@@ -27,7 +27,8 @@ fn backend() -> Result<SocketAddr> {
     Ok(addr)
 }
 
-fn request(addr: SocketAddr, text: &[u8]) -> Result<Vec<u8>> {
+/// Send `text` on a new connection and read the answer to its end.
+pub(crate) fn request(addr: SocketAddr, text: &[u8]) -> Result<Vec<u8>> {
     let mut c = TcpStream::connect(addr)?;
     c.set_read_timeout(Some(Duration::from_secs(5)))?;
     c.write_all(text)?;
