@@ -259,5 +259,7 @@ fn the_default_config_is_the_one_the_readme_runs() {
     assert_eq!(edge.default.as_deref(), Some("web"));
     let dir = c.plugins.dir.as_ref().unwrap();
     assert!(dir.ends_with("config/plugins.d") && dir.is_dir(), "{}", dir.display());
-    assert!(c.admin.is_none());
+    // The dashboard and /metrics the README points at, on loopback.
+    let admin = c.admin.as_ref().unwrap();
+    assert_eq!((admin.bind, admin.token.as_deref()), (addr("127.0.0.1:9901"), None));
 }
