@@ -276,6 +276,14 @@ fn a_server_that_black_holes_syns_is_timed_out_and_the_retry_reaches_the_good_on
     assert_eq!(proxy.metric(&outcomes("alone", "backend_failed")), 1);
     assert!(proxy.metric(&server("refractium_server_connect_failures_total", "alone", bad.addr)) >= 1);
     assert_nothing_leaks(&proxy, &bad, fds);
+    crate::report::row(
+        "a server that black-holes SYNs",
+        &format!("{CLIENTS} clients, round robin over it and a good server, `retries: 1`, `connect_timeout` 500 ms"),
+        "timed the connect out, retried on the good server, marked the bad one down; no connection or descriptor left open",
+        &format!(
+            "nothing: all {CLIENTS} served (a client of a pool with only that server is closed after the timeout)"
+        ),
+    );
 }
 
 /// `CLIENTS` clients through a pool whose bad server accepts and then
@@ -314,6 +322,28 @@ fn misbehaves_after_accepting(kind: Misbehaviour, idle: &str) -> Vec<Value> {
     assert_eq!(proxy.metric(&outcomes("web", "routed")), CLIENTS as u64);
     assert_eq!(proxy.metric(&outcomes("web", "backend_failed")), 0);
     assert_nothing_leaks(&proxy, &bad, fds);
+    let what = match kind {
+        Misbehaviour::Reset => "a server that resets each connection it accepts",
+        Misbehaviour::Fin => "a server that accepts and closes without reading",
+        Misbehaviour::SlowReader => "a server that reads a byte every 100 ms and never answers",
+        Misbehaviour::BlackHole => "a server that black-holes SYNs",
+    };
+    let served = CLIENTS - got_bad.len();
+    crate::report::row(
+        what,
+        &format!("{CLIENTS} clients, round robin over it and a good server, `retries: 1`, `idle_timeout` {idle}"),
+        &format!(
+            "{failures} connects to it failed and were retried; {served} clients served; no connection or descriptor left open"
+        ),
+        &if got_bad.is_empty() {
+            "nothing".to_string()
+        } else {
+            format!(
+                "{} of {CLIENTS} clients sent to it got no answer (closed promptly or at the idle timeout; not retried once connected)",
+                got_bad.len()
+            )
+        },
+    );
     got_bad
 }
 

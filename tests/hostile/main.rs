@@ -7,6 +7,7 @@
 //! would slow them down.
 
 mod backends;
+mod report;
 #[path = "../e2e/support.rs"]
 mod support;
 mod udp_spoof;
@@ -106,6 +107,15 @@ fn slow_clients_are_cut_at_the_detection_timeout_while_others_are_served() {
     // 64 KiB each (a few KiB for the connection and its bytes).
     let grown = rss_kib(&proxy).saturating_sub(before);
     assert!(grown < 64 * SLOW as u64, "resident memory grew {grown} KiB for {SLOW} slow clients");
+    report::row(
+        "slowloris: clients trickling into detection",
+        &format!("{SLOW} clients, a byte every 100 ms each"),
+        &format!(
+            "cut all {SLOW} at `detect.timeout` (3 s), each logged `detection timed out`, within {:.1} s; resident memory +{grown} KiB",
+            started.elapsed().as_secs_f64()
+        ),
+        &format!("nothing: {ordinary} ordinary clients served meanwhile"),
+    );
 }
 
 #[test]
@@ -150,6 +160,12 @@ fn a_flood_of_random_bytes_is_rejected_and_ordinary_clients_keep_being_routed() 
     let rejected =
         proxy.logs_where(|v| v["route"] == "-" && v["close"].as_str().is_some_and(|c| c.contains("no route for it")));
     assert!(rejected.len() >= FLOOD * 99 / 100, "{} of {FLOOD} random flights logged as rejected", rejected.len());
+    report::row(
+        "a flood of random bytes",
+        &format!("{FLOOD} connections of 64 random bytes from 4 threads"),
+        &format!("accepted {accepted}, closed {} as unrecognised with `no route for it`", rejected.len()),
+        &format!("nothing: {} ordinary clients served during the flood", ordinary + 1),
+    );
 }
 
 /// First flights whose length fields lie or are absurd, for the default
@@ -193,7 +209,9 @@ backends:
 "#,
         backend.addr
     ));
-    for (i, (what, flight)) in lying_flights().into_iter().enumerate() {
+    let flights = lying_flights();
+    let (count, mut slowest) = (flights.len(), Duration::ZERO);
+    for (i, (what, flight)) in flights.into_iter().enumerate() {
         let started = Instant::now();
         let mut c = TcpStream::connect(proxy.addr("edge")).expect("connect");
         c.write_all(&flight).expect("write");
@@ -205,8 +223,15 @@ backends:
         let close = line["close"].as_str().unwrap_or_default().to_string();
         assert!(!close.starts_with("detection timed out"), "{what}: waited for the timeout ({took:?}): {line}");
         assert!(took < Duration::from_secs(15), "{what}: took {took:?}");
+        slowest = slowest.max(took);
     }
     assert!(proxy.exchange("edge", GET).ends_with("web"));
+    report::row(
+        "first flights whose lengths lie (TLS, PostgreSQL, MQTT, RESP, RDP, SSH)",
+        &format!("{count} flights announcing up to 2 GiB, `detect.timeout` 20 s"),
+        &format!("decided each without waiting: the slowest in {} ms", slowest.as_millis()),
+        "nothing: an ordinary client served after them",
+    );
 }
 
 /// A ClientHello announcing 16 KiB, sent one byte per write into a 4 KiB
@@ -234,6 +259,13 @@ fn a_large_hello_one_byte_at_a_time_is_refused_without_waiting() {
     let _ = c.read_to_end(&mut Vec::new());
     let line = proxy.wait_access(1).pop().expect("a line");
     assert_eq!(line["close"], "detection buffer full, and the listener has no route for it", "{line}");
-    assert!(started.elapsed() < Duration::from_secs(20), "waited {:?}, close to the timeout", started.elapsed());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(20), "waited {took:?}, close to the timeout");
     assert!(proxy.exchange("edge", GET).ends_with("web"));
+    report::row(
+        "a 16 KiB ClientHello one byte per write",
+        "one client, `detect.max_bytes` 4 KiB, `detect.timeout` 30 s",
+        &format!("refused it as soon as no detector could decide within the buffer, after {} ms", took.as_millis()),
+        "nothing: an ordinary client served after it",
+    );
 }

@@ -291,4 +291,14 @@ admin: {{ bind: 127.0.0.1:9901 }}
     });
     let down = legit["datagrams_down"].as_u64().unwrap_or_default();
     assert!(down >= number("echoed"), "the legitimate session was cut: {legit}, {summary}");
+    crate::report::row(
+        "a UDP flood from spoofed source addresses",
+        &format!("{FLOOD} datagrams from random sources in 10.79.0.0/16, `udp.max_sessions` {MAX_SESSIONS}"),
+        &format!("held the open sessions at {most} at most, refused {refused} new clients and said so"),
+        &format!(
+            "nothing: the session open before the flood got {echoed} of {sent} echoes during it and {} of {} after",
+            number("echoed_after"),
+            number("sent_after")
+        ),
+    );
 }
