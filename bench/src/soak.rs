@@ -193,7 +193,7 @@ pub fn run(binary: &Path, minutes: f64) -> Result<Outcome> {
         admin: procs::free_port()?,
         web,
         ssh: traffic::ssh_backend()?,
-        dns: traffic::udp_echo()?,
+        dns: crate::udp::echo_server()?,
     };
     // The plugins dir must hold the plugin before the proxy starts: the
     // config's first detector names it. `start_refractium` uses this dir.

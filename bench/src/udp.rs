@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 const SESSIONS: usize = 16;
 const SIZE: usize = 1200;
 
-/// An echo server on its own thread; returns its address.
-fn echo_server() -> Result<SocketAddr> {
+/// A UDP echo server on its own thread; returns its address.
+pub(crate) fn echo_server() -> Result<SocketAddr> {
     let socket = UdpSocket::bind("127.0.0.1:0").context("binding the UDP echo server")?;
     let addr = socket.local_addr()?;
     std::thread::spawn(move || {

@@ -56,11 +56,6 @@ impl Dnsmasq {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
-}
-
 impl Drop for Dnsmasq {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -200,7 +195,13 @@ fn a_host_name_s_addresses_follow_dns_while_traffic_flows() {
 
     // The server that stayed is the same one: it still counts its open
     // connection; the one that went still serves its open connection.
-    let now = members(&proxy);
+    // (The last requests' connections may still be closing: wait for them.)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut now = members(&proxy);
+    while !now.contains(&(addr("127.0.0.6"), 1)) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        now = members(&proxy);
+    }
     assert!(now.contains(&(addr("127.0.0.6"), 1)), "{now:?}");
     for (mut c, first) in held {
         c.write_all(b"again\n").expect("write on a held connection");

@@ -489,6 +489,19 @@ fn serve(mut conn: TcpStream, reply: Reply, seen: Arc<Mutex<Vec<Vec<u8>>>>) {
     let _ = conn.shutdown(Shutdown::Write);
 }
 
+/// Does this process run as root (uid 0)?
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+}
+
+/// Run `ip ARGS…` (network namespaces, links, addresses); panics with its
+/// output when it fails.
+pub fn ip(args: &[&str]) {
+    let (ok, out, err) = run_cmd(Command::new("ip").args(args), 20);
+    assert!(ok, "ip {}: {out}{err}", args.join(" "));
+}
+
 /// Run a command with a time limit; returns (status success, stdout, stderr).
 pub fn run_cmd(cmd: &mut Command, secs: u64) -> (bool, String, String) {
     let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");

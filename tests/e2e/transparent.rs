@@ -13,11 +13,6 @@ struct Net {
     server: Option<Child>,
 }
 
-fn ip(args: &[&str]) {
-    let (ok, out, err) = run_cmd(Command::new("ip").args(args), 20);
-    assert!(ok, "ip {}: {out}{err}", args.join(" "));
-}
-
 impl Net {
     /// client (10.77.1.2) — proxy (10.77.1.1 | 10.77.2.1) — server (10.77.2.2)
     fn new() -> Net {
@@ -116,9 +111,7 @@ impl Drop for Net {
 }
 
 fn can_make_namespaces() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
-    if !root {
+    if !is_root() {
         missing("root (CAP_NET_ADMIN and CAP_SYS_ADMIN), to make network namespaces");
         return false;
     }

@@ -112,11 +112,6 @@ struct Net {
     children: Vec<Child>,
 }
 
-fn ip(args: &[&str]) {
-    let (ok, out, err) = run_cmd(Command::new("ip").args(args), 20);
-    assert!(ok, "ip {}: {out}{err}", args.join(" "));
-}
-
 impl Net {
     fn new() -> Net {
         let id = std::process::id();
@@ -186,9 +181,7 @@ const OPEN: &str = "refractium_udp_sessions_open{listener=\"edge\"}";
 const REFUSED: &str = "refractium_udp_sessions_refused_total{listener=\"edge\"}";
 
 fn can_make_namespaces() -> bool {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")));
-    if !root {
+    if !is_root() {
         missing("root (CAP_NET_ADMIN, CAP_SYS_ADMIN and CAP_NET_RAW), to make network namespaces and spoof sources");
         return false;
     }

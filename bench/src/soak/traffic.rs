@@ -243,16 +243,3 @@ pub fn ssh_backend() -> Result<SocketAddr> {
     });
     Ok(addr)
 }
-
-/// A UDP echo server on its own thread; returns its address.
-pub fn udp_echo() -> Result<SocketAddr> {
-    let socket = UdpSocket::bind("127.0.0.1:0").context("binding the UDP echo server")?;
-    let addr = socket.local_addr()?;
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 65536];
-        while let Ok((n, from)) = socket.recv_from(&mut buf) {
-            let _ = socket.send_to(&buf[..n], from);
-        }
-    });
-    Ok(addr)
-}
