@@ -59,6 +59,8 @@ pub struct Bound {
     /// The configured socket this belongs to (shared by every worker's copy).
     pub key: SocketKey,
     pub socket: Socket2,
+    /// Whether this copy logs the `listening` line (one copy per socket).
+    pub announce: bool,
 }
 
 /// One configured socket: listener name, configured address, transport.
@@ -79,11 +81,20 @@ pub enum Socket2 {
     Udp(std::net::UdpSocket),
 }
 
-/// Bind every address of every TCP listener in the snapshot's config, once
-/// per worker: `result[w]` holds worker `w`'s sockets. With more than one
+/// Bind every address of every listener in the snapshot's config, once per
+/// worker: `result[w]` holds worker `w`'s sockets. With more than one
 /// worker the sockets of one address share it with `SO_REUSEPORT` and the
 /// kernel spreads new connections over them; port 0 is resolved by the first
 /// bind and reused by the others.
+///
+/// A socket systemd passed is one socket whatever the number of workers. A
+/// TCP one is shared by every worker: each accepted connection is whole on
+/// the worker that accepted it. A UDP one is served by a single worker:
+/// workers sharing it would each receive some of a client's datagrams and
+/// each start a session of their own for it (a client's traffic split over
+/// several upstream ports), where `SO_REUSEPORT` sends all of a client's
+/// datagrams to one socket by a hash of its address. Several passed UDP
+/// sockets go to the workers in turn.
 pub fn bind_all(snapshot: &Snapshot, workers: usize) -> anyhow::Result<Vec<Vec<Bound>>> {
     bind_keys(&socket_keys(&snapshot.config), workers)
 }
@@ -92,6 +103,7 @@ pub fn bind_all(snapshot: &Snapshot, workers: usize) -> anyhow::Result<Vec<Vec<B
 pub fn bind_keys(keys: &[SocketKey], workers: usize) -> anyhow::Result<Vec<Vec<Bound>>> {
     let workers = workers.max(1);
     let mut per_worker: Vec<Vec<Bound>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut passed_udp = 0usize;
     for key in keys {
         let (name, addr, udp) = (&key.0, key.1, key.2);
         let cannot = |e: std::io::Error| anyhow::anyhow!("listener `{name}`: cannot bind {addr}: {e}");
@@ -101,13 +113,20 @@ pub fn bind_keys(keys: &[SocketKey], workers: usize) -> anyhow::Result<Vec<Vec<B
         if let Some(passed) = crate::systemd::passed(addr, udp) {
             // systemd's socket, shared by every worker.
             let passed = passed.map_err(cannot)?;
-            if !udp {
-                passed.set_tcp_nodelay(true).map_err(cannot)?;
+            if udp {
+                // One worker, so that one client is one session (see above).
+                let w = passed_udp % workers;
+                passed_udp += 1;
+                if let Some(sockets) = per_worker.get_mut(w) {
+                    let socket = Socket2::Udp(passed.into());
+                    sockets.push(Bound { name: name.clone(), key: key.clone(), socket, announce: true });
+                }
+                continue;
             }
-            for sockets in per_worker.iter_mut() {
-                let copy = passed.try_clone().map_err(cannot)?;
-                let socket = if udp { Socket2::Udp(copy.into()) } else { Socket2::Tcp(copy.into()) };
-                sockets.push(Bound { name: name.clone(), key: key.clone(), socket });
+            passed.set_tcp_nodelay(true).map_err(cannot)?;
+            for (w, sockets) in per_worker.iter_mut().enumerate() {
+                let socket = Socket2::Tcp(passed.try_clone().map_err(cannot)?.into());
+                sockets.push(Bound { name: name.clone(), key: key.clone(), socket, announce: w == 0 });
             }
             continue;
         }
@@ -118,12 +137,12 @@ pub fn bind_keys(keys: &[SocketKey], workers: usize) -> anyhow::Result<Vec<Vec<B
         }
         .map_err(cannot)?;
         let mut first = Some(first);
-        for sockets in per_worker.iter_mut() {
+        for (w, sockets) in per_worker.iter_mut().enumerate() {
             let socket = match first.take() {
                 Some(socket) => socket,
                 None => open(actual, true).map_err(cannot)?,
             };
-            sockets.push(Bound { name: name.clone(), key: key.clone(), socket });
+            sockets.push(Bound { name: name.clone(), key: key.clone(), socket, announce: w == 0 });
         }
     }
     Ok(per_worker)
@@ -204,7 +223,7 @@ pub async fn serve(
         let (tcp, udp): (Vec<Bound>, Vec<Bound>) = set.into_iter().partition(|b| matches!(b.socket, Socket2::Tcp(_)));
         if !udp.is_empty() {
             let runtime = udp_worker(&shared, i)?;
-            udp_loops.extend(start_udp(udp, &shared, i == 0, &runtime));
+            udp_loops.extend(start_udp(udp, &shared, &runtime));
         }
         let worker = shared.clone();
         let (handle, thread) = start_thread(
@@ -214,7 +233,7 @@ pub async fn serve(
             evloop::Runtime::handle,
             move |runtime| {
                 runtime.block_on(async move {
-                    start_tcp(tcp, &worker, i == 0);
+                    start_tcp(tcp, &worker);
                     // Keep running this worker's connections until draining ends.
                     worker.done.cancelled().await;
                 });
@@ -333,13 +352,13 @@ impl SocketChange {
                 set.into_iter().partition(|b| matches!(b.socket, Socket2::Tcp(_)));
             if !udp.is_empty() {
                 match udp_worker(shared, w) {
-                    Ok(runtime) => drop(start_udp(udp, shared, w == 0, &runtime)),
+                    Ok(runtime) => drop(start_udp(udp, shared, &runtime)),
                     Err(err) => tracing::error!(error = %err, "cannot start a UDP worker; its sockets stay unserved"),
                 }
             }
             let Some(Some(worker)) = workers.get(w) else { continue };
             let shared = shared.clone();
-            worker.spawn(move || async move { start_tcp(tcp, &shared, w == 0) });
+            worker.spawn(move || async move { start_tcp(tcp, &shared) });
         }
         if let Ok(mut sockets) = shared.sockets.lock() {
             sockets.retain(|(key, token)| {
@@ -355,9 +374,10 @@ impl SocketChange {
 }
 
 /// Spawn an accept loop per TCP socket on this thread's event loop.
-fn start_tcp(set: Vec<Bound>, shared: &Shared, announce: bool) {
+fn start_tcp(set: Vec<Bound>, shared: &Shared) {
     for b in set {
         let Socket2::Tcp(socket) = b.socket else { continue };
+        let announce = b.announce;
         let name = b.name;
         let stop = shared.token_for(&b.key);
         let Some(listener) = registered(&name, evloop::TcpListener::from_std(socket)) else { continue };
@@ -431,16 +451,12 @@ fn registered<T>(listener: &str, result: std::io::Result<T>) -> Option<T> {
 }
 
 /// Spawn a session loop per UDP socket on `runtime`.
-fn start_udp(
-    set: Vec<Bound>,
-    shared: &Shared,
-    announce: bool,
-    runtime: &tokio::runtime::Handle,
-) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_udp(set: Vec<Bound>, shared: &Shared, runtime: &tokio::runtime::Handle) -> Vec<tokio::task::JoinHandle<()>> {
     let _guard = runtime.enter();
     let mut loops = Vec::new();
     for b in set {
         let Socket2::Udp(socket) = b.socket else { continue };
+        let announce = b.announce;
         let name = b.name;
         let stop = shared.token_for(&b.key);
         let Some(socket) = registered(&name, tokio::net::UdpSocket::from_std(socket)) else { continue };

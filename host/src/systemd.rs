@@ -14,6 +14,10 @@
 //! a restart, say) is served. The originals stay open for the life of the
 //! process: a listener that a reload removes and a later one adds back gets
 //! the same socket again.
+//!
+//! A passed TCP socket is shared by every worker; a passed UDP socket is
+//! served by one worker only, so that all of a client's datagrams reach one
+//! session ([`crate::listener::bind_keys`]).
 
 use socket2::{Socket, Type};
 use std::net::SocketAddr;

@@ -3,8 +3,9 @@
 //! `NOTIFY_SOCKET` and passes a listening socket as `LISTEN_FDS`.
 
 use crate::support::*;
+use crate::udp_backend::*;
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -118,6 +119,68 @@ fn a_socket_passed_by_systemd_is_used_and_its_queued_connections_served() {
     assert!(proxy.exchange("edge", GET).ends_with("web"));
     let passed = proxy.wait_log(10, |v| v["message"] == "socket passed by systemd");
     assert_eq!(passed["addr"], addr.to_string());
+    assert!(proxy.logs_where(|v| v["level"] == "ERROR").is_empty(), "{}", proxy.output());
+}
+
+#[test]
+fn a_udp_socket_passed_by_systemd_keeps_each_client_in_one_session() {
+    // Several workers share one passed socket; a client's datagrams must
+    // still all go through one session (one upstream socket), as they do
+    // on sockets the proxy binds itself (SO_REUSEPORT hashes each client to
+    // one of them).
+    let backend = UdpBackend::start(echo);
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let yaml = format!(
+        r#"
+listeners:
+  - name: edge
+    bind: {addr}
+    transport: udp
+    detectors: [dns]
+    detect: {{ timeout: 1s }}
+    default: other
+routes:
+  - name: other
+    to: other
+backends:
+  other: {{ servers: [{}] }}
+runtime: {{ workers: 2 }}
+reload: {{ watch: false }}
+"#,
+        backend.addr
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let proxy = Proxy::start_with(dir, &yaml, |file| {
+        let mut run = Command::new("sh");
+        run.arg("-c")
+            .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" run -c "$1" 3<&0 0</dev/null"#)
+            .arg(bin())
+            .arg(file)
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(socket)));
+        run
+    });
+    assert_eq!(proxy.addr("edge"), addr);
+    let c = client();
+    let mut buf = [0u8; 64];
+    // The first datagram makes the session; then bursts, which are what
+    // spreads over threads that all wait on the same socket.
+    c.send_to(b"\x80first", addr).expect("send");
+    c.recv_from(&mut buf).expect("echo of the first datagram");
+    let mut sent = 1;
+    for burst in 0..13 {
+        for i in 0..3 {
+            c.send_to(format!("\x7f{burst}-{i}").as_bytes(), addr).expect("send");
+        }
+        for _ in 0..3 {
+            c.recv_from(&mut buf).expect("echo");
+        }
+        sent += 3;
+    }
+    let seen = backend.wait_seen(sent);
+    let sources: std::collections::HashSet<_> = seen.iter().map(|(s, _)| *s).collect();
+    assert_eq!(sources.len(), 1, "one client, one session, one upstream port: {sources:?}");
+    assert_eq!(proxy.logs_where(|v| v["message"] == "listening").len(), 1, "{}", proxy.output());
     assert!(proxy.logs_where(|v| v["level"] == "ERROR").is_empty(), "{}", proxy.output());
 }
 
