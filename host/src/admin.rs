@@ -287,7 +287,7 @@ fn status(s: &Snapshot) -> serde_json::Value {
                 .members()
                 .servers
                 .iter()
-                .map(|srv| json!({"addr": srv.addr.to_string(), "weight": srv.weight, "up": srv.is_up(), "active": srv.active()}))
+                .map(|srv| json!({"addr": srv.addr.to_string(), "weight": srv.weight(), "up": srv.is_up(), "active": srv.active()}))
                 .collect();
             let listed: Vec<String> = pool.specs.iter().map(ToString::to_string).collect();
             (name.clone(), json!({"servers": servers, "listed": listed}))

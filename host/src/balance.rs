@@ -28,8 +28,10 @@ use std::time::Duration;
 #[derive(Debug)]
 pub struct Server {
     pub addr: SocketAddr,
-    /// Its share of new connections (1 to 256).
-    pub weight: u32,
+    /// Its share of new connections (1 to 256). A new answer from DNS may
+    /// change it ([`crate::resolve`]); the pool's [`Members`] are then
+    /// rebuilt for the new shares, and the server keeps its state.
+    weight: AtomicU32,
     /// Connections currently open to it.
     active: AtomicUsize,
     /// False after a failed connect, true again after a successful one.
@@ -45,13 +47,23 @@ impl Server {
     pub fn new(addr: SocketAddr, weight: u32) -> Self {
         Server {
             addr,
-            weight: weight.max(1),
+            weight: AtomicU32::new(weight.max(1)),
             active: AtomicUsize::new(0),
             up: AtomicBool::new(true),
             checks_passed: AtomicU32::new(0),
             checks_failed: AtomicU32::new(0),
             connect_failures: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Its share of new connections.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Change its share; it takes effect in [`Members`] made after.
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight.max(1), Ordering::Relaxed);
     }
 
     /// Whether checks consider the server up.
@@ -90,7 +102,7 @@ pub struct Members {
 
 impl Members {
     pub fn new(servers: Vec<Arc<Server>>) -> Self {
-        let ring = weighted_ring(&servers.iter().map(|s| s.weight).collect::<Vec<_>>());
+        let ring = weighted_ring(&servers.iter().map(|s| s.weight()).collect::<Vec<_>>());
         Members { servers, ring }
     }
 
@@ -268,7 +280,7 @@ impl Pool {
             Balance::LeastConn => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
                 // Fewest open connections per unit of weight: a/wa < b/wb.
-                let load = |i: usize| (servers[i].active() as u64, u64::from(servers[i].weight));
+                let load = |i: usize| (servers[i].active() as u64, u64::from(servers[i].weight()));
                 (0..n)
                     .map(|i| (start + i) % n)
                     .min_by(|&a, &b| {

@@ -8,7 +8,8 @@
 //! every `resolver.resolve_interval`, sooner when a record's TTL runs out
 //! first, a few seconds after a failure ([`start`]). A new answer replaces
 //! the pool's servers whole ([`crate::balance::Members`]): a server that
-//! stays is the same one (its health state and open connections kept), one
+//! stays is the same one (its health state and open connections kept, even
+//! when its weight changes: the new weight takes effect at once), one
 //! that goes takes no new connections and its open ones finish. A name that
 //! stops resolving keeps its last answer.
 //!
@@ -175,11 +176,15 @@ async fn refresh(resolver: &TokioResolver, pool: &Pool, interval: Duration) -> (
 }
 
 /// Put these answers in force: the pool's servers in the order of its
-/// entries, the same [`Server`] for an address (and weight) it already had.
+/// entries, the same [`Server`] for an address it already had (its health
+/// state and open connections kept, its weight updated when the answer
+/// changed it). The pool's members are rebuilt when an address or a weight
+/// changed.
 fn install(pool: &Pool, answers: Vec<Option<Vec<(SocketAddr, u32)>>>) {
     let previous = pool.members();
     let mut seen = BTreeSet::new();
     let mut servers = Vec::new();
+    let mut reweighted = Vec::new();
     for (i, spec) in pool.specs.iter().enumerate() {
         let listed = match spec {
             ServerSpec::Addr { addr, weight } => vec![(*addr, *weight)],
@@ -190,24 +195,37 @@ fn install(pool: &Pool, answers: Vec<Option<Vec<(SocketAddr, u32)>>>) {
                 continue;
             }
             let server = match previous.find(addr) {
-                Some(s) if s.weight == weight => s.clone(),
-                _ => Arc::new(Server::new(addr, weight)),
+                Some(s) => {
+                    if s.weight() != weight.max(1) {
+                        reweighted.push(format!("{addr}={}", weight.max(1)));
+                    }
+                    s.clone()
+                }
+                None => Arc::new(Server::new(addr, weight)),
             };
-            servers.push(server);
+            servers.push((server, weight));
         }
     }
     let before: BTreeSet<SocketAddr> = previous.servers.iter().map(|s| s.addr).collect();
     let added: Vec<String> = seen.difference(&before).map(ToString::to_string).collect();
     let removed: Vec<String> = before.difference(&seen).map(ToString::to_string).collect();
     pool.set_answers(answers);
-    if added.is_empty() && removed.is_empty() {
+    if added.is_empty() && removed.is_empty() && reweighted.is_empty() {
         return;
     }
+    let servers = servers
+        .into_iter()
+        .map(|(server, weight)| {
+            server.set_weight(weight);
+            server
+        })
+        .collect();
     pool.set_members(Members::new(servers));
     tracing::info!(
         pool = %pool.name,
         added = %added.join(","),
         removed = %removed.join(","),
+        reweighted = %reweighted.join(","),
         servers = seen.len(),
         "backend servers changed (DNS)"
     );
@@ -266,5 +284,56 @@ async fn keep_resolving(pool: &Pool, config: &Resolver) {
         for f in failed {
             tracing::warn!(pool = %pool.name, key = %f.key, error = %f.error, "server name does not resolve; its last answer stays, retrying");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Backend, Balance, ProxyProtocol, SourceAddr};
+
+    fn pool() -> Pool {
+        let backend = Backend {
+            servers: vec![ServerSpec::Srv { name: "_x._tcp.test".into() }],
+            balance: Balance::RoundRobin,
+            health: None,
+            proxy_protocol: ProxyProtocol::None,
+            connect_timeout: Duration::from_secs(1),
+            retries: 1,
+            source: SourceAddr::Host,
+        };
+        Pool::new("resolve-test", &backend)
+    }
+
+    fn addr(last: u8) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, last], 80))
+    }
+
+    /// Which server each of `n` picks goes to.
+    fn picks(pool: &Pool, n: usize) -> Vec<SocketAddr> {
+        let members = pool.members();
+        let client = IpAddr::from([127, 0, 0, 1]);
+        (0..n).filter_map(|_| pool.order(&members, client).first().map(|&i| members.servers[i].addr)).collect()
+    }
+
+    #[test]
+    fn a_weight_change_alone_changes_the_shares_and_keeps_the_server() {
+        let pool = pool();
+        install(&pool, vec![Some(vec![(addr(1), 3), (addr(2), 1)])]);
+        let before = pool.members().find(addr(2)).cloned().expect("server 2");
+        let count = |picks: &[SocketAddr], a| picks.iter().filter(|&&p| p == a).count();
+        assert_eq!(count(&picks(&pool, 8), addr(1)), 6);
+
+        // The same addresses, other weights: new shares, the same servers.
+        before.set_up(false);
+        install(&pool, vec![Some(vec![(addr(1), 1), (addr(2), 3)])]);
+        let members = pool.members();
+        let after = members.find(addr(2)).expect("server 2");
+        assert!(Arc::ptr_eq(&before, after), "the server's state (health, open connections) is kept");
+        assert!(!after.is_up(), "still down");
+        assert_eq!(after.weight(), 3);
+        after.set_up(true);
+        let shares = picks(&pool, 8);
+        assert_eq!((count(&shares, addr(1)), count(&shares, addr(2))), (2, 6), "{shares:?}");
     }
 }

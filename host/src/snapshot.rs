@@ -219,7 +219,7 @@ impl Snapshot {
                 .servers
                 .iter()
                 .map(|s| match previous.find(s.addr) {
-                    Some(prev) if prev.weight == s.weight => prev.clone(),
+                    Some(prev) if prev.weight() == s.weight() => prev.clone(),
                     _ => s.clone(),
                 })
                 .collect();

@@ -251,6 +251,61 @@ fn srv_records_give_servers_ports_and_weights() {
     drop(dns);
 }
 
+/// The weights of pool `web` in `GET /status`, by address.
+fn weights(proxy: &Proxy) -> Vec<(String, u64)> {
+    let status: Value = serde_json::from_str(&proxy.admin_get("/status")).expect("status JSON");
+    let servers = status["backends"]["web"]["servers"].as_array().cloned().unwrap_or_default();
+    let mut out: Vec<_> = servers
+        .iter()
+        .map(|s| (s["addr"].as_str().unwrap_or_default().to_string(), s["weight"].as_u64().unwrap_or(0)))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_change_of_srv_weights_alone_changes_the_split() {
+    if !have("dnsmasq") {
+        return;
+    }
+    let (pa, pb) = (free_port(), free_port());
+    named_echo("127.0.0.5", pa, "a");
+    named_echo("127.0.0.6", pb, "b");
+    let hosts = "127.0.0.5 a.test\n127.0.0.6 b.test\n";
+    let srv = |wa: u16, wb: u16| {
+        [format!("_echo._tcp.svc.test,a.test,{pa},0,{wa}"), format!("_echo._tcp.svc.test,b.test,{pb},0,{wb}")]
+    };
+    let dns_port = free_port();
+    let [a3, b1] = srv(3, 1);
+    let mut dns = Dnsmasq::start(hosts, &[&a3, &b1], dns_port);
+    let proxy = proxy_for("[{ srv: _echo._tcp.svc.test }]", dns.port);
+    let edge = proxy.addr("edge");
+    let (a, b) = (format!("127.0.0.5:{pa}"), format!("127.0.0.6:{pb}"));
+    wait_members(&proxy, &[a.clone(), b.clone()]);
+    let split = || {
+        let names: Vec<_> = (0..8).filter_map(|_| ask(edge)).collect();
+        let count = |n: &str| names.iter().filter(|x| *x == n).count();
+        (count("a"), count("b"))
+    };
+    assert_eq!(split(), (6, 2));
+
+    // The same targets and ports, the weights swapped: nothing is added or
+    // removed, and the split still follows.
+    drop(dns);
+    let [a1, b3] = srv(1, 3);
+    dns = Dnsmasq::start(hosts, &[&a1, &b3], dns_port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while weights(&proxy) != [(a.clone(), 1), (b.clone(), 3)] {
+        assert!(Instant::now() < deadline, "weights are {:?}:\n{}", weights(&proxy), proxy.output());
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(split(), (2, 6));
+    let changed = proxy.logs_where(|v| v["message"] == "backend servers changed (DNS)");
+    assert!(changed.iter().any(|v| v["added"] == "" && v["removed"] == "" && v["reweighted"] != ""), "{changed:?}");
+    drop(dns);
+}
+
 #[test]
 fn an_unresolvable_name_fails_check_and_is_retried_by_a_running_proxy() {
     if !have("dnsmasq") {
