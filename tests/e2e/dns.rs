@@ -95,6 +95,12 @@ fn ask(edge: SocketAddr) -> Option<String> {
 }
 
 fn proxy_for(servers: &str, dns: u16) -> Proxy {
+    proxy_with(servers, &format!("servers: [127.0.0.1:{dns}], resolve_interval: 1s"), "")
+}
+
+/// A proxy whose pool `web` lists `servers` (and `web_extra`, such as a
+/// `health` key), with `resolver: {{ resolver }}`.
+fn proxy_with(servers: &str, resolver: &str, web_extra: &str) -> Proxy {
     Proxy::start(&format!(
         r#"
 listeners:
@@ -106,21 +112,23 @@ routes:
   - name: web
     to: web
 backends:
-  web: {{ servers: {servers} }}
-resolver: {{ servers: [127.0.0.1:{dns}], resolve_interval: 1s }}
+  web: {{ servers: {servers}{web_extra} }}
+resolver: {{ {resolver} }}
 admin: {{ bind: 127.0.0.1:0 }}
 "#
     ))
 }
 
-/// The servers of pool `web` in `GET /status`: address → (up, active).
+/// The servers of pool `web` in `GET /status`: (address, active), sorted.
 fn members(proxy: &Proxy) -> Vec<(String, u64)> {
+    field(proxy, |s| s["active"].as_u64().unwrap_or(0))
+}
+
+/// One field of each server of pool `web` in `GET /status`, by address.
+fn field<T: Ord>(proxy: &Proxy, of: impl Fn(&Value) -> T) -> Vec<(String, T)> {
     let status: Value = serde_json::from_str(&proxy.admin_get("/status")).expect("status JSON");
     let servers = status["backends"]["web"]["servers"].as_array().cloned().unwrap_or_default();
-    let mut out: Vec<_> = servers
-        .iter()
-        .map(|s| (s["addr"].as_str().unwrap_or_default().to_string(), s["active"].as_u64().unwrap_or(0)))
-        .collect();
+    let mut out: Vec<_> = servers.iter().map(|s| (s["addr"].as_str().unwrap_or_default().to_string(), of(s))).collect();
     out.sort();
     out
 }
@@ -253,14 +261,7 @@ fn srv_records_give_servers_ports_and_weights() {
 
 /// The weights of pool `web` in `GET /status`, by address.
 fn weights(proxy: &Proxy) -> Vec<(String, u64)> {
-    let status: Value = serde_json::from_str(&proxy.admin_get("/status")).expect("status JSON");
-    let servers = status["backends"]["web"]["servers"].as_array().cloned().unwrap_or_default();
-    let mut out: Vec<_> = servers
-        .iter()
-        .map(|s| (s["addr"].as_str().unwrap_or_default().to_string(), s["weight"].as_u64().unwrap_or(0)))
-        .collect();
-    out.sort();
-    out
+    field(proxy, |s| s["weight"].as_u64().unwrap_or(0))
 }
 
 #[test]
@@ -331,4 +332,29 @@ fn an_unresolvable_name_fails_check_and_is_retried_by_a_running_proxy() {
     dns.set_hosts("127.0.0.8 late.test\n");
     wait_members(&proxy, &[format!("127.0.0.8:{port}")]);
     assert_eq!(ask(proxy.addr("edge")).as_deref(), Some("eight"));
+}
+
+#[test]
+fn without_resolve_interval_a_lower_ttl_sets_the_pace() {
+    if !have("dnsmasq") {
+        return;
+    }
+    let port = free_port();
+    named_echo("127.0.0.5", port, "five");
+    named_echo("127.0.0.6", port, "six");
+    // dnsmasq answers with a TTL of 1 s; `resolve_interval` is left at its
+    // default of 30 s.
+    let dns = Dnsmasq::start("127.0.0.5 web.test\n", &[], free_port());
+    let proxy = proxy_with(&format!("[web.test:{port}]"), &format!("servers: [127.0.0.1:{}]", dns.port), "");
+    let addr = |ip: &str| format!("{ip}:{port}");
+    wait_members(&proxy, &[addr("127.0.0.5")]);
+    assert_eq!(ask(proxy.addr("edge")).as_deref(), Some("five"));
+    let changed = Instant::now();
+    dns.set_hosts("127.0.0.6 web.test\n");
+    let deadline = changed + Duration::from_secs(5);
+    while members(&proxy).into_iter().map(|(a, _)| a).collect::<Vec<_>>() != [addr("127.0.0.6")] {
+        assert!(Instant::now() < deadline, "the pool did not follow a 1 s TTL within 5 s:\n{}", proxy.output());
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ask(proxy.addr("edge")).as_deref(), Some("six"));
 }
