@@ -124,6 +124,11 @@ fn members(proxy: &Proxy) -> Vec<(String, u64)> {
     field(proxy, |s| s["active"].as_u64().unwrap_or(0))
 }
 
+/// Whether each server of pool `web` is up in `GET /status`, by address.
+fn up(proxy: &Proxy) -> Vec<(String, bool)> {
+    field(proxy, |s| s["up"].as_bool().unwrap_or(true))
+}
+
 /// One field of each server of pool `web` in `GET /status`, by address.
 fn field<T: Ord>(proxy: &Proxy, of: impl Fn(&Value) -> T) -> Vec<(String, T)> {
     let status: Value = serde_json::from_str(&proxy.admin_get("/status")).expect("status JSON");
@@ -357,4 +362,41 @@ fn without_resolve_interval_a_lower_ttl_sets_the_pace() {
         thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(ask(proxy.addr("edge")).as_deref(), Some("six"));
+}
+
+#[test]
+fn a_server_that_is_down_stays_down_across_a_dns_change_that_keeps_it() {
+    if !have("dnsmasq") {
+        return;
+    }
+    let port = free_port();
+    named_echo("127.0.0.5", port, "five");
+    named_echo("127.0.0.6", port, "six");
+    // Nothing listens on 127.0.0.9: its health checks fail.
+    let dns = Dnsmasq::start("127.0.0.5 web.test\n127.0.0.9 web.test\n", &[], free_port());
+    let proxy = proxy_with(
+        &format!("[web.test:{port}]"),
+        &format!("servers: [127.0.0.1:{}], resolve_interval: 1s", dns.port),
+        ", health: { interval: 200ms, timeout: 1s, rise: 2, fall: 2 }",
+    );
+    let addr = |ip: &str| format!("{ip}:{port}");
+    let (five, six, nine) = (addr("127.0.0.5"), addr("127.0.0.6"), addr("127.0.0.9"));
+    let down_lines = || proxy.logs_where(|v| v["message"] == "health check: server is down" && v["server"] == nine);
+    proxy.wait_log(20, |v| v["message"] == "health check: server is down" && v["server"] == nine);
+    assert_eq!(up(&proxy), [(five.clone(), true), (nine.clone(), false)]);
+
+    // 127.0.0.5 goes, 127.0.0.6 comes, 127.0.0.9 stays: it is still down
+    // at once, without `fall` checks to find it down again.
+    dns.set_hosts("127.0.0.6 web.test\n127.0.0.9 web.test\n");
+    wait_members(&proxy, &[six.clone(), nine.clone()]);
+    let watch = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < watch {
+        let now = up(&proxy);
+        assert!(now.contains(&(nine.clone(), false)), "{now:?}:\n{}", proxy.output());
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(down_lines().len(), 1, "marked down once, not again after the change: {:?}", down_lines());
+    // And it takes no clients.
+    let names: Vec<_> = (0..4).filter_map(|_| ask(proxy.addr("edge"))).collect();
+    assert_eq!(names, ["six"; 4]);
 }
