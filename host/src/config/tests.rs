@@ -43,6 +43,7 @@ fn every_default_when_omitted() {
     assert_eq!(l.detect.max_bytes, 4096);
     assert_eq!(l.detect.timeout, Duration::from_secs(3));
     assert_eq!((l.on_timeout.as_deref(), l.default.as_deref()), (None, None));
+    assert_eq!(l.accept_proxy, None);
     let r = c.route("web").unwrap();
     assert_eq!((r.r#match.as_ref(), r.to.as_str(), r.hooks.len()), (None, "web", 0));
     let b = &c.backends["web"];
@@ -51,6 +52,7 @@ fn every_default_when_omitted() {
     assert_eq!(b.proxy_protocol, ProxyProtocol::None);
     assert_eq!(b.connect_timeout, Duration::from_secs(3));
     assert_eq!(b.retries, 1);
+    assert_eq!(b.source, SourceAddr::Host);
     assert_eq!((c.plugins.dir.as_ref(), c.plugins.cache_dir.as_ref()), (None, None));
     assert!(c.plugins.config.is_empty());
     assert_eq!(c.plugins.limits.memory, 16 << 20);
@@ -59,6 +61,9 @@ fn every_default_when_omitted() {
     assert_eq!(c.limits.max_connections_per_ip, 100);
     assert_eq!(c.limits.idle_timeout, Duration::from_secs(600));
     assert_eq!(c.limits.drain_timeout, Duration::from_secs(30));
+    assert_eq!(c.limits.ipv6_prefix, 64);
+    assert!(c.resolver.servers.is_empty(), "the system's resolver");
+    assert_eq!(c.resolver.resolve_interval, Duration::from_secs(30));
     assert_eq!(c.udp.session_timeout, Duration::from_secs(60));
     assert_eq!(c.udp.max_sessions, 10_000);
     assert!(c.admin.is_none());
