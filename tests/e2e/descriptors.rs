@@ -9,6 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn config(backend: &Backend, limits: &str) -> String {
+    config_with(backend, "", limits)
+}
+
+/// [`config`] with `web_extra` in backend `web`'s entry (a `health` key).
+fn config_with(backend: &Backend, web_extra: &str, limits: &str) -> String {
     format!(
         r#"
 listeners:
@@ -21,7 +26,7 @@ routes:
     match: {{ protocol: http }}
     to: web
 backends:
-  web: {{ servers: [{}] }}
+  web: {{ servers: [{}]{web_extra} }}
 runtime: {{ workers: 1 }}
 {limits}
 "#,
@@ -57,7 +62,10 @@ fn check_warns_when_the_open_file_limit_cannot_hold_the_limits() {
 #[test]
 fn out_of_descriptors_the_proxy_pauses_accepting_blames_no_backend_and_recovers() {
     let backend = Backend::start(Reply::Http("web"));
-    let yaml = config(&backend, "limits: { max_connections: 1000 }");
+    // Health checks every 50 ms, down after one failure: a check that
+    // fails for this host's shortage must not count against the server.
+    let health = ", health: { interval: 50ms, timeout: 1s, rise: 1, fall: 1 }";
+    let yaml = config_with(&backend, health, "limits: { max_connections: 1000 }");
     let proxy = Proxy::start_with(tempfile::tempdir().expect("tempdir"), &yaml, |file| {
         let mut run = under_limit(96, "run", file);
         run.stdin(Stdio::null());
@@ -76,17 +84,28 @@ fn out_of_descriptors_the_proxy_pauses_accepting_blames_no_backend_and_recovers(
     }
     let warned = proxy.wait_log(20, |v| v["message"].as_str().is_some_and(|m| m.starts_with("accept failed;")));
     assert!(warned["error"].as_str().is_some_and(|e| e.contains("Too many open files")), "{warned}");
+    // Out of descriptors for half a second: some ten health checks meet the
+    // shortage.
+    std::thread::sleep(Duration::from_millis(500));
 
     // Finishing requests now needs a backend descriptor each: a client is
     // served, or closed for this host's shortage, never for the server's.
-    let mut served = 0;
-    for mut c in held.drain(..5) {
+    // The five finish at once: a descriptor one of them frees goes to the
+    // next, or to the accept queue within 10 ms, so some meet the shortage.
+    let mut finishing: Vec<TcpStream> = held.drain(..5).collect();
+    for c in &mut finishing {
         c.write_all(b"Host: x\r\nConnection: close\r\n\r\n").expect("write");
-        c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        served += usize::from(reply(&mut c).ends_with("web"));
     }
-    let short = proxy.logs_where(|v| v["close"].as_str().is_some_and(|c| c.contains("this host: Too many open files")));
+    let served = finishing.iter_mut().map(reply).filter(|r| r.ends_with("web")).count();
+    let shortage =
+        |v: &serde_json::Value| v["close"].as_str().is_some_and(|c| c.contains("this host: Too many open files"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while served + proxy.logs_where(shortage).len() < 5 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let short = proxy.logs_where(shortage);
     assert_eq!(served + short.len(), 5, "each finished client is served or closed for the shortage: {short:?}");
+    assert!(!short.is_empty(), "no client met the shortage: the test proves nothing:\n{}", proxy.output());
 
     // Released, the proxy serves again by itself.
     drop(held);
@@ -103,6 +122,11 @@ fn out_of_descriptors_the_proxy_pauses_accepting_blames_no_backend_and_recovers(
     }
     assert!(recovered, "not serving after the descriptors were freed:\n{}", proxy.output());
     assert!(proxy.logs_where(|v| v["message"] == "backend server marked down").is_empty(), "{}", proxy.output());
+    assert!(
+        proxy.logs_where(|v| v["message"] == "health check: server is down").is_empty(),
+        "a health check blamed the server for this host's shortage:\n{}",
+        proxy.output()
+    );
     let warnings = proxy.logs_where(|v| v["message"].as_str().is_some_and(|m| m.starts_with("accept failed;")));
     assert!(warnings.len() <= 1 + 20, "at most one warning a second: {}", warnings.len());
 }
