@@ -67,7 +67,7 @@ struct Mount {
 }
 
 impl Mount {
-    fn new(files: &[(&str, &str)]) -> Mount {
+    fn new(files: &[(&str, &[u8])]) -> Mount {
         let mut mount = Mount { dir: tempfile::tempdir().expect("tempdir"), generation: 0 };
         mount.update(files);
         for (name, _) in files {
@@ -79,7 +79,7 @@ impl Mount {
     /// Write a new generation and swap `..data` to it atomically, as the
     /// kubelet's atomic writer does: a new link `..data_tmp`, renamed over
     /// `..data`, then the old generation removed.
-    fn update(&mut self, files: &[(&str, &str)]) {
+    fn update(&mut self, files: &[(&str, &[u8])]) {
         self.generation += 1;
         let old = format!("..2026_12_07_00_00_0{}.000000001", self.generation - 1);
         let new = format!("..2026_12_07_00_00_0{}.000000001", self.generation);
@@ -105,7 +105,7 @@ fn a_configmap_update_swapping_data_is_reloaded() {
             a.addr, b.addr
         )
     };
-    let mut mount = Mount::new(&[("refractium.yaml", &config("a"))]);
+    let mut mount = Mount::new(&[("refractium.yaml", config("a").as_bytes())]);
     let file = mount.dir.path().join("refractium.yaml");
     let proxy = Proxy::start_with(tempfile::tempdir().expect("tempdir"), &config("a"), |_| {
         let mut run = Command::new(bin());
@@ -113,7 +113,7 @@ fn a_configmap_update_swapping_data_is_reloaded() {
         run
     });
     assert!(proxy.exchange("edge", GET).ends_with("a"));
-    mount.update(&[("refractium.yaml", &config("b"))]);
+    mount.update(&[("refractium.yaml", config("b").as_bytes())]);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !proxy.exchange("edge", GET).ends_with("b") {
         assert!(Instant::now() < deadline, "the swap was not reloaded:\n{}", proxy.output());
@@ -139,19 +139,46 @@ fn the_kubernetes_manifests_parse_and_agree_with_the_config_they_carry() {
     let kind = |k: &str| docs.iter().find(|d| d["kind"] == k).unwrap_or_else(|| panic!("no {k}")).clone();
     let (map, deploy, service) = (kind("ConfigMap"), kind("Deployment"), kind("Service"));
 
-    // The config in the ConfigMap checks.
+    // The ConfigMap carries a plugin file: base64 that decodes to a
+    // WebAssembly component.
     let config_text = map["data"]["refractium.yaml"].as_str().expect("data.refractium.yaml");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("refractium.yaml"), config_text).expect("write");
+    let binary = map["binaryData"].as_mapping().expect("binaryData");
+    assert!(!binary.is_empty(), "no plugin file in binaryData");
+    let mut files: Vec<(String, Vec<u8>)> = vec![("refractium.yaml".into(), config_text.as_bytes().to_vec())];
+    for (name, data) in binary {
+        let name = name.as_str().expect("a key");
+        assert!(name.ends_with(".wasm"), "{name}: plugins.dir loads *.wasm files");
+        assert!(map["data"].get(name).is_none(), "{name} is in data and binaryData");
+        let wasm = base64(data.as_str().expect("base64 text")).unwrap_or_else(|| panic!("{name}: not base64"));
+        assert_eq!(wasm.get(..8), Some(&b"\0asm\x0d\x00\x01\x00"[..]), "{name}: a WebAssembly component");
+        files.push((name.to_string(), wasm));
+    }
+
+    // Mounted as the kubelet mounts it, the config checks: its plugin
+    // directory is the mount, so the detector it names from binaryData
+    // loads (check fails on a detector it does not know).
+    let config: serde_yaml::Value = serde_yaml::from_str(config_text).expect("config YAML");
+    assert_eq!(config["plugins"]["dir"], ".", "plugin files are found beside the config");
+    let detectors = config["listeners"][0]["detectors"].as_sequence().expect("detectors");
+    assert!(detectors.iter().any(|d| d == "wat-hi"), "the config uses the plugin it carries");
+    let mount = Mount::new(&files.iter().map(|(n, d)| (n.as_str(), d.as_slice())).collect::<Vec<_>>());
+    let file = mount.dir.path().join("refractium.yaml");
+    let (ok, out, err) =
+        run_cmd(Command::new(bin()).args(["check", "-c"]).arg(&file).env("REFRACTIUM_CACHE_DIR", cache_dir()), 120);
+    assert!(ok, "refractium check on the ConfigMap's config failed:\n{out}\n{err}");
+    // And it recognises what it is for.
+    let capture = tempfile::tempdir().expect("tempdir");
+    std::fs::write(capture.path().join("hello.bin"), b"WAT! hello\n").expect("capture");
     let (ok, out, err) = run_cmd(
         Command::new(bin())
-            .args(["check", "-c"])
-            .arg(dir.path().join("refractium.yaml"))
+            .args(["detect", "-c"])
+            .arg(&file)
+            .arg(capture.path().join("hello.bin"))
             .env("REFRACTIUM_CACHE_DIR", cache_dir()),
         120,
     );
-    assert!(ok, "refractium check on the ConfigMap's config failed:\n{out}\n{err}");
-    let config: serde_yaml::Value = serde_yaml::from_str(config_text).expect("config YAML");
+    let verdict: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|_| panic!("{out}{err}"));
+    assert!(ok && verdict["protocol"] == "wat-hi", "{out}{err}");
     let port_of = |bind: &serde_yaml::Value| -> u64 {
         bind.as_str().and_then(|b| b.rsplit_once(':')).and_then(|(_, p)| p.parse().ok()).expect("bind IP:port")
     };
@@ -194,4 +221,28 @@ fn the_kubernetes_manifests_parse_and_agree_with_the_config_they_carry() {
         service["spec"]["ports"].as_sequence().expect("ports").iter().map(|p| p["targetPort"].clone()).collect();
     assert_eq!(targets, [serde_yaml::Value::from("edge")]);
     assert!(config["listeners"][0]["accept_proxy"]["from"].is_sequence(), "behind the Service's balancer, PROXY in");
+}
+
+/// Standard base64 (line breaks skipped, as Kubernetes decodes
+/// `binaryData`); `None` when it is not.
+fn base64(text: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let text: Vec<u8> = text.bytes().filter(|b| !b"\r\n".contains(b)).collect();
+    if text.len() % 4 != 0 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    for chunk in text.chunks(4) {
+        let pad = chunk.iter().rev().take_while(|&&b| b == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut n = 0u32;
+        for &b in &chunk[..4 - pad] {
+            n = n << 6 | ALPHABET.iter().position(|&a| a == b)? as u32;
+        }
+        n <<= 6 * pad as u32;
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    Some(out)
 }
