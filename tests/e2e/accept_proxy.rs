@@ -341,3 +341,83 @@ backend refractium
     }
     assert!(proxy.logs_where(|v| v["limit"].is_string()).is_empty(), "no client was refused");
 }
+
+#[test]
+fn the_documented_haproxy_config_sends_clients_and_takes_a_draining_copy_out() {
+    use crate::haproxy::Haproxy;
+    if !Haproxy::installed() {
+        return;
+    }
+    let web = Backend::start(Reply::Http("web"));
+    let proxy = Proxy::start(&format!(
+        r#"
+listeners:
+  - name: edge
+    bind: 127.0.0.1:0
+    detectors: [http]
+    accept_proxy: {{ from: [127.0.0.1] }}
+routes:
+  - name: web
+    match: {{ protocol: http }}
+    to: web
+backends:
+  web: {{ servers: [{}] }}
+limits: {{ drain_timeout: 20s }}
+admin: {{ bind: 127.0.0.1:0 }}
+"#,
+        web.addr
+    ));
+    // docs/operations.md's haproxy.cfg as it is written, with the test's
+    // addresses in place of the example's (and checks every 200 ms rather
+    // than 2 s, for the test's sake).
+    let docs = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/operations.md"))
+        .expect("docs/operations.md");
+    let block = docs.split("```haproxy\n").nth(1).and_then(|rest| rest.split("```").next());
+    let mut config = block.expect("an haproxy block in docs/operations.md").to_string();
+    let edge = proxy.addr("edge");
+    let admin = proxy.wait_log(10, |v| v["message"] == "admin listening");
+    let admin: SocketAddr = admin["addr"].as_str().and_then(|a| a.parse().ok()).expect("admin address");
+    let port = free_port();
+    for (from, to) in [
+        ("bind :443", format!("bind 127.0.0.1:{port}")),
+        ("10.0.1.11:443", edge.to_string()),
+        ("10.0.1.12:443", edge.to_string()),
+        ("port 9901", format!("port {}", admin.port())),
+        ("inter 2s", "inter 200ms".to_string()),
+    ] {
+        assert!(config.contains(from), "the documented haproxy.cfg has no `{from}`:\n{config}");
+        config = config.replace(from, &to);
+    }
+    // HAProxy's log on its stderr, to see what its checks find.
+    let config = format!(
+        "global\n    log stderr format raw local0 info\n{}",
+        config.replacen("defaults\n", "defaults\n    log global\n", 1)
+    );
+    let haproxy = Haproxy::start(&config, &[port]);
+
+    // A client reaches the backend, under its own address.
+    let front: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut client = connect_from([127, 0, 0, 9].into(), front);
+    let client_port = client.local_addr().expect("addr").port();
+    client.write_all(GET).expect("write");
+    assert!(reply(&mut client).ends_with("web"), "haproxy output:\n{}", haproxy.output());
+    drop(client);
+    let want = format!("127.0.0.9:{client_port}");
+    proxy.wait_log(10, |v| v["target"] == "refractium::access" && v["client"] == want.as_str());
+
+    // A copy that drains (a client still holds it) answers 503 on /ready:
+    // the check takes it out of the balancer.
+    let mut held = connect_from([127, 0, 0, 10].into(), front);
+    held.write_all(b"GET / HTTP/1.1\r\n").expect("write");
+    proxy.wait_metric(10, "refractium_tcp_connections_open", |open| open >= 1);
+    assert!(!haproxy.output().contains("is DOWN"), "{}", haproxy.output());
+    proxy.signal("TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !(haproxy.output().contains("refractium/r1 is DOWN") && haproxy.output().contains("refractium/r2 is DOWN")) {
+        assert!(std::time::Instant::now() < deadline, "the check did not take the copy out:\n{}", haproxy.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = haproxy.output();
+    assert!(output.contains("r1 is DOWN, reason: Layer7 wrong status, code: 503"), "{output}");
+    drop(held);
+}

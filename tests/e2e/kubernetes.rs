@@ -221,6 +221,39 @@ fn the_kubernetes_manifests_parse_and_agree_with_the_config_they_carry() {
         service["spec"]["ports"].as_sequence().expect("ports").iter().map(|p| p["targetPort"].clone()).collect();
     assert_eq!(targets, [serde_yaml::Value::from("edge")]);
     assert!(config["listeners"][0]["accept_proxy"]["from"].is_sequence(), "behind the Service's balancer, PROXY in");
+
+    // Deleted, a pod keeps serving while the endpoints' change spreads
+    // (preStop), then drains, all within its grace period.
+    let sleep = container["lifecycle"]["preStop"]["exec"]["command"].as_sequence().expect("a preStop command");
+    let sleep: Vec<&str> = sleep.iter().filter_map(|a| a.as_str()).collect();
+    let [program, seconds] = sleep[..] else { panic!("preStop: {sleep:?}") };
+    assert_eq!(program, "/bin/sleep");
+    let seconds: u64 = seconds.parse().expect("seconds");
+    let drain = config["limits"]["drain_timeout"].as_str().map_or(30, |d| d.trim_end_matches('s').parse().expect("s"));
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().expect("terminationGracePeriodSeconds");
+    assert!(seconds >= 5 && grace > seconds + drain, "preStop {seconds} s + drain {drain} s within {grace} s");
+
+    // The image: the release binary, run as the user the pod asks for,
+    // with the cache where the pod mounts it; the build context is the
+    // binary alone.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/kubernetes");
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).expect("config/kubernetes/Dockerfile");
+    let instructions: Vec<(&str, &str)> = dockerfile
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    let get = |key: &str| -> Vec<&str> { instructions.iter().filter(|(k, _)| *k == key).map(|(_, v)| *v).collect() };
+    assert!(get("FROM")[0].starts_with("debian:"), "a base with /bin/sleep for preStop: {:?}", get("FROM"));
+    assert_eq!(get("COPY"), ["target/release/refractium /usr/local/bin/refractium"]);
+    assert_eq!(get("ENTRYPOINT"), [r#"["/usr/local/bin/refractium"]"#], "the Deployment's args follow it");
+    let uid = pod["containers"][0]["securityContext"]["runAsUser"].as_u64().expect("runAsUser");
+    assert_eq!(get("USER"), [format!("{uid}:{uid}").as_str()]);
+    let cache_dir = cache_mount.expect("cache mount")["mountPath"].as_str().expect("mountPath");
+    assert_eq!(get("ENV"), [format!("REFRACTIUM_CACHE_DIR={cache_dir}").as_str()]);
+    let ignore = std::fs::read_to_string(dir.join("Dockerfile.dockerignore")).expect("Dockerfile.dockerignore");
+    let ignore: Vec<&str> = ignore.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).collect();
+    assert_eq!(ignore, ["*", "!target/release/refractium"]);
 }
 
 /// Standard base64 (line breaks skipped, as Kubernetes decodes
@@ -228,7 +261,7 @@ fn the_kubernetes_manifests_parse_and_agree_with_the_config_they_carry() {
 fn base64(text: &str) -> Option<Vec<u8>> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let text: Vec<u8> = text.bytes().filter(|b| !b"\r\n".contains(b)).collect();
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(text.len() / 4 * 3);
