@@ -226,3 +226,28 @@ fn the_example_units_are_hardened_and_check_before_reloading() {
         assert!(addr.parse::<std::net::SocketAddr>().is_ok(), "{key}={addr}: write IP:port, as a listener's bind");
     }
 }
+
+#[test]
+fn the_example_units_pass_systemd_analyze_verify() {
+    // Optional: where systemd-analyze is installed (CI does not install
+    // it), it reads the units as systemd would.
+    let found = Command::new("sh").arg("-c").arg("command -v systemd-analyze").output();
+    if !found.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIP: systemd-analyze is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/systemd");
+    let mut files = Vec::new();
+    for name in ["refractium.socket", "refractium.service"] {
+        let text = std::fs::read_to_string(source.join(name)).expect("unit file");
+        // verify checks that the programs exist: the binary under test
+        // stands in for the installed one.
+        let text = text.replace("/usr/local/bin/refractium", bin());
+        std::fs::write(dir.path().join(name), text).expect("write unit");
+        files.push(dir.path().join(name));
+    }
+    let (ok, out, err) = run_cmd(Command::new("systemd-analyze").arg("verify").args(&files), 60);
+    assert!(ok, "systemd-analyze verify failed:\n{out}{err}");
+    assert_eq!(format!("{out}{err}").trim(), "", "no warnings");
+}
