@@ -167,6 +167,11 @@ impl Peer {
         &self.wanted
     }
 
+    /// The client's address, written out as plugin files get it.
+    pub(super) fn client_addr(&self) -> String {
+        self.client.to_string()
+    }
+
     /// The record the component bindings take (plugin files).
     pub(super) fn to_wit(&self) -> wit::Peer {
         wit::Peer {

@@ -51,6 +51,8 @@ use anyhow::Context as _;
 use refractium_plugin_sdk::crypto::native as crypto;
 use wasmtime::{AsContextMut, Caller, InstancePre, Linker, Memory, Module, Store, TypedFunc};
 
+pub mod hook;
+
 const HOST: &str = "refractium:plugin/host@0.1.0";
 const CRYPTO: &str = "refractium:plugin/crypto@0.1.0";
 const DETECT: &str = "refractium:plugin/detector@0.1.0#detect";
@@ -64,15 +66,20 @@ const EMPTY: (u32, u32) = (1, 0);
 
 /// The core module of `component` that implements the detector export.
 pub fn main_module(component: &[u8]) -> anyhow::Result<&[u8]> {
+    module_exporting(component, DETECT)
+}
+
+/// The core module of `component` that exports `export`.
+fn module_exporting<'c>(component: &'c [u8], export: &str) -> anyhow::Result<&'c [u8]> {
     for payload in wasmparser::Parser::new(0).parse_all(component) {
         if let wasmparser::Payload::ModuleSection { unchecked_range, .. } = payload.context("reading the component")? {
             let module = component.get(unchecked_range).context("module section out of bounds")?;
-            if exports(module, DETECT)? {
+            if exports(module, export)? {
                 return Ok(module);
             }
         }
     }
-    anyhow::bail!("no core module of the component exports `{DETECT}`")
+    anyhow::bail!("no core module of the component exports `{export}`")
 }
 
 /// Whether the core module `module` exports `name` (nested modules are not
@@ -109,6 +116,9 @@ impl Pre {
                 (seed, name @ "insecure-seed") if seed.starts_with("wasi:random/insecure-seed@") => {
                     linker.func_wrap(seed, name, insecure_seed).map_err(anyhow::Error::from)?;
                 }
+                (hook::RESOURCES, name @ hook::RESOURCE_NEW) => {
+                    linker.func_wrap(hook::RESOURCES, name, hook::resource_new).map_err(anyhow::Error::from)?;
+                }
                 _ => {}
             }
         }
@@ -117,14 +127,20 @@ impl Pre {
         Ok(Pre(pre))
     }
 
-    /// A fresh instance in `store`, with its exports looked up once.
-    pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
+    /// A fresh instance in `store`, and its memory and allocator.
+    fn instance(&self, store: &mut Store<HostState>) -> wasmtime::Result<(wasmtime::Instance, Guest)> {
         let instance = self.0.instantiate(&mut *store)?;
         let memory = instance
             .get_memory(&mut *store, "memory")
             .ok_or_else(|| wasmtime::format_err!("the module exports no `memory`"))?;
         let guest: Guest = (memory, instance.get_typed_func(&mut *store, REALLOC)?);
         store.data_mut().guest = Some(guest.clone());
+        Ok((instance, guest))
+    }
+
+    /// A fresh instance in `store`, with its exports looked up once.
+    pub fn instantiate(&self, store: &mut Store<HostState>) -> wasmtime::Result<Exports> {
+        let (instance, guest) = self.instance(store)?;
         Ok(Exports {
             guest,
             init: instance.get_typed_func(&mut *store, INIT)?,
@@ -146,10 +162,13 @@ type Realloc = TypedFunc<(u32, u32, u32, u32), u32>;
 /// allocator (kept in the store's [`HostState`]).
 pub type Guest = (Memory, Realloc);
 
+/// `init(config)`, lowered: the config's `(ptr, len)`, the return area.
+type InitFunc = TypedFunc<(u32, u32), u32>;
+
 /// One instance's exports.
 pub struct Exports {
     guest: Guest,
-    init: TypedFunc<(u32, u32), u32>,
+    init: InitFunc,
     post_init: TypedFunc<u32, ()>,
     detect: TypedFunc<DetectParams, u32>,
     post_detect: TypedFunc<u32, ()>,
@@ -158,25 +177,7 @@ pub struct Exports {
 impl Exports {
     /// `init(config) -> result<plugin-info, string>`.
     pub fn init(&self, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<Info, String>> {
-        let (ptr, len) = put(&mut *store, &self.guest, config.as_bytes())?;
-        let ret = self.init.call(&mut *store, (ptr, len))?;
-        let answer = {
-            let view = View::new(self.guest.0.data(&*store), ret, 20)?;
-            let mut bounds = Bounds::default();
-            match view.u8(0)? {
-                0 => Ok(Info {
-                    name: view.string(4, &mut bounds, "name")?,
-                    version: view.string(12, &mut bounds, "version")?,
-                }),
-                1 => {
-                    let text = str_in(view.memory, view.u32(4)? as usize, view.u32(8)? as usize)?;
-                    Err(super::sandbox::truncate(text, MAX_STRING).to_string())
-                }
-                d => wasmtime::bail!("invalid `result` discriminant {d}"),
-            }
-        };
-        self.post_init.call(&mut *store, ret)?;
-        Ok(answer)
+        init(store, &self.guest, (&self.init, &self.post_init), config)
     }
 
     /// `detect(data, peer) -> verdict`.
@@ -192,6 +193,35 @@ impl Exports {
         self.post_detect.call(&mut *store, ret)?;
         Ok(verdict)
     }
+}
+
+/// `init(config) -> result<plugin-info, string>` of a detector or a hook:
+/// the export and its post-return.
+fn init(
+    store: &mut Store<HostState>,
+    guest: &Guest,
+    (init, post_init): (&InitFunc, &TypedFunc<u32, ()>),
+    config: &str,
+) -> wasmtime::Result<Result<Info, String>> {
+    let (ptr, len) = put(&mut *store, guest, config.as_bytes())?;
+    let ret = init.call(&mut *store, (ptr, len))?;
+    let answer = {
+        let view = View::new(guest.0.data(&*store), ret, 20)?;
+        let mut bounds = Bounds::default();
+        match view.u8(0)? {
+            0 => Ok(Info {
+                name: view.string(4, &mut bounds, "name")?,
+                version: view.string(12, &mut bounds, "version")?,
+            }),
+            1 => {
+                let text = str_in(view.memory, view.u32(4)? as usize, view.u32(8)? as usize)?;
+                Err(super::sandbox::truncate(text, MAX_STRING).to_string())
+            }
+            d => wasmtime::bail!("invalid `result` discriminant {d}"),
+        }
+    };
+    post_init.call(&mut *store, ret)?;
+    Ok(answer)
 }
 
 /// Copy `bytes` (a `list<u8>` or a `string`: alignment 1) into memory the

@@ -23,6 +23,7 @@ use super::bindings::hooks::{HookPlugin as Bindings, HookPluginPre};
 use super::bindings::refractium::plugin::types as wit;
 use super::breaker::{Breaker, Kind};
 use super::detector::{Detection, Info, Peer};
+use super::direct::{self, hook::Rep};
 use super::loader::Source;
 use super::sandbox::{Cause, Failure, HostState, LogBudget, MAX_STRING};
 use std::sync::atomic::Ordering;
@@ -86,7 +87,7 @@ pub struct HookPlugin {
     pub hash: String,
     /// Imported interfaces some of whose functions are refused at the call.
     pub refused: Vec<String>,
-    pre: HookPluginPre<HostState>,
+    pre: HookPre,
     config_json: String,
     memory: u64,
     budget: Duration,
@@ -103,24 +104,37 @@ impl std::fmt::Debug for HookPlugin {
     }
 }
 
+/// How a hook's instances are made: from the component, or, for a
+/// built-in, from its core module ([`direct::hook`]).
+pub(super) enum HookPre {
+    Component(HookPluginPre<HostState>),
+    Direct(direct::Pre),
+}
+
+impl HookPre {
+    /// A plugin file's pre-instantiated component, checked to export the hook interface.
+    pub(super) fn component(pre: InstancePre<HostState>) -> anyhow::Result<HookPre> {
+        let pre = HookPluginPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .map_err(|e| e.context("it does not export the refractium:plugin/hook@0.1.0 interface"))?;
+        Ok(HookPre::Component(pre))
+    }
+}
+
 impl HookPlugin {
-    /// Wrap a pre-instantiated component that exports the hook interface,
-    /// running `init` once in a first instance to check the config and
-    /// learn the plugin's name.
+    /// Wrap a hook ready to instantiate, running `init` once in a first
+    /// instance to check the config and learn the plugin's name.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         name: &str,
         source: Source,
         hash: String,
-        pre: InstancePre<HostState>,
+        pre: HookPre,
         refused: Vec<String>,
         config_json: String,
         memory: u64,
         budget: Duration,
     ) -> anyhow::Result<Self> {
-        let pre = HookPluginPre::new(pre)
-            .map_err(anyhow::Error::from)
-            .map_err(|e| e.context("it does not export the refractium:plugin/hook@0.1.0 interface"))?;
         let mut plugin = HookPlugin {
             name: name.into(),
             info: Info { name: name.to_string(), version: String::new() },
@@ -160,13 +174,24 @@ impl HookPlugin {
             Failure { cause: failure.cause, detail: format!("{what} {}", failure.detail) }
         };
         store.set_hostcall_fuel(COPY_LIMIT);
-        let bindings = self.pre.instantiate(&mut store).map_err(|e| failed(e, &store, "instantiation"))?;
-        let init = bindings.refractium_plugin_hook().call_init(&mut store, &self.config_json);
+        let (calls, init) = match &self.pre {
+            HookPre::Component(pre) => {
+                let bindings = pre.instantiate(&mut store).map_err(|e| failed(e, &store, "instantiation"))?;
+                let init = bindings
+                    .refractium_plugin_hook()
+                    .call_init(&mut store, &self.config_json)
+                    .map(|r| r.map(|info| Info { name: info.name, version: info.version }));
+                (Calls::Component(bindings), init)
+            }
+            HookPre::Direct(pre) => {
+                let exports = pre.instantiate_hook(&mut store).map_err(|e| failed(e, &store, "instantiation"))?;
+                let init = exports.init(&mut store, &self.config_json);
+                (Calls::Direct(Box::new(exports)), init)
+            }
+        };
         store.data_mut().console_flush();
         let info = match init {
-            Ok(Ok(info)) if info.name.len() <= MAX_STRING && info.version.len() <= MAX_STRING => {
-                Info { name: info.name, version: info.version }
-            }
+            Ok(Ok(info)) if info.name.len() <= MAX_STRING && info.version.len() <= MAX_STRING => info,
             Ok(Ok(_)) => {
                 let detail = format!("init answered a name or version over {MAX_STRING} bytes");
                 return Err(Failure { cause: Cause::Output, detail });
@@ -178,7 +203,7 @@ impl HookPlugin {
             Err(err) => return Err(failed(err, &store, "init")),
         };
         let initial = store.data().cap.size;
-        Ok((Instance { store, bindings, initial }, info))
+        Ok((Instance { store, calls, initial }, info))
     }
 
     /// An idle instance, or a new one.
@@ -203,16 +228,25 @@ impl HookPlugin {
     pub fn open(self: &Arc<Self>, peer: &Peer, detection: &Detection, route: &str) -> Result<Session, Failure> {
         self.breaker.counters().sessions.fetch_add(1, Ordering::Relaxed);
         let opened = self.instance().and_then(|mut instance| {
-            let detection = wit::Detection {
-                protocol: detection.protocol.clone(),
-                sni: detection.sni.clone(),
-                alpn: detection.alpn.clone(),
-                attributes: detection.attributes.clone(),
-            };
             let result = {
                 let _running = super::detector::start_call(&mut instance.store, self.budget);
-                let guest = instance.bindings.refractium_plugin_hook().session();
-                guest.call_constructor(&mut instance.store, &peer.to_wit(), &detection, route)
+                match &instance.calls {
+                    Calls::Component(bindings) => {
+                        let detection = wit::Detection {
+                            protocol: detection.protocol.clone(),
+                            sni: detection.sni.clone(),
+                            alpn: detection.alpn.clone(),
+                            attributes: detection.attributes.clone(),
+                        };
+                        let guest = bindings.refractium_plugin_hook().session();
+                        guest
+                            .call_constructor(&mut instance.store, &peer.to_wit(), &detection, route)
+                            .map(Handle::Component)
+                    }
+                    Calls::Direct(exports) => {
+                        exports.open(&mut instance.store, &peer.client_addr()).map(Handle::Direct)
+                    }
+                }
             };
             instance.store.data_mut().console_flush();
             match result {
@@ -240,9 +274,65 @@ impl HookPlugin {
 /// An instance of a hook plugin and the store it lives in.
 struct Instance {
     store: Store<HostState>,
-    bindings: Bindings,
+    calls: Calls,
     /// Its memory's size once `init` had run.
     initial: usize,
+}
+
+/// How an instance is called.
+enum Calls {
+    Component(Bindings),
+    Direct(Box<direct::hook::Exports>),
+}
+
+/// A session in its instance, as the instance's kind names it.
+#[derive(Clone, Copy)]
+enum Handle {
+    Component(ResourceAny),
+    Direct(Rep),
+}
+
+/// One call into a session.
+#[derive(Clone, Copy)]
+enum Op<'a> {
+    Data(Direction, &'a [u8]),
+    End(Direction),
+}
+
+impl Instance {
+    /// Make the call `op` in the session `handle`.
+    fn call(&mut self, handle: Handle, op: Op<'_>) -> wasmtime::Result<Action> {
+        let store = &mut self.store;
+        match (&self.calls, handle) {
+            (Calls::Direct(exports), Handle::Direct(rep)) => match op {
+                Op::Data(direction, data) => exports.on_data(store, rep, direction, data),
+                Op::End(direction) => exports.on_end(store, rep, direction),
+            },
+            (Calls::Component(bindings), Handle::Component(session)) => {
+                let guest = bindings.refractium_plugin_hook().session();
+                let action = match op {
+                    Op::Data(direction, data) => guest.call_on_data(store, session, direction.to_wit(), data),
+                    Op::End(direction) => guest.call_on_end(store, session, direction.to_wit()),
+                }?;
+                Ok(match action {
+                    wit_hook::Action::Forward(data) => Action::Forward(data),
+                    wit_hook::Action::Respond(r) => Action::Respond { data: r.data, reason: r.reason },
+                    wit_hook::Action::Close(reason) => Action::Close(reason),
+                    wit_hook::Action::Pass(data) => Action::Pass(data),
+                })
+            }
+            _ => wasmtime::bail!("a session called in an instance of another kind"),
+        }
+    }
+
+    /// Drop the session `handle`: the guest's destructor runs.
+    fn drop_session(&mut self, handle: Handle) -> wasmtime::Result<()> {
+        match (&self.calls, handle) {
+            (Calls::Direct(exports), Handle::Direct(rep)) => exports.drop_session(&mut self.store, rep),
+            (Calls::Component(_), Handle::Component(session)) => session.resource_drop(&mut self.store),
+            _ => wasmtime::bail!("a session dropped in an instance of another kind"),
+        }
+    }
 }
 
 /// One connection's session of one hook: its own instance, until a call
@@ -250,7 +340,7 @@ struct Instance {
 pub struct Session {
     plugin: Arc<HookPlugin>,
     instance: Option<Instance>,
-    session: ResourceAny,
+    session: Handle,
 }
 
 impl Drop for Session {
@@ -263,7 +353,7 @@ impl Drop for Session {
         }
         let dropped = {
             let _running = super::detector::start_call(&mut instance.store, self.plugin.budget);
-            self.session.resource_drop(&mut instance.store)
+            instance.drop_session(self.session)
         };
         instance.store.data_mut().console_flush();
         if dropped.is_ok() && instance.store.data().cap.size <= instance.initial.saturating_add(REUSE_GROWTH) {
@@ -281,39 +371,31 @@ impl Session {
     /// A chunk from one side.
     pub fn on_data(&mut self, direction: Direction, data: &[u8]) -> Result<Action, Failure> {
         self.plugin.breaker.counters().bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
-        self.call(|guest, store, session| guest.call_on_data(store, session, direction.to_wit(), data))
+        self.call(Op::Data(direction, data))
     }
 
     /// That side has finished sending.
     pub fn on_end(&mut self, direction: Direction) -> Result<Action, Failure> {
-        self.call(|guest, store, session| guest.call_on_end(store, session, direction.to_wit()))
+        self.call(Op::End(direction))
     }
 
-    fn call(
-        &mut self,
-        call: impl FnOnce(
-            wit_hook::GuestSession<'_>,
-            &mut Store<HostState>,
-            ResourceAny,
-        ) -> wasmtime::Result<wit_hook::Action>,
-    ) -> Result<Action, Failure> {
-        let Some(Instance { store, bindings, .. }) = self.instance.as_mut() else {
+    fn call(&mut self, op: Op<'_>) -> Result<Action, Failure> {
+        let Some(instance) = self.instance.as_mut() else {
             let detail = "its instance was lost in an earlier failed call".to_string();
             return Err(Failure { cause: Cause::Trap, detail });
         };
         let result = {
-            let _running = super::detector::start_call(store, self.plugin.budget);
-            call(bindings.refractium_plugin_hook().session(), store, self.session)
+            let _running = super::detector::start_call(&mut instance.store, self.plugin.budget);
+            instance.call(self.session, op)
         };
-        store.data_mut().console_flush();
+        instance.store.data_mut().console_flush();
         let failure = match result {
-            Ok(wit_hook::Action::Forward(data)) => return Ok(self.succeeded(Action::Forward(data))),
-            Ok(wit_hook::Action::Respond(r)) => {
-                return Ok(self.succeeded(Action::Respond { data: r.data, reason: cut(r.reason) }));
+            Ok(Action::Respond { data, reason }) => {
+                return Ok(self.succeeded(Action::Respond { data, reason: cut(reason) }));
             }
-            Ok(wit_hook::Action::Close(reason)) => return Ok(self.succeeded(Action::Close(cut(reason)))),
-            Ok(wit_hook::Action::Pass(data)) => return Ok(self.succeeded(Action::Pass(data))),
-            Err(err) => store.data().failure(&err, self.plugin.memory),
+            Ok(Action::Close(reason)) => return Ok(self.succeeded(Action::Close(cut(reason)))),
+            Ok(action) => return Ok(self.succeeded(action)),
+            Err(err) => instance.store.data().failure(&err, self.plugin.memory),
         };
         // A call that failed may have left the instance half-way through
         // anything: it serves nobody again.

@@ -12,7 +12,7 @@
 use super::background::{self, Ready};
 use super::bindings::hooks::HookPluginPre;
 use super::detector::{DetectorPlugin, Info, Pre};
-use super::hook::HookPlugin;
+use super::hook::{HookPlugin, HookPre};
 use super::loader::{Source, builtin};
 use super::sandbox::HostState;
 use super::{cache, component, wasi};
@@ -179,7 +179,16 @@ pub fn check_file(path: &Path, config: &Config, use_plugin_config: bool) -> Repo
     if hooks && report.problems == 0 {
         match HookPluginPre::new(pre.clone()) {
             Err(err) => mismatch("hook", &format!("{err:#}"), served, &mut report),
-            Ok(_) => match HookPlugin::new(&name, source, hash, pre, refused.clone(), json.clone(), memory, budget) {
+            Ok(pre) => match HookPlugin::new(
+                &name,
+                source,
+                hash,
+                HookPre::Component(pre),
+                refused.clone(),
+                json.clone(),
+                memory,
+                budget,
+            ) {
                 Ok(plugin) => {
                     if info.is_none() {
                         info = Some(plugin.info.clone());

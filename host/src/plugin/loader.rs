@@ -6,7 +6,7 @@
 
 use super::background::{self, Ready};
 use super::detector::{DetectorPlugin, Pre};
-use super::hook::HookPlugin;
+use super::hook::{HookPlugin, HookPre};
 use super::{cache, component, direct};
 use crate::config::Config;
 use anyhow::Context as _;
@@ -139,6 +139,7 @@ impl PluginSet {
                     None
                 };
                 let hook = if hooks {
+                    let pre = HookPre::component(pre)?;
                     Some(Arc::new(HookPlugin::new(name, source, hash, pre, refused, json, memory, budget)?))
                 } else {
                     None
@@ -218,11 +219,17 @@ impl PluginSet {
                 tracing::info!(plugin = name, "plugin file replaces the built-in hook");
                 continue;
             }
+            // Our own code: called through its core module, as the
+            // built-in detectors are.
             let hash = cache::hash(bytes);
-            let loaded = cache::compile(|| Ok(bytes), &hash, cache_dir.as_deref())
-                .and_then(|component| load_component(name, Source::Builtin, hash, component));
+            let loaded =
+                cache::compile(|| direct::hook::main_module(bytes), &hash, cache_dir.as_deref()).and_then(|module| {
+                    let pre = HookPre::Direct(direct::Pre::new(&module).context("linking")?);
+                    let (json, memory, budget) = (config_json(name)?, limits.memory, limits.call_timeout);
+                    HookPlugin::new(name, Source::Builtin, hash, pre, Vec::new(), json, memory, budget)
+                });
             match loaded {
-                Ok(loaded) => set.hooks.extend(loaded.hook),
+                Ok(hook) => set.hooks.push(Arc::new(hook)),
                 Err(err) if config.plugins.config.contains_key(name) => {
                     let key = format!("plugins.config.{name}");
                     anyhow::bail!(
@@ -396,5 +403,84 @@ mod direct_tests {
             }
             assert!(matched > 0, "`{name}` matched nothing: the comparison proves little");
         }
+    }
+
+    /// Each built-in hook, called through its core module, answers what the
+    /// same bytes loaded as a plugin file answer, chunk by chunk: requests
+    /// split at every position, pipelined, malformed, an upgrade; rules that
+    /// match, straddle chunks or do not; a session given the real peer,
+    /// detection and route, where the direct path gives only the client's
+    /// address.
+    #[tokio::test]
+    async fn direct_hooks_agree_with_the_component() {
+        use crate::plugin::Detection;
+        use crate::plugin::hook::Direction::{ClientToServer as Up, ServerToClient as Down};
+        let dir = tempfile::tempdir().expect("tempdir");
+        for &(name, _, bytes) in builtin::BUILTIN_HOOKS {
+            std::fs::write(dir.path().join(format!("component-{name}.wasm")), bytes).expect("write plugin");
+        }
+        let configs = [
+            ("http-headers", "{ set: { X-Env: test }, add: { Via: refractium }, remove: [X-Debug] }"),
+            (
+                "deny",
+                "{ rules: [ { regex: '^GET /admin', respond: \"HTTP/1.1 403 Forbidden\\r\\n\\r\\n\", reason: admin }, { literal: SSH-2.0-libssh, direction: client-to-server } ] }",
+            ),
+            ("rewrite", "{ rules: [ { from: HELLO, to: HOWDY, direction: both } ] }"),
+        ];
+        let mut yaml = format!(
+            "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: {{ servers: [127.0.0.1:1] }}\nplugins:\n  dir: {}\n  limits: {{ call_timeout: 1s }}\n  config:\n",
+            dir.path().display()
+        );
+        for (name, config) in configs {
+            yaml.push_str(&format!("    {name}: {config}\n    component-{name}: {config}\n"));
+        }
+        let config = crate::config::parse(&yaml, Path::new("test.yaml")).expect("config");
+        let plugins = PluginSet::load(&config).await.expect("plugins load");
+        assert!(plugins.skipped.is_empty(), "{:?}", plugins.skipped.iter().map(|s| &s.reason).collect::<Vec<_>>());
+
+        let streams: [&[&[u8]]; 8] = [
+            &[b"GET / HTTP/1.1\r\nHost: a\r\nX-Debug: 1\r\nX-Forwarded-For: 192.0.2.9\r\n\r\n"],
+            &[b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n\r\n\r\nabcdGET / HTTP/1.1\r\nHost: b\r\n\r\n"],
+            &[b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n\r\n\r\n\r\n0\r\n\r\n"],
+            &[b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", b"HELLO frames"],
+            &[b"GET /admin HTTP/1.1\r\n\r\n"],
+            &[b"SSH-2.0-libssh_0.9\r\n"],
+            &[b"say HEL", b"LO world, HELLO"],
+            &[b"\x00\x01 not http\r\n\r\n"],
+        ];
+        let peer = Peer::new("192.0.2.1:5000", "192.0.2.2:443", "edge", false);
+        let v6 = Peer::new("[2001:db8::1]:5000", "[2001:db8::2]:443", "edge", false);
+        let detection = Detection { protocol: "http".into(), sni: Some("a.example".into()), ..Detection::default() };
+        let mut compared = 0;
+        for &(name, _, _) in builtin::BUILTIN_HOOKS {
+            let direct = plugins.hook(name).expect("built-in");
+            let component = plugins.hook(&format!("component-{name}")).expect("plugin file");
+            assert!(
+                matches!(direct.source, super::Source::Builtin) && !matches!(component.source, super::Source::Builtin)
+            );
+            for stream in streams {
+                let whole: Vec<u8> = stream.concat();
+                // As written, and split at every position of the whole.
+                let splits = std::iter::once(stream.iter().map(|c| c.to_vec()).collect::<Vec<_>>())
+                    .chain((1..whole.len()).map(|at| vec![whole[..at].to_vec(), whole[at..].to_vec()]));
+                for (chunks, peer) in splits.flat_map(|c| [(c.clone(), &peer), (c, &v6)]) {
+                    let mut sessions = [
+                        direct.open(peer, &detection, "web").expect("direct session"),
+                        component.open(peer, &detection, "web").expect("component session"),
+                    ];
+                    for direction in [Up, Down] {
+                        for chunk in &chunks {
+                            let [a, b] = &mut sessions;
+                            let (got, want) = (a.on_data(direction, chunk), b.on_data(direction, chunk));
+                            assert_eq!(got, want, "{name}, {direction:?}, {chunks:?}");
+                            compared += 1;
+                        }
+                        let [a, b] = &mut sessions;
+                        assert_eq!(a.on_end(direction), b.on_end(direction), "{name} end, {direction:?}, {chunks:?}");
+                    }
+                }
+            }
+        }
+        assert!(compared > 1000, "{compared} calls compared");
     }
 }
