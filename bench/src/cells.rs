@@ -77,7 +77,7 @@ pub const INFLIGHT: usize = 256;
 /// A cell can leave the machine in a state the next one inherits (sockets in
 /// TIME_WAIT, caches, the scheduler's view of who is busy); this spreads
 /// that over all targets instead of handing it to the same one each round.
-fn in_turn(targets: &[Target], round: usize) -> impl Iterator<Item = (usize, &Target)> {
+pub fn in_turn(targets: &[Target], round: usize) -> impl Iterator<Item = (usize, &Target)> {
     let n = targets.len();
     let k = round.saturating_sub(1);
     // 0, 1, n-1, 2, n-2, …: consecutive differences are all distinct.
@@ -178,7 +178,6 @@ pub fn tls_exchange() -> Exchange {
 
 /// (b) and (c): loops of short connections, rate, latency, proxy CPU per connection.
 async fn short_cells(plan: &Plan, targets: &[Target], s: &mut Samples) {
-    let slack = SLACK;
     let (http, tls) = (http_exchange(), tls_exchange());
     let mut short_cells = Vec::new();
     if plan.has("short") {
@@ -190,36 +189,75 @@ async fn short_cells(plan: &Plan, targets: &[Target], s: &mut Samples) {
     for (key, conc, ex) in &short_cells {
         for round in 1..=plan.rounds {
             for (i, t) in in_turn(targets, round).filter(|(_, t)| key != "tls16" || t.runs(Cell::Tls)) {
-                let c0 = t.cpu();
-                let r = timeout(plan.cell + slack, load::short(t.addr, *conc, plan.cell, ex.clone())).await;
-                let cpu = t.cpu() - c0;
-                let Ok(r) = r else {
-                    fail(s, key, i, t, anyhow::anyhow!("timed out"));
-                    continue;
-                };
-                s.add(&format!("{key}.err"), i, r.errors as f64);
-                if r.ok == 0 {
-                    fail(s, key, i, t, anyhow::anyhow!("{} errors, no success", r.errors));
-                    continue;
-                }
-                s.add(key, i, r.rate());
-                s.add(&format!("{key}.p50"), i, r.pct_ms(0.5));
-                s.add(&format!("{key}.p99"), i, r.pct_ms(0.99));
-                if t.pid.is_some() {
-                    s.add(&format!("{key}.cpu"), i, cpu * 1e6 / r.ok as f64);
-                }
-                let msg = format!(
-                    "{:.0}/s p50 {:.3} ms p99 {:.3} ms, {} errors",
-                    r.rate(),
-                    r.pct_ms(0.5),
-                    r.pct_ms(0.99),
-                    r.errors
-                );
-                progress(round, key, t, &msg);
-                settle().await;
+                short_cell(plan, round, key, i, t, *conc, ex, s).await;
             }
         }
     }
+}
+
+/// Cells of short connections in rounds, as (b) and (c) run them: `cells`
+/// are (sample key, concurrency, exchange); target `i` of `targets` is
+/// recorded as column `cols[i]`, so targets started for a few rows only
+/// (other configs of the same proxies) fill the report's columns.
+pub async fn short_rounds(
+    plan: &Plan,
+    targets: &[Target],
+    cols: &[usize],
+    cells: &[(String, usize, Exchange)],
+    s: &mut Samples,
+) {
+    // These proxies have just started: a short unrecorded cell each first,
+    // so that round 1 does not also measure their first connections.
+    for t in targets.iter().filter(|t| t.pid.is_some()) {
+        if let Some((_, conc, ex)) = cells.first() {
+            let warm = plan.cell.min(Duration::from_millis(500));
+            let _ = timeout(warm + SLACK, load::short(t.addr, *conc, warm, ex.clone())).await;
+        }
+    }
+    for (key, conc, ex) in cells {
+        for round in 1..=plan.rounds {
+            for (i, t) in in_turn(targets, round) {
+                short_cell(plan, round, key, cols[i], t, *conc, ex, s).await;
+            }
+        }
+    }
+}
+
+/// One cell of short connections of `t` at `conc`: the rate, p50 and p99
+/// latency, errors and the proxy's CPU per connection under `key`, column `i`.
+#[allow(clippy::too_many_arguments)]
+async fn short_cell(
+    plan: &Plan,
+    round: usize,
+    key: &str,
+    i: usize,
+    t: &Target,
+    conc: usize,
+    ex: &Exchange,
+    s: &mut Samples,
+) {
+    let c0 = t.cpu();
+    let r = timeout(plan.cell + SLACK, load::short(t.addr, conc, plan.cell, ex.clone())).await;
+    let cpu = t.cpu() - c0;
+    let Ok(r) = r else {
+        fail(s, key, i, t, anyhow::anyhow!("timed out"));
+        return;
+    };
+    s.add(&format!("{key}.err"), i, r.errors as f64);
+    if r.ok == 0 {
+        fail(s, key, i, t, anyhow::anyhow!("{} errors, no success", r.errors));
+        return;
+    }
+    s.add(key, i, r.rate());
+    s.add(&format!("{key}.p50"), i, r.pct_ms(0.5));
+    s.add(&format!("{key}.p99"), i, r.pct_ms(0.99));
+    if t.pid.is_some() {
+        s.add(&format!("{key}.cpu"), i, cpu * 1e6 / r.ok as f64);
+    }
+    let msg =
+        format!("{:.0}/s p50 {:.3} ms p99 {:.3} ms, {} errors", r.rate(), r.pct_ms(0.5), r.pct_ms(0.99), r.errors);
+    progress(round, key, t, &msg);
+    settle().await;
 }
 
 fn flat<T>(r: Result<Result<T>, tokio::time::error::Elapsed>) -> Result<T> {
@@ -231,7 +269,7 @@ fn fail(s: &mut Samples, key: &str, i: usize, t: &Target, e: anyhow::Error) {
     s.fail(key, i, format!("{e:#}"));
 }
 
-fn progress(round: usize, key: &str, t: &Target, msg: &str) {
+pub fn progress(round: usize, key: &str, t: &Target, msg: &str) {
     eprintln!("  round {round} {key:<10} {:<10} {msg}", t.name);
 }
 

@@ -207,6 +207,11 @@ pub fn rss_kib(root: u32) -> u64 {
     sum_kib(root, "status", "VmRSS:")
 }
 
+/// Threads of `root` and its descendants.
+pub fn threads(root: u32) -> u64 {
+    sum_kib(root, "status", "Threads:")
+}
+
 /// Find an executable by name in `PATH` and the sbin directories.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();

@@ -1,7 +1,9 @@
 //! The proxies under test and the configs the bench writes for them: each
 //! listens on a fresh loopback port, sends everything to the one backend,
 //! routes TLS by SNI and HTTP by protocol where it can, waits up to 3 s for
-//! a first flight, and runs one worker (refractium: its default runtime).
+//! a first flight, and runs one worker ([`Workers::One`]) or the count each
+//! proxy picks when none is configured ([`Workers::Default`]). Also nginx
+//! `stream` relaying UDP, for the UDP rows.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -53,6 +55,16 @@ impl Kind {
     }
 }
 
+/// How many workers a proxy runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workers {
+    /// One: `runtime.workers: 1`, `nbthread 1`, `worker_processes 1`.
+    One,
+    /// What each does unconfigured: refractium one per core (no `runtime`
+    /// section), HAProxy all cores (no `nbthread`), nginx `worker_processes auto`.
+    Default,
+}
+
 /// The names of the hooked targets.
 pub const IDENTITY: &str = "refractium+identity";
 pub const HTTP_HEADERS: &str = "refractium+http-headers";
@@ -71,6 +83,11 @@ pub fn start(kind: &Kind, backend: u16, dir: &Path, nofile: u64) -> Result<Proxy
     start_with(kind, backend, dir, nofile, &[], Duration::from_secs(15))
 }
 
+/// [`start`] with each proxy's default worker count ([`Workers::Default`]).
+pub fn start_default_workers(kind: &Kind, backend: u16, dir: &Path, nofile: u64) -> Result<Proxy> {
+    launch(kind, backend, dir, nofile, &[], Duration::from_secs(15), Workers::Default)
+}
+
 /// [`start`], with the proxy's command run under `wrap` (a tool and its
 /// arguments, e.g. valgrind) when not empty, and `ready` to start in. nginx
 /// then runs without a master process, so that the wrapped process is the
@@ -83,6 +100,18 @@ pub fn start_with(
     wrap: &[String],
     ready: Duration,
 ) -> Result<Proxy> {
+    launch(kind, backend, dir, nofile, wrap, ready, Workers::One)
+}
+
+fn launch(
+    kind: &Kind,
+    backend: u16,
+    dir: &Path,
+    nofile: u64,
+    wrap: &[String],
+    ready: Duration,
+    workers: Workers,
+) -> Result<Proxy> {
     let name = kind.name();
     let port = procs::free_port()?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -92,7 +121,7 @@ pub fn start_with(
         Kind::Refractium(bin) => {
             let mut cmd = Command::new(bin);
             cmd.arg("run").arg("-c").arg(&conf).current_dir(dir);
-            (refractium_yaml(port, backend, None), cmd, procs::first_line(bin, "--version"))
+            (refractium_yaml(port, backend, None, workers), cmd, procs::first_line(bin, "--version"))
         }
         Kind::Hooked(bin, hook) => {
             let mut cmd = Command::new(bin);
@@ -102,7 +131,7 @@ pub fn start_with(
             if let Hook::Identity(file) = hook {
                 fs::copy(file, plugins.join("identity.wasm")).with_context(|| format!("copying {}", file.display()))?;
             }
-            let yaml = refractium_yaml(port, backend, Some((hook, &plugins)));
+            let yaml = refractium_yaml(port, backend, Some((hook, &plugins)), workers);
             (yaml, cmd, procs::first_line(bin, "--version"))
         }
         Kind::Haproxy(bin) => {
@@ -110,7 +139,7 @@ pub fn start_with(
             cmd.arg("-db").arg("-f").arg(&conf);
             let maxconn = haproxy_maxconn(nofile);
             let version = format!("{} (maxconn {maxconn})", procs::first_line(bin, "-v"));
-            (haproxy_cfg(port, backend, maxconn), cmd, version)
+            (haproxy_cfg(port, backend, maxconn, workers), cmd, version)
         }
         Kind::Nginx(bin) => {
             let mut cmd = Command::new(bin);
@@ -118,7 +147,8 @@ pub fn start_with(
             let module = nginx_stream_module(bin)?;
             // Wrapped, the process that serves must be the one started.
             let master = wrap.is_empty();
-            (nginx_conf(port, backend, dir, module.as_deref(), nofile, master), cmd, procs::first_line(bin, "-v"))
+            let text = nginx_conf(port, backend, dir, module.as_deref(), nofile, master, workers);
+            (text, cmd, procs::first_line(bin, "-v"))
         }
     };
     let cmd = match wrap.split_first() {
@@ -140,7 +170,11 @@ pub fn start_with(
 
 /// DESIGN.md §5: one TCP listener, `http` and `tls` routes, a default route;
 /// with `hooked`, a hook on the routes and where the plugin files are.
-pub fn refractium_yaml(port: u16, backend: u16, hooked: Option<(&Hook, &Path)>) -> String {
+pub fn refractium_yaml(port: u16, backend: u16, hooked: Option<(&Hook, &Path)>, workers: Workers) -> String {
+    let runtime = match workers {
+        Workers::One => "runtime: { workers: 1 }\n",
+        Workers::Default => "",
+    };
     let (all, http, plugins) = match hooked {
         None => ("", "", String::new()),
         Some((Hook::Identity(_), dir)) => ("\n    hooks: [identity]", "\n    hooks: [identity]", plugins_dir(dir)),
@@ -173,8 +207,7 @@ backends:
     connect_timeout: 3s
 
 limits: {{ max_connections: 100000, max_connections_per_ip: 100000, idle_timeout: 10m }}
-runtime: {{ workers: 1 }}
-log: {{ level: warn }}
+{runtime}log: {{ level: warn }}
 {plugins}"
     )
 }
@@ -191,7 +224,7 @@ fn haproxy_maxconn(nofile: u64) -> u64 {
 }
 
 /// The `load_module` path nginx needs for `stream`, `None` when built in.
-fn nginx_stream_module(bin: &Path) -> Result<Option<PathBuf>> {
+pub fn nginx_stream_module(bin: &Path) -> Result<Option<PathBuf>> {
     let out = Command::new(bin).arg("-V").output().context("nginx -V")?;
     let conf = String::from_utf8_lossy(&[out.stdout, out.stderr].concat()).to_string();
     if conf.split_whitespace().any(|w| w == "--with-stream") {
@@ -210,12 +243,15 @@ fn nginx_stream_module(bin: &Path) -> Result<Option<PathBuf>> {
 
 /// HAProxy in TCP mode: wait up to 3 s for a TLS hello or an HTTP request
 /// (anything longer than 4 bytes passes too), route on SNI / protocol.
-pub fn haproxy_cfg(port: u16, backend: u16, maxconn: u64) -> String {
+pub fn haproxy_cfg(port: u16, backend: u16, maxconn: u64, workers: Workers) -> String {
+    let nbthread = match workers {
+        Workers::One => "    nbthread 1\n",
+        Workers::Default => "",
+    };
     format!(
         "\
 global
-    nbthread 1
-    maxconn {maxconn}
+{nbthread}    maxconn {maxconn}
 
 defaults
     mode tcp
@@ -246,16 +282,28 @@ backend be_other
     )
 }
 
-/// nginx `stream` with `ssl_preread`, one worker, SNI mapped to the upstream.
+/// nginx `stream` with `ssl_preread`, one worker (or `auto`), SNI mapped to the upstream.
 /// Without `master`, the process started is the one that serves
 /// (`master_process off`), as a wrapper such as callgrind needs.
-pub fn nginx_conf(port: u16, backend: u16, dir: &Path, module: Option<&Path>, nofile: u64, master: bool) -> String {
+pub fn nginx_conf(
+    port: u16,
+    backend: u16,
+    dir: &Path,
+    module: Option<&Path>,
+    nofile: u64,
+    master: bool,
+    workers: Workers,
+) -> String {
     let pid = dir.join("nginx.pid");
     let load = module.map(|m| format!("load_module {};\n", m.display())).unwrap_or_default();
     let master = if master { "" } else { "master_process off;\n" };
+    let workers = match workers {
+        Workers::One => "1",
+        Workers::Default => "auto",
+    };
     format!(
         "\
-{load}worker_processes 1;
+{load}worker_processes {workers};
 worker_rlimit_nofile {nofile};
 daemon off;
 {master}error_log stderr warn;
@@ -285,4 +333,60 @@ stream {{
 ",
         pid = pid.display()
     )
+}
+
+/// nginx `stream` relaying UDP on `port` to `echo`, one worker. No
+/// `proxy_responses`: a session takes any number of replies and lasts until
+/// `proxy_timeout` passes without a datagram (with `proxy_responses 1` every
+/// reply would end it, and each datagram would open an upstream socket). 10
+/// minutes is longer than a run, so no cell sees its sessions torn down.
+pub fn nginx_udp_conf(port: u16, echo: SocketAddr, dir: &Path, module: Option<&Path>, nofile: u64) -> String {
+    let pid = dir.join("nginx.pid");
+    let load = module.map(|m| format!("load_module {};\n", m.display())).unwrap_or_default();
+    format!(
+        "\
+{load}worker_processes 1;
+worker_rlimit_nofile {nofile};
+daemon off;
+error_log stderr warn;
+pid {pid};
+
+events {{
+    worker_connections 20000;
+}}
+
+stream {{
+    server {{
+        listen 127.0.0.1:{port} udp;
+        proxy_timeout 10m;
+        proxy_pass {echo};
+    }}
+}}
+",
+        pid = pid.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_workers_leave_the_count_to_each_proxy() {
+        let dir = Path::new("/nonexistent");
+        assert!(refractium_yaml(1, 2, None, Workers::One).contains("runtime: { workers: 1 }\n"));
+        assert!(!refractium_yaml(1, 2, None, Workers::Default).contains("runtime"));
+        assert!(haproxy_cfg(1, 2, 1000, Workers::One).contains("    nbthread 1\n"));
+        assert!(!haproxy_cfg(1, 2, 1000, Workers::Default).contains("nbthread"));
+        assert!(nginx_conf(1, 2, dir, None, 1000, true, Workers::One).contains("worker_processes 1;"));
+        assert!(nginx_conf(1, 2, dir, None, 1000, true, Workers::Default).contains("worker_processes auto;"));
+    }
+
+    #[test]
+    fn nginx_udp_keeps_a_session_for_every_reply() {
+        let conf = nginx_udp_conf(1, ([127, 0, 0, 1], 2).into(), Path::new("/nonexistent"), None, 1000);
+        assert!(conf.contains("listen 127.0.0.1:1 udp;"), "{conf}");
+        assert!(conf.contains("proxy_pass 127.0.0.1:2;"), "{conf}");
+        assert!(!conf.contains("proxy_responses"), "{conf}");
+    }
 }

@@ -72,6 +72,15 @@ pub fn rows(plan: &Plan, targets: &[Target], s: &Samples, table: &mut Table) {
         short_row(table, "tls16", "(c) TLS hello by SNI, c=16 (p50 / p99)");
         table.row("(c) proxy CPU µs per TLS conn", each(&|i, t| proxy_only(t, multi(s, &["tls16.cpu"], i))));
     }
+    if plan.has("tls-default") {
+        for c in [16, 64] {
+            short_row(table, &format!("tlsd{c}"), &format!("(c) TLS hello by SNI, c={c}, default workers (p50 / p99)"));
+        }
+        table.row(
+            "(c) proxy CPU µs per TLS conn, default workers, c=16 / 64",
+            each(&|i, t| proxy_only(t, multi(s, &["tlsd16.cpu", "tlsd64.cpu"], i))),
+        );
+    }
     if plan.has("hold") {
         let first = Duration::from_secs(2).min(plan.hold_window).as_secs();
         table.row(
@@ -102,6 +111,70 @@ pub fn rows(plan: &Plan, targets: &[Target], s: &Samples, table: &mut Table) {
             each(&|i, _| ratio_cell(s, "open", i, " s")),
         );
     }
+    if plan.has("udp") {
+        let udp_row = |table: &mut Table, key: &str, label: &str| {
+            let cells = each(&|i, _| match s.sum(&format!("{key}.lost"), i) {
+                Some(l) if l > 0.0 => ratio_cell(s, key, i, "/s") + &format!(" · {l:.0} lost"),
+                _ => ratio_cell(s, key, i, "/s"),
+            });
+            table.row(label, cells);
+        };
+        udp_row(table, "udp1", "(g) UDP echoes, 16 sessions, ping-pong");
+        udp_row(table, "udp8", "(g) UDP echoes, 16 sessions × 8 in flight");
+        table.row(
+            "(g) proxy CPU µs per datagram relayed, ping-pong / 8 in flight",
+            each(&|i, t| proxy_only(t, multi(s, &["udp1.cpu", "udp8.cpu"], i))),
+        );
+    }
+}
+
+/// The rows of (h), one pair per kind of plugin file: the rate with 0, 10
+/// and 30 files (ratio to direct; for 10 and 30 also the median of the
+/// ratio to 0 files round by round), then the proxy CPU per connection.
+pub fn ahead_rows(kinds: &[crate::run::AheadKind], s: &Samples, table: &mut Table) {
+    use crate::run::AHEAD_KEY as KEY;
+    let cpu = format!("{KEY}.cpu");
+    for k in kinds {
+        let cols = [0, 1, k.cols[0], k.cols[1]];
+        let rate: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                let c = ratio_cell(s, KEY, i, "/s");
+                match s.round_ratios(KEY, i, &[1]).and_then(|r| crate::report::median(&r)) {
+                    Some(r) if j >= 2 => format!("{c} · {r:.2}× of 0 files"),
+                    _ => c,
+                }
+            })
+            .collect();
+        table.row(&format!("(h) {}, c=16", k.label), rate);
+        let cpu: Vec<String> = cols.iter().map(|&i| if i == 0 { "–".into() } else { multi(s, &[&cpu], i) }).collect();
+        table.row(&format!("(h) proxy CPU µs per conn, {}", k.label), cpu);
+    }
+}
+
+/// (h) round by round: each count of each kind against 0 files, the median
+/// ratio (lowest–highest) and whether it meets issue 29's target (10 files
+/// ≥ 0.95×, 30 files ≥ 0.90×).
+pub fn ahead_tally(kinds: &[crate::run::AheadKind], s: &Samples) -> Option<String> {
+    use crate::run::AHEAD_KEY as KEY;
+    let parts: Vec<String> = kinds
+        .iter()
+        .flat_map(|k| [(k, 10, k.cols[0], 0.95), (k, 30, k.cols[1], 0.90)])
+        .filter_map(|(k, n, i, target)| {
+            let ratios = s.round_ratios(KEY, i, &[1])?;
+            let (low, high) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));
+            let mid = crate::report::median(&ratios)?;
+            let verdict = if mid >= target { "met" } else { "missed" };
+            Some(format!("{} {n} files {mid:.2}× ({low:.2}–{high:.2}), target {verdict}", k.short))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "- plugin files against 0 files, round by round (median of the ratio, lowest–highest): {}\n",
+            parts.join(" · ")
+        )
+    })
 }
 
 /// refractium against the better peer, round by round, on the lines where a
@@ -128,9 +201,23 @@ pub fn tally(plan: &Plan, targets: &[Target], s: &Samples) -> Option<String> {
     if plan.has("tls") {
         rows.push(("tls16".into(), "TLS c=16".into()));
     }
+    if plan.has("tls-default") {
+        rows.push(("tlsd16".into(), "TLS c=16 default workers".into()));
+        rows.push(("tlsd64".into(), "TLS c=64 default workers".into()));
+    }
+    if plan.has("udp") {
+        rows.push(("udp1".into(), "UDP ping-pong".into()));
+        rows.push(("udp8".into(), "UDP 8 in flight".into()));
+    }
     let parts: Vec<String> = rows
         .iter()
         .filter_map(|(key, label)| {
+            // The peers that ran this row (HAProxy relays no UDP).
+            let peers: Vec<usize> =
+                peers.iter().copied().filter(|&p| s.sum(key, p).is_some() || s.error(key, p).is_some()).collect();
+            if peers.is_empty() {
+                return None;
+            }
             let ratios = s.round_ratios(key, me, &peers)?;
             let won = ratios.iter().filter(|&&r| r > 1.0).count();
             let (low, high) = ratios.iter().fold((f64::MAX, f64::MIN), |(l, h), &r| (l.min(r), h.max(r)));

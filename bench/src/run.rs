@@ -1,7 +1,14 @@
 //! The `run` subcommand: decide what to run, start the backend and every
 //! proxy that is installed and starts (skipping, with the reason, any that is
-//! absent or fails), run the workloads of [`crate::cells`], then assemble the
-//! markdown report, print it and write it to `--out`.
+//! absent or fails), run the workloads of [`crate::cells`], then the rows
+//! that need proxies configured otherwise (each started for them, after the
+//! others: (c) with default worker counts, (g) UDP, (h) plugin files ahead
+//! of `http`), then assemble the markdown report, print it and write it to
+//! `--out`.
+
+mod ahead;
+
+pub use ahead::{KEY as AHEAD_KEY, Kind as AheadKind};
 
 use std::fs;
 use std::net::SocketAddr;
@@ -15,6 +22,7 @@ use crate::cells::{self, Cell, Plan, Target};
 use crate::procs::{self, Group};
 use crate::proxies::{self, HTTP_HEADERS, Hook, IDENTITY, Kind, Proxy};
 use crate::report::{Samples, Table};
+use crate::udp::UdpProxy;
 
 /// Options of `run`, from the command line.
 pub struct Opts {
@@ -27,7 +35,7 @@ pub struct Opts {
     pub nofile: u64,
 }
 
-const WORKLOADS: [&str; 5] = ["bulk", "short", "tls", "hold", "idle"];
+const WORKLOADS: [&str; 8] = ["bulk", "short", "tls", "tls-default", "hold", "idle", "udp", "plugins"];
 const PROXIES: [&str; 5] = ["refractium", IDENTITY, HTTP_HEADERS, "haproxy", "nginx"];
 
 /// A temp dir removed on drop.
@@ -77,6 +85,8 @@ pub fn run(opts: Opts) -> Result<()> {
 
     let mut skipped = Vec::new();
     let mut running: Vec<Proxy> = Vec::new();
+    // The unhooked proxies that started, for the rows that start them again.
+    let mut plain: Vec<Kind> = Vec::new();
     for name in &proxies_wanted {
         let refractium = opts
             .refractium
@@ -107,6 +117,9 @@ pub fn run(opts: Opts) -> Result<()> {
             Ok(p) => {
                 eprintln!("{name}: listening on {} ({})", p.addr, p.version);
                 running.push(p);
+                if !matches!(kind, Kind::Hooked(..)) {
+                    plain.push(kind);
+                }
             }
             Err(e) => {
                 eprintln!("{name}: skipped (failed to start: {e:#})");
@@ -131,7 +144,19 @@ pub fn run(opts: Opts) -> Result<()> {
         .context("building the load runtime")?;
     let mut samples = Samples::default();
     rt.block_on(cells::run_all(&plan, &targets, backend, &mut samples));
+    let mut notes = Vec::new();
+    if plan.has("tls-default") {
+        let dir = tmp.0.join("default-workers");
+        rt.block_on(default_workers(&plan, &plain, &targets, backend, &dir, opts.nofile, &mut samples, &mut notes));
+    }
+    let ahead = match plain.iter().find_map(|k| if let Kind::Refractium(bin) = k { Some(bin) } else { None }) {
+        Some(bin) if plan.has("plugins") => Some(rt.block_on(ahead::run(&plan, bin, backend, &tmp.0))),
+        _ => None,
+    };
     drop(rt);
+    if plan.has("udp") {
+        udp_rows(&plan, &plain, &targets, &tmp.0.join("udp"), opts.nofile, &mut samples, &mut notes)?;
+    }
     backend_group.check_alive().context("the backend died during the run")?;
 
     let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
@@ -142,7 +167,12 @@ pub fn run(opts: Opts) -> Result<()> {
         .flatten()
         .collect::<String>();
     let tally = (!tally.is_empty()).then_some(tally);
-    let report = render(&plan, &opts, &running, &skipped, &table, tally.as_deref());
+    let mut report = render(&plan, &opts, &running, &skipped, &notes, &table, tally.as_deref());
+    if let Some(ahead) = &ahead {
+        report += &ahead_section(&plan, ahead);
+    } else if plan.has("plugins") {
+        report += "\n## (h) Plugin files ahead of http\n\nskipped: no refractium (not selected, not found, or it did not start)\n";
+    }
     println!("{report}");
     if let Some(out) = &opts.out {
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -195,6 +225,7 @@ fn render(
     opts: &Opts,
     running: &[Proxy],
     skipped: &[String],
+    notes: &[String],
     table: &Table,
     tally: Option<&str>,
 ) -> String {
@@ -226,12 +257,141 @@ fn render(
     for s in skipped {
         out += &format!("- skipped {s}\n");
     }
+    for n in notes {
+        out += &format!("- {n}\n");
+    }
     out += "- cells: figure (ratio to direct); load generator, backend and proxy share the cores: \
             ratios move ±0.15 run to run, compare only within one run\n\n";
     out += &table.markdown();
     if let Some(tally) = tally {
         out += "\n";
         out += tally;
+    }
+    out
+}
+
+/// (c) at concurrency 16 and 64 through each proxy with its default worker
+/// count ([`proxies::Workers::Default`]), each started again for these
+/// rows, with direct in the same rounds; recorded in the columns of the
+/// one-worker proxies (`tlsd16`, `tlsd64`).
+#[allow(clippy::too_many_arguments)]
+async fn default_workers(
+    plan: &Plan,
+    plain: &[Kind],
+    targets: &[Target],
+    backend: SocketAddr,
+    dir: &Path,
+    nofile: u64,
+    samples: &mut Samples,
+    notes: &mut Vec<String>,
+) {
+    if let Err(e) = fs::create_dir_all(dir) {
+        notes.push(format!("(c) default workers: skipped, creating {}: {e}", dir.display()));
+        return;
+    }
+    let mut started = Vec::new();
+    let mut local = vec![Target { name: "direct", addr: backend, pid: None, pss_start: None, skip: &[] }];
+    let mut cols = vec![0];
+    for kind in plain {
+        let Some(col) = targets.iter().position(|t| t.name == kind.name()) else { continue };
+        match proxies::start_default_workers(kind, backend.port(), dir, nofile) {
+            Ok(p) => {
+                eprintln!("{} (default workers): listening on {}", p.name, p.addr);
+                local.push(Target { name: p.name, addr: p.addr, pid: Some(p.group.pid), pss_start: None, skip: &[] });
+                cols.push(col);
+                started.push(p);
+            }
+            Err(e) => {
+                eprintln!("{} (default workers): skipped ({e:#})", kind.name());
+                notes.push(format!("(c) default workers: {} failed to start: {e:#}", kind.name()));
+            }
+        }
+    }
+    let threads: Vec<String> = started.iter().map(|p| format!("{} {}", p.name, procs::threads(p.group.pid))).collect();
+    if !threads.is_empty() {
+        notes.push(format!(
+            "(c) default workers: refractium without `runtime.workers` (one per core), HAProxy without `nbthread`, \
+             nginx `worker_processes auto`; threads (nginx: processes) at start: {}",
+            threads.join(", ")
+        ));
+    }
+    let tls = cells::tls_exchange();
+    let cells = [("tlsd16".to_string(), 16, tls.clone()), ("tlsd64".to_string(), 64, tls)];
+    cells::short_rounds(plan, &local, &cols, &cells, samples).await;
+    drop(started);
+}
+
+/// (g): the UDP cells, direct to an echo server and through refractium's
+/// UDP listener and nginx `stream` UDP, each started for these rows with
+/// one worker; recorded in the proxies' columns (`udp1`, `udp8`).
+fn udp_rows(
+    plan: &Plan,
+    plain: &[Kind],
+    targets: &[Target],
+    dir: &Path,
+    nofile: u64,
+    samples: &mut Samples,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let echo = crate::udp::echo_server()?;
+    let mut groups = Vec::new();
+    let mut local = vec![Target { name: "direct", addr: echo, pid: None, pss_start: None, skip: &[] }];
+    let mut cols = vec![0];
+    for kind in plain {
+        let (proxy, name) = match kind {
+            Kind::Refractium(bin) => (UdpProxy::Refractium(bin.clone()), "refractium"),
+            Kind::Nginx(bin) => (UdpProxy::Nginx(bin.clone()), "nginx"),
+            _ => continue,
+        };
+        let Some(col) = targets.iter().position(|t| t.name == name) else { continue };
+        match crate::udp::start_proxy(&proxy, echo, &dir.join(name), nofile) {
+            Ok((group, addr, _)) => {
+                eprintln!("{name} (UDP): listening on {addr}");
+                local.push(Target { name, addr, pid: Some(group.pid), pss_start: None, skip: &[] });
+                cols.push(col);
+                groups.push(group);
+            }
+            Err(e) => {
+                eprintln!("{name} (UDP): skipped ({e:#})");
+                notes.push(format!("(g) UDP: {name} failed to start: {e:#}"));
+            }
+        }
+    }
+    crate::udp::cells(plan, &local, &cols, samples);
+    for g in &mut groups {
+        if let Err(e) = g.check_alive() {
+            notes.push(format!("(g) UDP: {e:#}"));
+        }
+    }
+    Ok(())
+}
+
+/// The markdown of (h): its own table (columns: direct, 0, 10 and 30 files),
+/// the round-by-round line against 0 files and why anything was skipped.
+fn ahead_section(plan: &Plan, ahead: &ahead::Outcome) -> String {
+    let mut out = String::from("\n## (h) Plugin files ahead of http\n\n");
+    out += &format!(
+        "Short HTTP connections at c=16 through refractium (one worker) with 0, 10 and 30 plugin files in the \
+         listener's `detectors` before `http`, each answering `no-match` to HTTP; cells: figure (ratio to direct), \
+         and for 10 and 30 files the median over the {} rounds of the ratio to 0 files in the same round. Targets \
+         (issue 29): 10 files ≥ 0.95×, 30 files ≥ 0.90× of 0 files.\n\n",
+        plan.rounds
+    );
+    for n in &ahead.notes {
+        out += &format!("- {n}\n");
+    }
+    if !ahead.notes.is_empty() {
+        out += "\n";
+    }
+    if ahead.kinds.is_empty() {
+        return out;
+    }
+    let mut table = Table::new(&ahead::COLUMNS);
+    crate::rows::ahead_rows(&ahead.kinds, &ahead.samples, &mut table);
+    out += &table.markdown();
+    if let Some(line) = crate::rows::ahead_tally(&ahead.kinds, &ahead.samples) {
+        out += "\n";
+        out += &line;
     }
     out
 }
