@@ -142,8 +142,9 @@ enum Cmd {
         /// Smoke run: 1-s cells, 500 instead of 5,000 connections.
         #[arg(long)]
         quick: bool,
-        /// Comma list of workloads (bulk, short, tls, hold, idle) and/or
-        /// targets (direct, refractium, haproxy, nginx); default: all.
+        /// Comma list of workloads (bulk, short, tls, tls-default, hold,
+        /// idle, udp, plugins) and/or targets (direct, refractium, haproxy,
+        /// nginx); default: all.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Also write the markdown report to this file.
