@@ -9,6 +9,7 @@ mod backend;
 mod cells;
 mod detectors;
 mod hello;
+mod hostile;
 mod instructions;
 mod load;
 mod plugin;
@@ -104,6 +105,25 @@ enum Cmd {
         #[arg(long, default_value = "target/release/refractium")]
         refractium: PathBuf,
     },
+    /// Hostile traffic at full size against the real binary: 10,000
+    /// slowloris clients, a random-bytes flood, a UDP flood.
+    Hostile {
+        /// The refractium binary.
+        #[arg(long, default_value = "target/release/refractium")]
+        refractium: PathBuf,
+        /// Comma list of scenarios (slowloris, flood, udp); default: all.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Seconds of each flood.
+        #[arg(long, default_value_t = 10.0)]
+        secs: f64,
+        /// Slowloris clients.
+        #[arg(long, default_value_t = 10_000)]
+        slow: usize,
+        /// Also write the report (summary table and sections) to this file.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// One cell of (b) or (c) against any address, for profiling a proxy by hand
     /// (`perf record -p …` while it runs): prints rate, p50/p99 and errors.
     Short {
@@ -186,6 +206,10 @@ fn main() -> Result<()> {
                 bail!("the soak failed (see the summary above)");
             }
             Ok(())
+        }
+        Cmd::Hostile { refractium, only, secs, slow, out } => {
+            let nofile = raise_nofile()?;
+            hostile::run(&hostile::Opts { refractium, only, secs, slow, out }, nofile)
         }
         Cmd::Short { to, conc, secs, tls, pid } => {
             raise_nofile()?;

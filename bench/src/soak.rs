@@ -122,7 +122,7 @@ log: {{ level: warn, format: json }}
 }
 
 /// An HTTP/1.1 request to the admin listener; returns (status line, body).
-fn admin(addr: SocketAddr, method: &str, path: &str) -> Result<(String, String)> {
+pub(crate) fn admin(addr: SocketAddr, method: &str, path: &str) -> Result<(String, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).context("connect admin")?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
@@ -138,7 +138,7 @@ fn metric_sum(text: &str, name: &str) -> u64 {
 }
 
 /// Sum of a metric over the label sets whose line contains `labels`.
-fn metric_where(text: &str, name: &str, labels: &str) -> u64 {
+pub(crate) fn metric_where(text: &str, name: &str, labels: &str) -> u64 {
     text.lines()
         .filter(|l| !l.starts_with('#') && l.contains(labels))
         .filter(|l| l.split(['{', ' ']).next() == Some(name))

@@ -15,7 +15,9 @@ REFRACTIUM_HOSTILE_REPORT="$rows" cargo test -p refractium --test hostile
     echo "(\`cargo test -p refractium --test hostile\`) on $(date -u '+%Y-%m-%d %H:%M UTC'),"
     echo "$(nproc) cores; each figure is what that run measured. The suite asserts"
     echo "the behaviour; this table says it in numbers. Sizes are those a test can"
-    echo "afford."
+    echo "afford. The same scenarios at full size (10,000 slowloris clients, floods"
+    echo "as fast as the machine allows): \`refractium-bench hostile\`, results in"
+    echo "[\`bench/results/hostile.md\`](../bench/results/hostile.md)."
     echo
     echo "| scenario | load | what the proxy did | what ordinary clients lost |"
     echo "| --- | --- | --- | --- |"
