@@ -1,6 +1,8 @@
-//! The allocator [`export_detector!`](crate::export_detector) installs in a
-//! plugin: a bump arena for what one call allocates, in front of the
-//! standard allocator.
+//! The allocator [`export_detector!`](crate::export_detector) and
+//! [`export_hook!`](crate::export_hook) install in a plugin: a bump arena
+//! for what one call (a detector's) or one session (a hook's: the proxy runs
+//! one at a time in an instance) allocates, in front of the standard
+//! allocator.
 //!
 //! A detector call allocates a handful of small blocks (the bytes the proxy
 //! passes in, the strings of its verdict) and frees every one of them by

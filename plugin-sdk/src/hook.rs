@@ -138,10 +138,18 @@ pub mod __rt {
         static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
     }
 
-    pub fn init<H: Hook>(config: String) -> Result<wit::PluginInfo, String> {
-        let hook = H::new(&config)?;
-        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(hook)));
-        Ok(wit::PluginInfo { name: H::NAME.to_string(), version: H::VERSION.to_string() })
+    /// `arena` is the plugin's allocator when the export macro installed
+    /// it: the hook outlives every session, so it is built outside the arena.
+    pub fn init<H: Hook>(config: String, arena: Option<&crate::alloc::CallArena>) -> Result<wit::PluginInfo, String> {
+        let build = || {
+            let hook = H::new(&config)?;
+            INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(hook)));
+            Ok(wit::PluginInfo { name: H::NAME.to_string(), version: H::VERSION.to_string() })
+        };
+        match arena {
+            Some(arena) => crate::alloc::bypass(arena, build),
+            None => build(),
+        }
     }
 
     fn with<H: Hook, R>(f: impl FnOnce(&H) -> R) -> Option<R> {
@@ -190,12 +198,31 @@ pub mod __rt {
 
 /// Export a [`Hook`] as the plugin's `refractium:plugin/hook` interface.
 ///
+/// Also installs the SDK's allocator ([`alloc::CallArena`](crate::alloc::CallArena)),
+/// as [`export_detector!`](crate::export_detector) does. The proxy runs one
+/// session at a time in an instance, so what a connection allocates is
+/// freed when its session ends, and the arena starts over for the next
+/// connection; a connection that allocates more than the arena holds, or a
+/// block that outlives its session, sends later allocations to the
+/// standard allocator, as without the arena. A plugin that brings its own
+/// `#[global_allocator]` writes `export_hook!(MyHook, own_allocator)`.
+///
 /// ```ignore
 /// refractium_plugin_sdk::export_hook!(MyHook);
 /// ```
 #[macro_export]
 macro_rules! export_hook {
     ($hook:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        #[global_allocator]
+        static REFRACTIUM_SESSION_ARENA: $crate::alloc::CallArena = $crate::alloc::CallArena::new();
+
+        $crate::export_hook!(@export $hook, Some(&REFRACTIUM_SESSION_ARENA));
+    };
+    ($hook:ty, own_allocator) => {
+        $crate::export_hook!(@export $hook, None);
+    };
+    (@export $hook:ty, $arena:expr) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::__bindings::refractium::plugin::types as wit;
@@ -207,7 +234,7 @@ macro_rules! export_hook {
             impl export::Guest for RefractiumHookExport {
                 type Session = RefractiumHookSession;
                 fn init(config: String) -> Result<wit::PluginInfo, String> {
-                    $crate::hook::__rt::init::<$hook>(config)
+                    $crate::hook::__rt::init::<$hook>(config, $arena)
                 }
             }
 

@@ -203,9 +203,9 @@ macro_rules! export_detector {
 }
 
 /// Export a [`Detector`] and a [`Hook`] from one plugin: both the
-/// `refractium:plugin/detector` and `refractium:plugin/hook` interfaces.
-/// The plugin runs with the standard allocator (a hook's sessions outlive
-/// calls, which the detector's call arena is not made for).
+/// `refractium:plugin/detector` and `refractium:plugin/hook` interfaces,
+/// with the SDK's allocator as [`export_detector!`] and [`export_hook!`]
+/// install it (`export_plugin!(MyDetector, MyHook, own_allocator)` without).
 ///
 /// ```ignore
 /// refractium_plugin_sdk::export_plugin!(MyDetector, MyHook);
@@ -213,7 +213,15 @@ macro_rules! export_detector {
 #[macro_export]
 macro_rules! export_plugin {
     ($detector:ty, $hook:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        #[global_allocator]
+        static REFRACTIUM_CALL_ARENA: $crate::alloc::CallArena = $crate::alloc::CallArena::new();
+
+        $crate::export_detector!(@export $detector, Some(&REFRACTIUM_CALL_ARENA));
+        $crate::export_hook!(@export $hook, Some(&REFRACTIUM_CALL_ARENA));
+    };
+    ($detector:ty, $hook:ty, own_allocator) => {
         $crate::export_detector!(@export $detector, None);
-        $crate::export_hook!($hook);
+        $crate::export_hook!(@export $hook, None);
     };
 }

@@ -140,9 +140,12 @@ impl Requests {
                         }
                     }
                 }
-                State::Head(head) if head.is_empty() && find(data, b"\r\n\r\n", 0).is_some() => {
+                State::Head(head)
+                    if head.is_empty()
+                        && let Some(end) = find(data, b"\r\n\r\n", 0) =>
+                {
                     // A whole head in hand, nothing held: parsed where it is.
-                    let end = find(data, b"\r\n\r\n", 0).map_or(data.len(), |p| p + 4);
+                    let end = end + 4;
                     let (rewritten, next) = parse(&data[..end], rewrite)?;
                     out.extend_from_slice(&rewritten);
                     data = &data[end..];
@@ -186,9 +189,11 @@ impl Requests {
 
 /// Parse the complete head `bytes`; its rewritten form and what follows it.
 fn parse(bytes: &[u8], rewrite: &dyn Fn(&Head<'_>) -> Vec<u8>) -> Result<(Vec<u8>, State), String> {
-    let mut slots = [httparse::EMPTY_HEADER; 128];
-    let mut request = httparse::Request::new(&mut slots);
-    match request.parse(bytes) {
+    // Left uninitialised: httparse writes the slots it fills, and zeroing
+    // 128 of them cost more than parsing a short head.
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+    let mut request = httparse::Request::new(&mut []);
+    match request.parse_with_uninit_headers(bytes, &mut slots) {
         Ok(httparse::Status::Complete(n)) if n == bytes.len() => {}
         Ok(_) => return Err("incomplete request head".into()),
         Err(err) => return Err(format!("malformed request head: {err}")),
