@@ -134,6 +134,41 @@ impl Display for Addr {
     }
 }
 
+impl Addr {
+    /// Written out as [`Display`] does; an IPv4 address without the
+    /// formatting machinery, which costs a hooked connection more than the
+    /// rest of opening its session.
+    fn text(&self) -> String {
+        let Addr::Socket(SocketAddr::V4(v4)) = self else { return self.to_string() };
+        let mut text = String::with_capacity(21);
+        for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+            if i > 0 {
+                text.push('.');
+            }
+            push_decimal(&mut text, u16::from(octet));
+        }
+        text.push(':');
+        push_decimal(&mut text, v4.port());
+        text
+    }
+}
+
+/// Append `n` in decimal.
+fn push_decimal(text: &mut String, n: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    text.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
 impl Peer {
     /// The peer of a connection or UDP session.
     pub fn of(client: SocketAddr, local: Option<SocketAddr>, listener: impl Into<Arc<str>>, udp: bool) -> Self {
@@ -169,14 +204,14 @@ impl Peer {
 
     /// The client's address, written out as plugin files get it.
     pub(super) fn client_addr(&self) -> String {
-        self.client.to_string()
+        self.client.text()
     }
 
     /// The record the component bindings take (plugin files).
     pub(super) fn to_wit(&self) -> wit::Peer {
         wit::Peer {
-            client_addr: self.client.to_string(),
-            local_addr: self.local.to_string(),
+            client_addr: self.client.text(),
+            local_addr: self.local.text(),
             listener: self.listener.to_string(),
             transport: if self.udp { wit::Transport::Udp } else { wit::Transport::Tcp },
         }
@@ -522,6 +557,10 @@ mod tests {
         assert!(matches!(wit.transport, super::wit::Transport::Udp));
         let wit = Peer::of(local, None, "edge", false).to_wit();
         assert_eq!((wit.local_addr.as_str(), matches!(wit.transport, super::wit::Transport::Tcp)), ("", true));
+        for v4 in ["0.0.0.0:0", "1.2.3.4:5", "10.20.30.40:443", "255.255.255.255:65535", "192.0.2.1:1000"] {
+            let addr: SocketAddr = v4.parse().expect("v4");
+            assert_eq!(Peer::of(addr, Some(addr), "edge", false).to_wit().client_addr, v4);
+        }
         let wit = Peer::new("client text", "local text", "cli", false).to_wit();
         assert_eq!((wit.client_addr.as_str(), wit.local_addr.as_str()), ("client text", "local text"));
     }
