@@ -141,6 +141,7 @@ fn rule(index: usize, value: &Value) -> Result<Rule, String> {
         None => Vec::new(),
         Some(value) => attributes(&ctx, value)?,
     };
+    fits_the_host(&ctx, index, &protocol, &attributes)?;
     Ok(Rule { protocol, matcher, min_length, transport, attributes })
 }
 
@@ -188,6 +189,42 @@ fn optional_count(ctx: &Ctx, map: &Map<String, Value>, key: &str, min: usize) ->
         Some(n) if (min..=MAX_LENGTH).contains(&n) => Ok(Some(n)),
         _ => Err(ctx.err(key, format!("must be a whole number from {min} to {MAX_LENGTH}, found {}", describe(value)))),
     }
+}
+
+/// The host's bounds on an answer (`refractium::plugin::sandbox`): each
+/// string at most 1,024 bytes, at most 64 attributes, at most 16 KiB of
+/// strings in all. A rule whose match would pass them is refused here: the
+/// host fails a call with a larger answer and counts it against the plugin.
+pub const MAX_STRING: usize = 1024;
+/// Most attributes of a match, `rule` included.
+pub const MAX_ATTRIBUTES: usize = 64;
+/// Most bytes of strings in a match.
+pub const MAX_OUTPUT: usize = 16 << 10;
+
+fn fits_the_host(ctx: &Ctx, index: usize, protocol: &str, attributes: &[(String, String)]) -> Result<(), String> {
+    if protocol.len() > MAX_STRING {
+        return Err(ctx.err("protocol", format!("{} bytes, more than {MAX_STRING}", protocol.len())));
+    }
+    if attributes.len() + 1 > MAX_ATTRIBUTES {
+        let most = MAX_ATTRIBUTES - 1;
+        return Err(
+            ctx.err("attributes", format!("{} attributes, more than {most} (`rule` is one more)", attributes.len()))
+        );
+    }
+    let mut total = protocol.len() + "rule".len() + index.to_string().len();
+    for (name, value) in attributes {
+        for (what, text) in [("name", name), ("value", value)] {
+            if text.len() > MAX_STRING {
+                let key = format!("attributes.{name}");
+                return Err(ctx.err(&key, format!("the {what} has {} bytes, more than {MAX_STRING}", text.len())));
+            }
+        }
+        total += name.len() + value.len();
+    }
+    if total > MAX_OUTPUT {
+        return Err(ctx.rule_err(format!("the protocol and attributes have {total} bytes, more than {MAX_OUTPUT}")));
+    }
+    Ok(())
 }
 
 /// `attributes`: a mapping of names to text, numbers or booleans.

@@ -62,6 +62,26 @@ fn deeply_nested_regexes_are_refused() {
 }
 
 #[test]
+fn a_rule_whose_match_the_host_would_refuse_is_refused() {
+    // The host fails a call whose answer has a string over 1,024 bytes,
+    // over 64 attributes or over 16 KiB of strings, and counts it against
+    // the plugin: such a rule would turn the detector off.
+    let err = rule_error(json!({ "protocol": "p".repeat(1025), "prefix": "x" }));
+    assert!(err.contains("protocol") && err.contains("1025 bytes"), "{err}");
+    let err = rule_error(json!({ "protocol": "p", "prefix": "x", "attributes": { "k": "v".repeat(1025) } }));
+    assert!(err.contains("attributes.k"), "{err}");
+    let many: serde_json::Map<String, serde_json::Value> = (0..64).map(|i| (format!("a{i}"), json!(1))).collect();
+    let err = rule_error(json!({ "protocol": "p", "prefix": "x", "attributes": many }));
+    assert!(err.contains("64 attributes"), "{err}");
+    let big: serde_json::Map<String, serde_json::Value> =
+        (0..20).map(|i| (format!("a{i}"), json!("v".repeat(1000)))).collect();
+    let err = rule_error(json!({ "protocol": "p", "prefix": "x", "attributes": big }));
+    assert!(err.contains("more than 16384"), "{err}");
+    let most: serde_json::Map<String, serde_json::Value> = (0..63).map(|i| (format!("a{i}"), json!(1))).collect();
+    rules(json!([{ "protocol": "p".repeat(1024), "prefix": "x", "attributes": most }]));
+}
+
+#[test]
 fn null_and_empty_configs_never_match() {
     for config in ["null", "{}", r#"{"rules": null}"#, r#"{"rules": []}"#] {
         let p = Pattern::new(config).expect(config);
