@@ -195,7 +195,7 @@ fn families() -> &'static Families {
             udp_refused: counters(
                 &r,
                 "refractium_udp_sessions_refused_total",
-                "New UDP clients dropped by a session limit, by listener.",
+                "Datagrams from clients without a session dropped by a session limit (one per datagram, not per client), by listener.",
                 &["listener"],
             ),
             udp_datagrams: counters(

@@ -287,7 +287,9 @@ admin: {{ bind: 127.0.0.1:9901 }}
     crate::report::row(
         "a UDP flood from spoofed source addresses",
         &format!("{FLOOD} datagrams from random sources in 10.79.0.0/16, `udp.max_sessions` {MAX_SESSIONS}"),
-        &format!("held the open sessions at {most} at most, refused {refused} new clients and said so"),
+        &format!(
+            "held the open sessions at {most} at most, refused {refused} datagrams from new clients (one each) and said so"
+        ),
         &format!(
             "nothing: the session open before the flood got {echoed} of {sent} echoes during it and {} of {} after",
             number("echoed_after"),
