@@ -48,9 +48,20 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::Tcp
     Ok(socket.into())
 }
 
-/// Bind a UDP socket.
+/// Receive buffer asked for a UDP listener. The kernel's default (about
+/// 208 KiB) overflows within a burst of a flood, and it then drops the
+/// datagrams of established sessions with the flood's; the kernel caps what
+/// it grants at `net.core.rmem_max`.
+pub const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Bind a UDP socket, with a receive buffer of [`UDP_RECEIVE_BUFFER`] or
+/// as much as the kernel allows.
 pub fn bind_udp(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::UdpSocket> {
-    Ok(bound_socket(addr, Type::DGRAM, Protocol::UDP, reuse_port)?.into())
+    let socket = bound_socket(addr, Type::DGRAM, Protocol::UDP, reuse_port)?;
+    if let Err(err) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::debug!(%addr, error = %err, "cannot enlarge the UDP receive buffer; keeping the default");
+    }
+    Ok(socket.into())
 }
 
 /// A bound socket and the listener (config name) it belongs to.
@@ -611,4 +622,22 @@ pub fn main_runtime() -> std::io::Result<tokio::runtime::Runtime> {
 /// [`worker_loop`]).
 fn udp_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(std::thread::yield_now).build()
+}
+
+#[cfg(test)]
+mod udp_buffer_tests {
+    use super::*;
+
+    /// A UDP listener gets the receive buffer it asks for, up to what the
+    /// kernel allows (`net.core.rmem_max`; Linux reports twice the size set).
+    #[test]
+    fn a_udp_listener_has_a_large_receive_buffer() {
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .expect("net.core.rmem_max");
+        let socket = bind_udp("127.0.0.1:0".parse().expect("addr"), false).expect("bind");
+        let got = socket2::SockRef::from(&socket).recv_buffer_size().expect("SO_RCVBUF");
+        assert!(got >= UDP_RECEIVE_BUFFER.min(rmem_max), "receive buffer {got} bytes (rmem_max {rmem_max})");
+    }
 }
