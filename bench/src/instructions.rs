@@ -1,5 +1,6 @@
 //! `instructions`: the user-space instructions each proxy executes per
-//! short HTTP connection at concurrency 1, counted by callgrind. Unlike a
+//! short HTTP connection at concurrency 1, counted by callgrind (refractium
+//! also with the built-in `http-headers` hook on its HTTP route). Unlike a
 //! rate or a CPU time, the count does not move with the machine's load or
 //! with where the kernel places the three processes, so a change of a few
 //! hundred instructions shows from one run to the next. It counts user space
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::cells::http_exchange;
-use crate::proxies::{self, Kind};
+use crate::proxies::{self, Hook, Kind};
 use crate::run::{TempDir, start_backend};
 use crate::{load, procs};
 
@@ -39,7 +40,9 @@ pub fn run(refractium: &Path, secs: f64, nofile: u64) -> Result<()> {
     // The wrapper runs in the proxy's directory: hand it an absolute path.
     let refractium =
         fs::canonicalize(refractium).with_context(|| format!("no refractium binary at {}", refractium.display()))?;
-    let mut kinds = vec![Kind::Refractium(refractium)];
+    // Unhooked, and with the built-in `http-headers` on its HTTP route: the
+    // difference is what a hooked connection costs in user space.
+    let mut kinds = vec![Kind::Refractium(refractium.clone()), Kind::Hooked(refractium, Hook::HttpHeaders)];
     kinds.extend(procs::which("nginx").map(Kind::Nginx));
     kinds.extend(procs::which("haproxy").map(Kind::Haproxy));
     let rt = tokio::runtime::Runtime::new()?;
