@@ -104,14 +104,6 @@ pub fn run(opts: &Opts, nofile: u64) -> Result<()> {
     Ok(())
 }
 
-fn sh(cmd: &str, args: &[&str]) -> String {
-    std::process::Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 fn report(outcomes: &[Outcome], failed: &[String], nofile: u64) -> String {
     let mut md = String::from("# Hostile traffic at full size\n\n");
     let _ = writeln!(
@@ -122,14 +114,9 @@ fn report(outcomes: &[Outcome], failed: &[String], nofile: u64) -> String {
          max_connections_per_ip: {PER_IP} }}`, `udp: {{ max_sessions: {MAX_SESSIONS}, max_sessions_per_ip: \
          {SESSIONS_PER_IP} }}`, two workers (one per core). The load generator, the backends and the proxy share \
          the cores. The CI-sized suite is `tests/hostile` (`docs/hostile.md`).\n",
-        sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        sh("nproc", &[]),
-        fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        procs::sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        procs::sh("nproc", &[]),
+        procs::load_average(),
         DETECT_TIMEOUT.as_secs(),
     );
     md += "| scenario | load | what the proxy did | what ordinary clients lost |\n| --- | --- | --- | --- |\n";

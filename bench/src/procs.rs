@@ -247,3 +247,22 @@ pub fn start_refractium(binary: &Path, tag: &str, yaml: &str) -> Result<(Group, 
     let group = Group::spawn("refractium", cmd, Some(dir.join("refractium.log")))?;
     Ok((group, dir))
 }
+
+/// What `cmd args` prints, trimmed; empty when it cannot run.
+pub fn sh(cmd: &str, args: &[&str]) -> String {
+    std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The 1-, 5- and 15-minute load averages, as `/proc/loadavg` gives them.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -212,14 +212,6 @@ pub fn start_backend(dir: &Path) -> Result<(Group, SocketAddr)> {
     Ok((group, SocketAddr::from(([127, 0, 0, 1], port))))
 }
 
-fn sh(cmd: &str, args: &[&str]) -> String {
-    Command::new(cmd)
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 fn render(
     plan: &Plan,
     opts: &Opts,
@@ -232,15 +224,10 @@ fn render(
     let mut out = String::from("# refractium benchmark\n\n");
     out += &format!(
         "- when: {} · kernel {} · {} cores · load average at start {}\n",
-        sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
-        sh("uname", &["-r"]),
-        sh("nproc", &[]),
-        fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split_whitespace()
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" "),
+        procs::sh("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        procs::sh("uname", &["-r"]),
+        procs::sh("nproc", &[]),
+        procs::load_average(),
     );
     out += &format!(
         "- plan: {}{:.1} s cells, median of {} rounds, {} holders, {} idle connections, fd limit {}\n",
