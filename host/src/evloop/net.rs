@@ -58,6 +58,12 @@ impl Registered {
         Ok(Self { core, token })
     }
 
+    fn listener(fd: BorrowedFd<'_>) -> io::Result<Self> {
+        let core = super::core();
+        let token = core.reactor.register_listener(fd)?;
+        Ok(Self { core, token })
+    }
+
     fn poll_ready(&self, interest: Interest, cx: &mut Context<'_>) -> Poll<Ready> {
         self.core.reactor.poll_ready(self.token, interest.0, cx).map(Ready)
     }
@@ -203,7 +209,7 @@ pub struct TcpListener {
 impl TcpListener {
     /// Put a non-blocking listening socket on this thread's loop.
     pub fn from_std(std: std::net::TcpListener) -> io::Result<Self> {
-        Ok(Self { reg: Registered::new(std.as_fd())?, std })
+        Ok(Self { reg: Registered::listener(std.as_fd())?, std })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -66,11 +66,23 @@ impl Reactor {
     /// once. (Counting a fresh socket as readable costs a read that finds
     /// nothing on every backend connection, whose reply comes later.)
     pub fn register(&self, fd: BorrowedFd<'_>) -> io::Result<Token> {
+        self.add(fd, EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET)
+    }
+
+    /// Add a listening socket, edge-triggered for reading, with
+    /// `EPOLLEXCLUSIVE`: when the loops of several workers watch one shared
+    /// socket, a new connection wakes one loop that is waiting instead of
+    /// all of them (the event still reaches the ones that are busy, which
+    /// find the queue empty or take what the first one left).
+    pub fn register_listener(&self, fd: BorrowedFd<'_>) -> io::Result<Token> {
+        self.add(fd, EventFlags::IN | EventFlags::ET | EventFlags::EXCLUSIVE)
+    }
+
+    fn add(&self, fd: BorrowedFd<'_>, flags: EventFlags) -> io::Result<Token> {
         let generation = self.generation.get().wrapping_add(1);
         self.generation.set(generation);
         let key = self.slots.borrow_mut().insert(Slot { generation, ready: 0, reader: None, writer: None });
         let data = EventData::new_u64(key as u64 | (u64::from(generation) << 32));
-        let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
         if let Err(err) = epoll::add(&self.epoll, fd, data, flags) {
             self.slots.borrow_mut().remove(key);
             return Err(err.into());
