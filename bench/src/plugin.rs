@@ -8,7 +8,7 @@
 
 use anyhow::{Context as _, Result};
 use refractium::config::Config;
-use refractium::plugin::detector::{Detect as _, Peer};
+use refractium::plugin::detector::{Detect as _, DetectorPlugin, Peer};
 use refractium::plugin::hook::{Action, Direction, HookPlugin};
 use refractium::plugin::{Detection, PluginSet, cache};
 use std::path::{Path, PathBuf};
@@ -70,13 +70,17 @@ fn measure(rt: &tokio::runtime::Runtime, file: &Path) -> Result<String> {
     if let Some(skipped) = set.skipped.first() {
         anyhow::bail!("it does not load: {}", skipped.reason);
     }
-    let detect = set.detector(&name).map(|d| {
-        let hello = crate::hello::client_hello("bench.example");
-        let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "bench", false);
-        per_call(|| {
-            let _ = std::hint::black_box(d.detect(std::hint::black_box(&hello), &peer));
-        })
-    });
+    // The detector as loaded, and through its component alone.
+    let detect = match set.detector(&name) {
+        Some(d) if d.calls_directly() => {
+            config.plugins.direct_calls = false;
+            let component = rt.block_on(PluginSet::load(&config))?;
+            let through = component.detector(&name).context("loaded through its component")?;
+            Some(format!("{} direct, {} component", ns(detect_cost(d)), ns(detect_cost(through))))
+        }
+        Some(d) => Some(format!("{} component", ns(detect_cost(d)))),
+        None => None,
+    };
     let (session, short, throughput) = match set.hook(&name) {
         Some(hook) => hook_cells(hook)?,
         None => (None, None, None),
@@ -89,7 +93,7 @@ fn measure(rt: &tokio::runtime::Runtime, file: &Path) -> Result<String> {
         size(bytes.len()),
         duration(compile),
         duration(best),
-        detect.map(ns).unwrap_or_else(dash),
+        detect.unwrap_or_else(dash),
         session.map(duration).unwrap_or_else(dash),
         short.unwrap_or_else(dash),
         throughput.unwrap_or_else(dash),
@@ -102,13 +106,7 @@ fn builtin(rt: &tokio::runtime::Runtime, name: &str) -> Result<String> {
     let mut config = Config::default();
     config.plugins.limits.call_timeout = Duration::from_secs(1);
     let set = rt.block_on(PluginSet::load(&config))?;
-    let detect = set.detector(name).map(|d| {
-        let hello = crate::hello::client_hello("bench.example");
-        let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "bench", false);
-        per_call(|| {
-            let _ = std::hint::black_box(d.detect(std::hint::black_box(&hello), &peer));
-        })
-    });
+    let detect = set.detector(name).map(|d| detect_cost(d));
     let (session, short, throughput) = match set.hook(name) {
         Some(hook) => hook_cells(hook)?,
         None if detect.is_none() => anyhow::bail!("no built-in plugin is called {name}"),
@@ -122,6 +120,15 @@ fn builtin(rt: &tokio::runtime::Runtime, name: &str) -> Result<String> {
         short.unwrap_or_else(dash),
         throughput.unwrap_or_else(dash),
     ))
+}
+
+/// Nanoseconds of one detect call of `d` on a TLS ClientHello.
+fn detect_cost(d: &DetectorPlugin) -> u128 {
+    let hello = crate::hello::client_hello("bench.example");
+    let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "bench", false);
+    per_call(|| {
+        let _ = std::hint::black_box(d.detect(std::hint::black_box(&hello), &peer));
+    })
 }
 
 type HookCells = (Option<Duration>, Option<String>, Option<String>);

@@ -30,6 +30,7 @@
 //! | `resolver.resolve_interval` | `30s` (sooner when a record's TTL is lower) | at least 1s |
 //! | `plugins.dir` | none: built-in plugins only | a directory, relative to the config file |
 //! | `plugins.cache_dir` | none: the default cache | a directory, relative to the config file |
+//! | `plugins.direct_calls` | `true` | `true`, `false` (plugin files' detectors only through their component) |
 //! | `plugins.limits.memory` | `16MiB` | 1MiB to 64MiB |
 //! | `plugins.limits.call_timeout` | `10ms` | 1ms to 1s |
 //! | `limits.max_connections` | `10000` | at least 1 |

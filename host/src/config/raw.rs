@@ -172,7 +172,7 @@ pub struct RawHealth {
 
 /// The `plugins` section as written.
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, expecting = "plugin settings (dir, config, limits, cache_dir)")]
+#[serde(deny_unknown_fields, expecting = "plugin settings (dir, config, limits, cache_dir, direct_calls)")]
 pub struct RawPlugins {
     /// `plugins.dir`: see [`Plugins::dir`](super::Plugins::dir).
     pub dir: Option<String>,
@@ -182,6 +182,8 @@ pub struct RawPlugins {
     pub limits: Option<RawPluginLimits>,
     /// `plugins.cache_dir`: see [`Plugins::cache_dir`](super::Plugins::cache_dir).
     pub cache_dir: Option<String>,
+    /// `plugins.direct_calls`: see [`Plugins::direct_calls`](super::Plugins::direct_calls).
+    pub direct_calls: Option<bool>,
 }
 
 /// `plugins.limits` as written.

@@ -34,7 +34,8 @@ impl Checker<'_> {
             self.report(key, format!("`{text}` is out of range: must be between 1ms and 1s"));
             d::PLUGIN_CALL_TIMEOUT
         };
-        Plugins { dir, config, limits: PluginLimits { memory, call_timeout }, cache_dir }
+        let direct_calls = raw.direct_calls.unwrap_or(true);
+        Plugins { dir, config, limits: PluginLimits { memory, call_timeout }, cache_dir, direct_calls }
     }
 
     /// A directory, resolved against the config file's directory.

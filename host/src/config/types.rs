@@ -269,7 +269,7 @@ pub enum ProxyProtocol {
 }
 
 /// Plugins: where they come from, their config and their sandbox.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plugins {
     /// Directory of `*.wasm` plugins, resolved against the config file's
     /// directory; `None` = built-in plugins only.
@@ -281,6 +281,21 @@ pub struct Plugins {
     /// Directory of compiled components, resolved like `dir`; `None` = the
     /// default cache.
     pub cache_dir: Option<PathBuf>,
+    /// Whether plugin files' detectors may be called through their main
+    /// core module when their shape permits (built-ins always are).
+    pub direct_calls: bool,
+}
+
+impl Default for Plugins {
+    fn default() -> Self {
+        Plugins {
+            dir: None,
+            config: BTreeMap::new(),
+            limits: PluginLimits::default(),
+            cache_dir: None,
+            direct_calls: true,
+        }
+    }
 }
 
 /// Sandbox limits of one plugin instance.

@@ -52,9 +52,9 @@ pub enum Ready {
 /// now if it is light, cached, or background compiles are off; else a
 /// background compile is started (once) and `Compiling` returned. A
 /// background compile that failed is an error here, until the file changes.
-pub fn component(name: &str, bytes: Vec<u8>, hash: &str, dir: Option<PathBuf>) -> anyhow::Result<Ready> {
+pub fn component(name: &str, bytes: &[u8], hash: &str, dir: Option<PathBuf>) -> anyhow::Result<Ready> {
     if !ENABLED.load(Ordering::Relaxed) || bytes.len() < HEAVY {
-        return Ok(Ready::Now(cache::compile(|| Ok(&bytes[..]), hash, dir.as_deref())?));
+        return Ok(Ready::Now(cache::compile(|| Ok(bytes), hash, dir.as_deref())?));
     }
     if let Some(component) = cache::cached::<Component>(hash, dir.as_deref()) {
         return Ok(Ready::Now(component));
@@ -67,7 +67,7 @@ pub fn component(name: &str, bytes: Vec<u8>, hash: &str, dir: Option<PathBuf>) -
         None => {}
     }
     let since = SystemTime::now();
-    let (name, key) = (name.to_string(), hash.to_string());
+    let (name, key, bytes) = (name.to_string(), hash.to_string(), bytes.to_vec());
     let spawned = std::thread::Builder::new().name("refractium-compile".into()).spawn(move || {
         let started = std::time::Instant::now();
         let result = cache::compile::<Component>(|| Ok(&bytes[..]), &key, dir.as_deref());

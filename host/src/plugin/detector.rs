@@ -15,7 +15,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use wasmtime::Store;
@@ -207,6 +207,16 @@ impl Peer {
         self.client.text()
     }
 
+    /// The local address, written out as plugin files get it.
+    pub(super) fn local_addr(&self) -> String {
+        self.local.text()
+    }
+
+    /// The listener's name.
+    pub(super) fn listener(&self) -> &str {
+        &self.listener
+    }
+
     /// The record the component bindings take (plugin files).
     pub(super) fn to_wit(&self) -> wit::Peer {
         wit::Peer {
@@ -224,12 +234,26 @@ struct Instance {
     bound: Bound,
 }
 
-/// A plugin's instance factory: the component, for plugin files (see
-/// [`component`]); the core module, called directly, for built-ins (see
-/// [`direct`]).
+/// A plugin's instance factory: the core module, called directly, for
+/// built-ins (see [`direct`]); for a plugin file, its main module called
+/// directly when its shape permits, until a call reaches an import only the
+/// component serves ([`direct::NeedsComponent`]), and its component (see
+/// [`component`]) from then on or when the shape does not permit.
 pub(super) enum Pre {
     Component(component::Pre),
     Direct(direct::Pre),
+    File { direct: direct::Pre, component: component::Pre, direct_ok: AtomicBool },
+}
+
+impl Pre {
+    /// The module to call directly, while calls may go that way.
+    fn direct(&self) -> Option<&direct::Pre> {
+        match self {
+            Pre::Direct(pre) => Some(pre),
+            Pre::File { direct, direct_ok, .. } if direct_ok.load(Ordering::Relaxed) => Some(direct),
+            _ => None,
+        }
+    }
 }
 
 /// An instance's exports, called the way its [`Pre`] says. A built-in's
@@ -352,18 +376,28 @@ impl DetectorPlugin {
             let failure = store.data().failure(&e, self.memory);
             Failure { cause: failure.cause, detail: format!("{what} {}", failure.detail) }
         };
-        let (bound, init) = match &self.pre {
-            Pre::Component(pre) => {
+        let (bound, init) = match (self.pre.direct(), &self.pre) {
+            (Some(pre), _) | (None, Pre::Direct(pre)) => {
+                let exports = match pre.instantiate(&mut store) {
+                    Ok(exports) => exports,
+                    Err(err) if self.fall_back(&err) => return self.instantiate(),
+                    Err(err) => return Err(failed(err, &store, "instantiation")),
+                };
+                let init = exports.init(&mut store, &self.config_json);
+                (Bound::Direct(Box::new(exports)), init)
+            }
+            (None, Pre::Component(pre) | Pre::File { component: pre, .. }) => {
                 let exports = pre.instantiate(&mut store).map_err(|e| failed(e, &store, "instantiation"))?;
                 let init = exports.init(&mut store, &self.config_json);
                 (Bound::Component(exports), init)
             }
-            Pre::Direct(pre) => {
-                let exports = pre.instantiate(&mut store).map_err(|e| failed(e, &store, "instantiation"))?;
-                let init = exports.init(&mut store, &self.config_json);
-                (Bound::Direct(Box::new(exports)), init)
-            }
         };
+        if let Err(err) = &init
+            && matches!(bound, Bound::Direct(_))
+            && self.fall_back(err)
+        {
+            return self.instantiate();
+        }
         store.data_mut().console_flush();
         let info = match init {
             Ok(Ok(info)) => info,
@@ -376,17 +410,41 @@ impl DetectorPlugin {
         Ok((Instance { store, bound }, info))
     }
 
+    /// After a plugin file's direct call failed with `err`: whether the
+    /// call should be made again through its component, which from now on
+    /// serves every call. A call that reached an import only the component
+    /// serves is made again; so is a failed instantiation or `init`, where
+    /// the component may know better.
+    fn fall_back(&self, err: &wasmtime::Error) -> bool {
+        let Pre::File { direct_ok, .. } = &self.pre else { return false };
+        if direct_ok.swap(false, Ordering::Relaxed) {
+            tracing::debug!(plugin = %self.name, reason = %err, "calling the plugin through its component from now on");
+        }
+        true
+    }
+
+    /// Whether calls go to the plugin's core module (see [`Pre`]).
+    pub fn calls_directly(&self) -> bool {
+        self.pre.direct().is_some()
+    }
+
+    /// Whether an idle instance is of the kind calls go to now.
+    fn current(&self, instance: &Instance) -> bool {
+        matches!(instance.bound, Bound::Direct(_)) == self.pre.direct().is_some()
+    }
+
     fn take(&self) -> Result<Instance, Failure> {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         match idle {
-            Some(instance) => Ok(instance),
-            None => self.instantiate().map(|(instance, _)| instance),
+            Some(instance) if self.current(&instance) => Ok(instance),
+            _ => self.instantiate().map(|(instance, _)| instance),
         }
     }
 
     fn put_back(&self, instance: Instance) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
+            && self.current(&instance)
         {
             idle.push(instance);
         }
@@ -490,7 +548,7 @@ impl Detect for DetectorPlugin {
     }
 
     fn is_builtin(&self) -> bool {
-        matches!(self.pre, Pre::Direct(_))
+        matches!(self.source, Source::Builtin)
     }
 }
 
@@ -511,6 +569,9 @@ impl DetectorPlugin {
             Ok(verdict) => {
                 self.put_back(instance);
                 Ok(verdict)
+            }
+            Err(err) if err.is::<direct::NeedsComponent>() && self.fall_back(&err) => {
+                self.call_once(data, peer, budget)
             }
             Err(err) => Err(instance.store.data().failure(&err, self.memory)),
         }

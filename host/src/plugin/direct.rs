@@ -69,6 +69,52 @@ pub fn main_module(component: &[u8]) -> anyhow::Result<&[u8]> {
     module_exporting(component, DETECT)
 }
 
+/// Largest main module of a plugin file called directly: compiling it costs
+/// a second compile of most of the component, and its code stays in memory
+/// beside the component's.
+const MAX_FILE_MODULE: usize = 4 << 20;
+
+/// Whether a plugin file's detector may be called through its main module
+/// (see [`Pre::for_file`]): the module exists, is at most
+/// [`MAX_FILE_MODULE`] bytes, and imports only functions (a module that
+/// imports its memory or table shares them with other modules of the
+/// component, which the direct path does not instantiate).
+pub fn file_permits_direct(component: &[u8]) -> anyhow::Result<()> {
+    let module = main_module(component)?;
+    if module.len() > MAX_FILE_MODULE {
+        anyhow::bail!("its main module is over {MAX_FILE_MODULE} bytes");
+    }
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        if let wasmparser::Payload::ImportSection(section) = payload? {
+            for imports in section {
+                for import in imports? {
+                    let (_, import) = import?;
+                    if !matches!(import.ty, wasmparser::TypeRef::Func(_) | wasmparser::TypeRef::FuncExact(_)) {
+                        anyhow::bail!("its main module imports `{}#{}`, not a function", import.module, import.name);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A direct call of a plugin file reached an import the direct path does
+/// not serve (WASI, another module of the component): the call is made
+/// again through the component, which has it. A detector is a pure
+/// function of its arguments, so the second call answers as the first
+/// would have.
+#[derive(Debug)]
+pub struct NeedsComponent(pub String);
+
+impl std::fmt::Display for NeedsComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "it called `{}`, which only its component serves", self.0)
+    }
+}
+
+impl std::error::Error for NeedsComponent {}
+
 /// The core module of `component` that exports `export`.
 fn module_exporting<'c>(component: &'c [u8], export: &str) -> anyhow::Result<&'c [u8]> {
     for payload in wasmparser::Parser::new(0).parse_all(component) {
@@ -97,44 +143,76 @@ fn exports(module: &[u8], name: &str) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-/// A built-in's core module, linked and ready to instantiate.
-pub struct Pre(InstancePre<HostState>);
+/// A core module, linked and ready to instantiate: a built-in's, or a
+/// plugin file's (`file`).
+pub struct Pre {
+    pre: InstancePre<HostState>,
+    file: bool,
+}
 
 impl Pre {
-    /// Link `module`: `log`, `crypto`, the seed, and a trap for every other
-    /// import.
+    /// Link a built-in's `module`: `log`, `crypto`, the seed, and a trap
+    /// for every other import.
     pub fn new(module: &Module) -> anyhow::Result<Pre> {
+        Self::link(module, false)
+    }
+
+    /// Link the main module of a plugin file (one [`file_permits_direct`]
+    /// accepted) as a built-in's, except that an import the direct path
+    /// does not serve fails the call with [`NeedsComponent`] instead of
+    /// trapping, and that `detect` gets the real peer.
+    pub fn for_file(module: &Module) -> anyhow::Result<Pre> {
+        Self::link(module, true)
+    }
+
+    fn link(module: &Module, file: bool) -> anyhow::Result<Pre> {
         let mut linker = Linker::new(module.engine());
         for import in module.imports() {
-            match (import.module(), import.name()) {
+            let served = match (import.module(), import.name()) {
                 (HOST, "log") => {
                     linker.func_wrap(HOST, "log", log).map_err(anyhow::Error::from)?;
+                    true
                 }
-                (CRYPTO, name) => {
-                    link_crypto(&mut linker, name).map_err(anyhow::Error::from)?;
-                }
+                (CRYPTO, name) => link_crypto(&mut linker, name).map_err(anyhow::Error::from)?,
                 (seed, name @ "insecure-seed") if seed.starts_with("wasi:random/insecure-seed@") => {
                     linker.func_wrap(seed, name, insecure_seed).map_err(anyhow::Error::from)?;
+                    true
                 }
                 (hook::RESOURCES, name @ hook::RESOURCE_NEW) => {
                     linker.func_wrap(hook::RESOURCES, name, hook::resource_new).map_err(anyhow::Error::from)?;
+                    true
                 }
-                _ => {}
+                _ => false,
+            };
+            if let (false, true, wasmtime::ExternType::Func(ty)) = (served, file, import.ty()) {
+                let what = format!("{}#{}", import.module(), import.name());
+                linker
+                    .func_new(import.module(), import.name(), ty, move |_, _, _| {
+                        Err(wasmtime::Error::new(NeedsComponent(what.clone())))
+                    })
+                    .map_err(anyhow::Error::from)?;
             }
         }
         linker.define_unknown_imports_as_traps(module).map_err(anyhow::Error::from)?;
         let pre = linker.instantiate_pre(module).map_err(anyhow::Error::from)?;
-        Ok(Pre(pre))
+        Ok(Pre { pre, file })
     }
 
-    /// A fresh instance in `store`, and its memory and allocator.
+    /// A fresh instance in `store`, and its memory and allocator. A plugin
+    /// file's module that exports `_initialize` (a WASI reactor: C, for one)
+    /// gets it called first, as the reactor convention asks.
     fn instance(&self, store: &mut Store<HostState>) -> wasmtime::Result<(wasmtime::Instance, Guest)> {
-        let instance = self.0.instantiate(&mut *store)?;
+        let instance = self.pre.instantiate(&mut *store)?;
         let memory = instance
             .get_memory(&mut *store, "memory")
             .ok_or_else(|| wasmtime::format_err!("the module exports no `memory`"))?;
         let guest: Guest = (memory, instance.get_typed_func(&mut *store, REALLOC)?);
         store.data_mut().guest = Some(guest.clone());
+        if self.file
+            && let Some(initialize) = instance.get_func(&mut *store, "_initialize")
+        {
+            initialize.typed::<(), ()>(&*store)?.call(&mut *store, ())?;
+        }
         Ok((instance, guest))
     }
 
@@ -147,6 +225,7 @@ impl Pre {
             post_init: instance.get_typed_func(&mut *store, POST_INIT)?,
             detect: instance.get_typed_func(&mut *store, DETECT)?,
             post_detect: instance.get_typed_func(&mut *store, POST_DETECT)?,
+            file: self.file,
         })
     }
 }
@@ -172,6 +251,8 @@ pub struct Exports {
     post_init: TypedFunc<u32, ()>,
     detect: TypedFunc<DetectParams, u32>,
     post_detect: TypedFunc<u32, ()>,
+    /// A plugin file's: it gets the peer's strings.
+    file: bool,
 }
 
 impl Exports {
@@ -183,11 +264,20 @@ impl Exports {
     /// `detect(data, peer) -> verdict`.
     pub fn detect(&self, store: &mut Store<HostState>, data: &[u8], peer: &Peer) -> wasmtime::Result<Verdict> {
         let (data_ptr, data_len) = put(&mut *store, &self.guest, data)?;
-        // The peer's strings go in empty: see the module's doc.
-        let (ptr, len) = EMPTY;
+        // A built-in's peer strings go in empty: see the module's doc.
+        let ((client_ptr, client_len), (local_ptr, local_len), (listener_ptr, listener_len)) = if self.file {
+            (
+                put(&mut *store, &self.guest, peer.client_addr().as_bytes())?,
+                put(&mut *store, &self.guest, peer.local_addr().as_bytes())?,
+                put(&mut *store, &self.guest, peer.listener().as_bytes())?,
+            )
+        } else {
+            (EMPTY, EMPTY, EMPTY)
+        };
         // `transport`'s cases in WIT order: tcp, udp.
         let transport = u32::from(peer.is_udp());
-        let params = (data_ptr, data_len, ptr, len, ptr, len, ptr, len, transport);
+        let params =
+            (data_ptr, data_len, client_ptr, client_len, local_ptr, local_len, listener_ptr, listener_len, transport);
         let ret = self.detect.call(&mut *store, params)?;
         let verdict = lift_verdict(&View::new(self.guest.0.data(&*store), ret, 40)?, peer.wanted())?;
         self.post_detect.call(&mut *store, ret)?;
@@ -392,8 +482,9 @@ fn log(mut caller: Caller<'_, HostState>, level: u32, ptr: u32, len: u32) -> was
 /// A `list<u8>` argument, lowered: `(ptr, len)`.
 type List = (u32, u32);
 
-/// Define the `crypto` function `name` (an unknown name is left to trap).
-fn link_crypto(linker: &mut Linker<HostState>, name: &str) -> wasmtime::Result<()> {
+/// Define the `crypto` function `name`; whether it is one (an unknown name
+/// is left undefined).
+fn link_crypto(linker: &mut Linker<HostState>, name: &str) -> wasmtime::Result<bool> {
     match name {
         "hkdf-sha256-extract" => linker.func_wrap(
             CRYPTO,
@@ -439,9 +530,9 @@ fn link_crypto(linker: &mut Linker<HostState>, name: &str) -> wasmtime::Result<(
                 crypto_call(caller, &args, ret, Ret::Option, |a| crypto::aes128_gcm_open(a[0], a[1], a[2], a[3]))
             },
         ),
-        _ => return Ok(()),
+        _ => return Ok(false),
     }
-    .map(|_| ())
+    .map(|_| true)
 }
 
 /// How a `crypto` function's result is laid out in the return area.

@@ -112,7 +112,7 @@ pub fn check_file(path: &Path, config: &Config, use_plugin_config: bool) -> Repo
     // Compiled as the loader compiles it: through the cache.
     let cache_dir = config.plugins.cache_dir.clone().or_else(cache::default_dir);
     let hash = cache::hash(&bytes);
-    let component = match background::component(&name, bytes, &hash, cache_dir) {
+    let component = match background::component(&name, &bytes, &hash, cache_dir) {
         Ok(Ready::Now(component)) => component,
         Ok(Ready::Compiling(_)) => {
             report.problem("it is still being compiled in the background; check it again in a moment");

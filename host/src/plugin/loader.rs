@@ -103,49 +103,67 @@ impl PluginSet {
             plugin.learn_first_bytes();
             Ok(Arc::new(plugin))
         };
-        let load_component =
-            |name: &str, source: Source, hash: String, component: Component| -> anyhow::Result<Loaded> {
-                let (detects, hooks) = component::kinds(&component);
-                if !detects && !hooks {
-                    anyhow::bail!(
-                        "it exports neither refractium:plugin/detector@0.1.0 nor refractium:plugin/hook@0.1.0"
-                    );
-                }
-                let (pre, refused) = component::link(&component)?;
-                if !refused.is_empty() {
-                    tracing::warn!(
-                        plugin = name,
-                        path = %source,
-                        imports = %refused.join(", "),
-                        "plugin imports interfaces refractium does not grant; a call that uses them fails"
-                    );
-                }
-                let (json, memory, budget) = (config_json(name)?, limits.memory, limits.call_timeout);
-                let detector = if detects {
-                    let pre = Pre::Component(component::Pre::new(pre.clone())?);
-                    let mut plugin = DetectorPlugin::new(
-                        name,
-                        source.clone(),
-                        hash.clone(),
-                        pre,
-                        refused.clone(),
-                        json.clone(),
-                        memory,
-                        budget,
-                    )?;
-                    plugin.learn_first_bytes();
-                    Some(Arc::new(plugin))
+        let load_component = |name: &str,
+                              source: Source,
+                              hash: String,
+                              bytes: &[u8],
+                              component: Component|
+         -> anyhow::Result<Loaded> {
+            let (detects, hooks) = component::kinds(&component);
+            if !detects && !hooks {
+                anyhow::bail!("it exports neither refractium:plugin/detector@0.1.0 nor refractium:plugin/hook@0.1.0");
+            }
+            let (pre, refused) = component::link(&component)?;
+            if !refused.is_empty() {
+                tracing::warn!(
+                    plugin = name,
+                    path = %source,
+                    imports = %refused.join(", "),
+                    "plugin imports interfaces refractium does not grant; a call that uses them fails"
+                );
+            }
+            let (json, memory, budget) = (config_json(name)?, limits.memory, limits.call_timeout);
+            let detector = if detects {
+                let component = component::Pre::new(pre.clone())?;
+                let direct = if !config.plugins.direct_calls {
+                    Err(anyhow::anyhow!("`plugins.direct_calls` is off"))
                 } else {
-                    None
+                    direct::file_permits_direct(bytes)
                 };
-                let hook = if hooks {
-                    let pre = HookPre::component(pre)?;
-                    Some(Arc::new(HookPlugin::new(name, source, hash, pre, refused, json, memory, budget)?))
-                } else {
-                    None
+                let direct = direct.and_then(|()| {
+                    let module = cache::compile(|| direct::main_module(bytes), &hash, cache_dir.as_deref())?;
+                    direct::Pre::for_file(&module).context("linking its main module")
+                });
+                let pre = match direct {
+                    Ok(direct) => Pre::File { direct, component, direct_ok: true.into() },
+                    Err(why) => {
+                        tracing::debug!(plugin = name, reason = %format!("{why:#}"), "plugin called through its component");
+                        Pre::Component(component)
+                    }
                 };
-                Ok(Loaded { detector, hook })
+                let mut plugin = DetectorPlugin::new(
+                    name,
+                    source.clone(),
+                    hash.clone(),
+                    pre,
+                    refused.clone(),
+                    json.clone(),
+                    memory,
+                    budget,
+                )?;
+                plugin.learn_first_bytes();
+                Some(Arc::new(plugin))
+            } else {
+                None
             };
+            let hook = if hooks {
+                let pre = HookPre::component(pre)?;
+                Some(Arc::new(HookPlugin::new(name, source, hash, pre, refused, json, memory, budget)?))
+            } else {
+                None
+            };
+            Ok(Loaded { detector, hook })
+        };
 
         let files = match &config.plugins.dir {
             Some(dir) => wasm_files(dir)?,
@@ -158,12 +176,14 @@ impl PluginSet {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let ready = std::fs::read(&path).context("cannot read the file").and_then(|bytes| {
                 let hash = cache::hash(&bytes);
-                let ready = background::component(&name, bytes, &hash, cache_dir.clone())?;
-                Ok((hash, ready))
+                let ready = background::component(&name, &bytes, &hash, cache_dir.clone())?;
+                Ok((hash, bytes, ready))
             });
             let result = match ready {
-                Ok((hash, Ready::Now(component))) => load_component(&name, Source::File(path.clone()), hash, component),
-                Ok((hash, Ready::Compiling(since))) => {
+                Ok((hash, bytes, Ready::Now(component))) => {
+                    load_component(&name, Source::File(path.clone()), hash, &bytes, component)
+                }
+                Ok((hash, _, Ready::Compiling(since))) => {
                     tracing::warn!(
                         plugin = %name,
                         path = %path.display(),
@@ -324,10 +344,13 @@ mod tests {
 /// The direct path ([`direct`]) against the component path, on the same bytes.
 #[cfg(test)]
 mod direct_tests {
-    use super::{PluginSet, builtin};
+    use super::{DetectorPlugin, PluginSet, Pre, Source, builtin, cache, component};
     use crate::plugin::Verdict;
     use crate::plugin::detector::{Detect, Peer, Wanted};
     use std::path::{Path, PathBuf};
+
+    /// The `pattern` config of the comparison, as `init` gets it.
+    const PATTERN_JSON: &str = r#"{"rules":[{"protocol":"irc","regex":"^(NICK|USER) [^\\r\\n]*\\r\\n"}]}"#;
 
     /// Every file under `dir`, recursively.
     fn files(dir: &Path) -> Vec<PathBuf> {
@@ -344,10 +367,23 @@ mod direct_tests {
         found
     }
 
+    /// The plugin `name` made of `bytes`, as a plugin file called through
+    /// its component alone.
+    fn component_only(name: &str, bytes: &[u8], config_json: &str) -> DetectorPlugin {
+        let hash = cache::hash(bytes);
+        let compiled: wasmtime::component::Component = cache::compile(|| Ok(bytes), &hash, None).expect("compile");
+        let (pre, _) = component::link(&compiled).expect("link");
+        let pre = Pre::Component(component::Pre::new(pre).expect("a detector"));
+        let (source, budget) = (Source::File(PathBuf::from(name)), std::time::Duration::from_secs(1));
+        DetectorPlugin::new(name, source, hash, pre, Vec::new(), config_json.into(), 64 << 20, budget).expect("init")
+    }
+
     /// Each built-in, called through its core module, answers exactly what
-    /// the same bytes loaded as a plugin file (a component, called through
-    /// wasmtime's component layer) answer: every real client flight of the
-    /// corpus and its prefixes, over each transport the built-in serves.
+    /// the same bytes called through wasmtime's component layer answer:
+    /// every real client flight of the corpus and its prefixes, over each
+    /// transport the built-in serves. So do the same bytes loaded as a
+    /// plugin file, which are called through their main module too (with
+    /// the peer's addresses), and never need their component.
     #[tokio::test]
     async fn direct_calls_agree_with_the_component() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -374,20 +410,22 @@ mod direct_tests {
         flights.push(("empty".into(), Vec::new()));
         assert!(flights.len() > 50, "the corpus is missing: {}", corpus.display());
 
-        for &(name, _, _, tcp, udp) in builtin::BUILTINS {
+        for &(name, _, bytes, tcp, udp) in builtin::BUILTINS {
             let direct = plugins.detector(name).expect("built-in");
-            let component = plugins.detector(&format!("component-{name}")).expect("plugin file");
-            assert!(
-                matches!(direct.source, super::Source::Builtin) && !matches!(component.source, super::Source::Builtin)
-            );
+            let file = plugins.detector(&format!("component-{name}")).expect("plugin file");
+            assert!(matches!(direct.source, super::Source::Builtin) && !matches!(file.source, super::Source::Builtin));
+            let config = if name == "pattern" { PATTERN_JSON } else { "null" };
+            let component = &component_only(name, bytes, config);
             let mut matched = 0;
-            for (file, data) in &flights {
+            for (path, data) in &flights {
                 let lengths = (0..=data.len().min(24)).chain((25..data.len()).step_by(97)).chain([data.len()]);
                 for len in lengths {
                     for over_udp in [false, true].into_iter().filter(|&u| if u { udp } else { tcp }) {
                         let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "edge", over_udp);
                         let (want, got) = (component.detect(&data[..len], &peer), direct.detect(&data[..len], &peer));
-                        assert_eq!(got, want, "{name} on the first {len} bytes of {file} (udp: {over_udp})");
+                        assert_eq!(got, want, "{name} on the first {len} bytes of {path} (udp: {over_udp})");
+                        let got = file.detect(&data[..len], &peer);
+                        assert_eq!(got, want, "{name} as a file on the first {len} bytes of {path} (udp: {over_udp})");
                         let want = want.expect("the call succeeds");
                         // Asked for the attributes routes read, both hand over those alone.
                         let only = peer.clone().wanting(Wanted::only(["host", "user"]));
@@ -396,12 +434,13 @@ mod direct_tests {
                             d.attributes.retain(|(k, _)| k == "host" || k == "user");
                         }
                         assert_eq!(direct.detect(&data[..len], &only), Ok(filtered.clone()), "{name}, two attributes");
-                        assert_eq!(component.detect(&data[..len], &only), Ok(filtered), "{name} file, two attributes");
+                        assert_eq!(file.detect(&data[..len], &only), Ok(filtered), "{name} file, two attributes");
                         matched += usize::from(matches!(want, Verdict::Matched(_)));
                     }
                 }
             }
             assert!(matched > 0, "`{name}` matched nothing: the comparison proves little");
+            assert!(file.calls_directly(), "`{name}` as a plugin file fell back to its component");
         }
     }
 
@@ -482,5 +521,51 @@ mod direct_tests {
             }
         }
         assert!(compared > 1000, "{compared} calls compared");
+    }
+
+    /// A plugin file on the direct path whose call reaches an import only
+    /// its component serves: the test plugin `snoop`, which on `snoop`
+    /// reads the environment, the clocks and random bytes through WASI. That
+    /// call is made again through the component and answers what the
+    /// component answers; the plugin is called through its component from
+    /// then on. `plugins.direct_calls: false` keeps it there from the start.
+    #[tokio::test]
+    async fn a_file_that_needs_its_component_falls_back_to_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let built = Path::new(env!("REFRACTIUM_TEST_PLUGINS_DIR")).join("refractium_test_snoop.wasm");
+        std::fs::copy(&built, dir.path().join("snoop.wasm")).expect("copy the test plugin snoop");
+        let yaml = |direct: bool| {
+            format!(
+                "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: {{ servers: [127.0.0.1:1] }}\nplugins:\n  dir: {}\n  direct_calls: {direct}\n  limits: {{ call_timeout: 1s }}\n",
+                dir.path().display()
+            )
+        };
+        let peer = Peer::new("127.0.0.1:40000", "127.0.0.1:443", "edge", false);
+        let snooped = |verdict| match verdict {
+            Ok(Verdict::Matched(d)) => {
+                let attr = |k: &str| d.attributes.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+                (d.protocol, attr("env"), attr("args"), attr("random"))
+            }
+            other => panic!("expected snoop's match, got {other:?}"),
+        };
+        let want = ("snoop".to_string(), Some("0".to_string()), Some("0".to_string()), Some("true".to_string()));
+
+        let config = crate::config::parse(&yaml(true), Path::new("test.yaml")).expect("config");
+        let plugins = PluginSet::load(&config).await.expect("plugins load");
+        let snoop = plugins.detector("snoop").expect("snoop");
+        assert!(snoop.calls_directly(), "init and the first-byte probes make no WASI call");
+        assert_eq!(snoop.detect(b"GET / HTTP/1.1\r\n\r\n", &peer), Ok(Verdict::NoMatch));
+        assert_eq!(snoop.detect(b"sno", &peer), Ok(Verdict::NeedMore(5)));
+        assert!(snoop.calls_directly());
+        assert_eq!(snooped(snoop.detect(b"snoop", &peer)), want);
+        assert!(!snoop.calls_directly(), "the call that needed WASI moves the plugin to its component");
+        assert_eq!(snooped(snoop.detect(b"snoop", &peer)), want);
+        assert_eq!(snoop.detect(b"GET / HTTP/1.1\r\n\r\n", &peer), Ok(Verdict::NoMatch));
+
+        let config = crate::config::parse(&yaml(false), Path::new("test.yaml")).expect("config");
+        let plugins = PluginSet::load(&config).await.expect("plugins load");
+        let snoop = plugins.detector("snoop").expect("snoop");
+        assert!(!snoop.calls_directly(), "`direct_calls: false` calls it through its component");
+        assert_eq!(snooped(snoop.detect(b"snoop", &peer)), want);
     }
 }
