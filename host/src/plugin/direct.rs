@@ -556,6 +556,13 @@ fn crypto_call(
     if !ret.is_multiple_of(4) {
         wasmtime::bail!("misaligned return area");
     }
+    // What the component layer lets one call copy (a plugin file may make
+    // this call): a larger input would make the host hash or encrypt
+    // megabytes in one uninterruptible step.
+    let total = args.iter().map(|&(_, len)| len as usize).sum::<usize>();
+    if total > super::component::COPY_LIMIT {
+        wasmtime::bail!("`crypto` arguments of {total} bytes, over {} in one call", super::component::COPY_LIMIT);
+    }
     let guest =
         caller.data().guest.clone().ok_or_else(|| wasmtime::format_err!("an import called before the instance was"))?;
     let memory = guest.0;
