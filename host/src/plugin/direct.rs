@@ -74,12 +74,12 @@ pub fn main_module(component: &[u8]) -> anyhow::Result<&[u8]> {
 /// beside the component's.
 const MAX_FILE_MODULE: usize = 4 << 20;
 
-/// Whether a plugin file's detector may be called through its main module
-/// (see [`Pre::for_file`]): the module exists, is at most
-/// [`MAX_FILE_MODULE`] bytes, and imports only functions (a module that
-/// imports its memory or table shares them with other modules of the
-/// component, which the direct path does not instantiate).
-pub fn file_permits_direct(component: &[u8]) -> anyhow::Result<()> {
+/// The main module of a plugin file, if its detector may be called through
+/// it (see [`Pre::for_file`]): it is at most [`MAX_FILE_MODULE`] bytes and
+/// imports only functions (a module that imports its memory or table
+/// shares them with other modules of the component, which the direct path
+/// does not instantiate).
+pub fn file_main_module(component: &[u8]) -> anyhow::Result<&[u8]> {
     let module = main_module(component)?;
     if module.len() > MAX_FILE_MODULE {
         anyhow::bail!("its main module is over {MAX_FILE_MODULE} bytes");
@@ -96,7 +96,7 @@ pub fn file_permits_direct(component: &[u8]) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(module)
 }
 
 /// A direct call of a plugin file reached an import the direct path does
@@ -157,7 +157,7 @@ impl Pre {
         Self::link(module, false)
     }
 
-    /// Link the main module of a plugin file (one [`file_permits_direct`]
+    /// Link the main module of a plugin file (one [`file_main_module`]
     /// accepted) as a built-in's, except that an import the direct path
     /// does not serve fails the call with [`NeedsComponent`] instead of
     /// trapping, and that `detect` gets the real peer.

@@ -128,10 +128,10 @@ impl PluginSet {
                 let direct = if !config.plugins.direct_calls {
                     Err(anyhow::anyhow!("`plugins.direct_calls` is off"))
                 } else {
-                    direct::file_permits_direct(bytes)
+                    direct::file_main_module(bytes)
                 };
-                let direct = direct.and_then(|()| {
-                    let module = cache::compile(|| direct::main_module(bytes), &hash, cache_dir.as_deref())?;
+                let direct = direct.and_then(|module| {
+                    let module = cache::compile(|| Ok(module), &hash, cache_dir.as_deref())?;
                     direct::Pre::for_file(&module).context("linking its main module")
                 });
                 let pre = match direct {
