@@ -382,6 +382,12 @@ fn print_plugins(plugins: &PluginSet) {
         if !h.refused.is_empty() {
             say!("  {} imports, and a call to them fails: {}", h.name(), h.refused.join(", "));
         }
+        use crate::plugin::hook::Direction;
+        match (h.watches(Direction::ClientToServer), h.watches(Direction::ServerToClient)) {
+            (true, false) => say!("  {} is called for client-to-server only", h.name()),
+            (false, true) => say!("  {} is called for server-to-client only", h.name()),
+            _ => {}
+        }
     }
     for s in &plugins.skipped {
         say!("skipped {}: {}", s.path.display(), s.reason);
@@ -457,7 +463,9 @@ fn run_hook(
         DirectionArg::ServerToClient => (Direction::ServerToClient, "server-to-client"),
     };
     let (mut steps, mut output, mut stop) = (Vec::new(), Vec::<u8>::new(), serde_json::Value::Null);
-    let mut passed = false;
+    // A direction the hook is not called for passes unchanged from the start.
+    let called = hook.watches(direction);
+    let mut passed = !called;
     let inputs = files.iter().map(Some).chain([None]);
     for input in inputs {
         let (label_in, answer) = match input {
@@ -508,6 +516,7 @@ fn run_hook(
         serde_json::json!({
             "hook": name,
             "direction": label,
+            "called": called,
             "steps": steps,
             "output": String::from_utf8_lossy(&output),
             "stop": stop,

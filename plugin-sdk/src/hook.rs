@@ -57,6 +57,45 @@ pub enum Direction {
     ServerToClient,
 }
 
+/// The directions a hook is called for ([`Hook::DIRECTIONS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Directions {
+    /// Chunks from both sides.
+    Both,
+    /// Only what the client sends.
+    ClientToServer,
+    /// Only what the server sends.
+    ServerToClient,
+}
+
+impl Directions {
+    /// Whether chunks travelling `direction` are given to the hook.
+    pub const fn includes(self, direction: Direction) -> bool {
+        matches!(
+            (self, direction),
+            (Directions::Both, _)
+                | (Directions::ClientToServer, Direction::ClientToServer)
+                | (Directions::ServerToClient, Direction::ServerToClient)
+        )
+    }
+
+    /// The byte of the custom section [`DIRECTIONS_SECTION`]: bit 0
+    /// client-to-server, bit 1 server-to-client.
+    pub const fn bits(self) -> u8 {
+        match self {
+            Directions::Both => 3,
+            Directions::ClientToServer => 1,
+            Directions::ServerToClient => 2,
+        }
+    }
+}
+
+/// The custom section in which [`export_hook!`](crate::export_hook)
+/// declares [`Hook::DIRECTIONS`] to the proxy: one byte, as
+/// [`Directions::bits`] writes it. A hook written without the SDK may
+/// carry it too; without it, a hook is called for both directions.
+pub const DIRECTIONS_SECTION: &str = "refractium:hook-directions";
+
 /// What to do with a chunk, or at the end of a side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -91,6 +130,13 @@ pub trait Hook: Sized + 'static {
     const VERSION: &'static str;
     /// What the hook keeps for one connection.
     type Session: 'static;
+    /// The directions the hook is called for: the proxy relays the other,
+    /// if any, as an unhooked route's from its first byte, without calling
+    /// [`Hook::on_data`] or [`Hook::on_end`] for it, as if the hook had
+    /// answered [`Action::Pass`] before it began. A hook that never looks
+    /// at one side says so here and saves a call per connection. Fixed when
+    /// the plugin is built ([`DIRECTIONS_SECTION`]). By default both.
+    const DIRECTIONS: Directions = Directions::Both;
 
     /// Build the hook from its config: the plugin's section of the YAML
     /// config, as JSON text, or `null` when there is none. An `Err` stops the
@@ -253,6 +299,11 @@ macro_rules! export_hook {
             $crate::__hook_bindings::__refractium_export_hook_world!(
                 RefractiumHookExport with_types_in $crate::__hook_bindings
             );
+
+            #[unsafe(link_section = "refractium:hook-directions")]
+            #[used]
+            static REFRACTIUM_HOOK_DIRECTIONS: [u8; 1] =
+                [<$hook as $crate::hook::Hook>::DIRECTIONS.bits()];
         };
     };
 }

@@ -65,11 +65,12 @@ pub struct HookRun {
 /// Run a fresh session of `hook` (opened for a test peer, a detection of
 /// protocol `test` and route `test`) over `chunks` sent in `direction`, then
 /// end that side, as the proxy would: once the hook answers
-/// [`Action::Pass`], the rest goes to the output without calling it.
+/// [`Action::Pass`], or from the start in a direction [`Hook::DIRECTIONS`]
+/// leaves out, the rest goes to the output without calling it.
 pub fn run_hook<H: Hook>(hook: &H, direction: Direction, chunks: &[&[u8]]) -> HookRun {
     let mut session = hook.open(&Peer::test(Transport::Tcp), &Detection::new("test"), "test");
     let mut output = Vec::new();
-    let mut passed = false;
+    let mut passed = !H::DIRECTIONS.includes(direction);
     let actions = chunks.iter().map(|c| Some(c.to_vec())).chain([None]);
     for chunk in actions {
         let action = match chunk {

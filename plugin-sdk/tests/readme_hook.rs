@@ -1,7 +1,7 @@
 //! The hook of the README's "Writing a hook in Rust", compiled and tested
 //! natively as an author would: keep the two in step.
 
-use refractium_plugin_sdk::hook::{Action, Direction, Hook};
+use refractium_plugin_sdk::hook::{Action, Direction, Directions, Hook};
 use refractium_plugin_sdk::{Detection, Peer};
 
 pub struct Banner {
@@ -14,6 +14,8 @@ impl Hook for Banner {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     /// Per connection: the server's bytes held while they may still become `from`.
     type Session = Vec<u8>;
+    /// Only the server's bytes: the client's are relayed without the hook.
+    const DIRECTIONS: Directions = Directions::ServerToClient;
 
     fn new(_config: &str) -> Result<Self, String> {
         Ok(Banner { from: b"SSH-2.0-OpenSSH_9.2".to_vec(), to: b"SSH-2.0-Server".to_vec() })
@@ -23,10 +25,7 @@ impl Hook for Banner {
         Vec::new()
     }
 
-    fn on_data(&self, held: &mut Vec<u8>, direction: Direction, data: Vec<u8>) -> Action {
-        if direction == Direction::ClientToServer {
-            return Action::Pass(data); // the client's bytes are not looked at
-        }
+    fn on_data(&self, held: &mut Vec<u8>, _direction: Direction, data: Vec<u8>) -> Action {
         held.extend(data);
         if held.len() < self.from.len() && self.from.starts_with(held) {
             return Action::Forward(Vec::new()); // could still be the banner: hold it

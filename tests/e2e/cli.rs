@@ -214,12 +214,13 @@ fn hook_runs_a_hook_over_files() {
     assert!(v["stop"].is_null(), "{v}");
     let v = hook(&["shout", "--direction", "server-to-client"]);
     assert_eq!(v["output"], "hello forbidden world", "{v}");
-    // `http-headers` does not look at responses: it passes that direction
-    // at its first chunk, and is not called for the rest.
+    assert_eq!(v["called"], true, "{v}");
+    // `http-headers` declares it does not look at responses: it is not
+    // called for them at all, and they pass unchanged.
     let v = hook(&["http-headers", "--direction", "server-to-client"]);
     assert_eq!(v["output"], "hello forbidden world", "{v}");
-    assert_eq!(v["steps"].as_array().map(Vec::len), Some(1), "{v}");
-    assert_eq!(v["steps"][0]["action"], "pass", "{v}");
+    assert_eq!(v["called"], false, "{v}");
+    assert_eq!(v["steps"].as_array().map(Vec::len), Some(0), "{v}");
     let v = hook(&["guard"]);
     assert_eq!(v["output"], "hello ", "{v}");
     assert_eq!(v["stop"]["reason"], "forbidden word", "{v}");

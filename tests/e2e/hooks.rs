@@ -390,7 +390,7 @@ plugins:
 fn headers_proxy() -> (Proxy, crate::http_backend::HttpEcho) {
     let backend = crate::http_backend::HttpEcho::start();
     let yaml = format!(
-        "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detectors: [http]\nroutes:\n  - name: web\n    match: {{ protocol: http }}\n    hooks: [http-headers]\n    to: web\nbackends:\n  web: {{ servers: [{}] }}\nplugins:\n  limits: {{ call_timeout: 1s }}\n  config:\n    http-headers: {{ set: {{ X-Env: test }}, remove: [X-Debug] }}\n",
+        "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    detectors: [http]\nroutes:\n  - name: web\n    match: {{ protocol: http }}\n    hooks: [http-headers]\n    to: web\nbackends:\n  web: {{ servers: [{}] }}\nplugins:\n  limits: {{ call_timeout: 1s }}\n  config:\n    http-headers: {{ set: {{ X-Env: test }}, remove: [X-Debug] }}\nadmin: {{ bind: 127.0.0.1:0 }}\n",
         backend.addr
     );
     (Proxy::start(&yaml), backend)
@@ -481,6 +481,22 @@ fn http_headers_waits_for_whole_heads_and_stops_at_an_upgrade() {
     let got = converse(&proxy, &[b"GET / HTTP/1.1\r\nHost a\r\n\r\n"]);
     assert!(got.starts_with(b"HTTP/1.1 400 Bad Request"), "{}", String::from_utf8_lossy(&got));
     proxy.wait_log(10, |v| v["close"].as_str().is_some_and(|c| c.starts_with("hook http-headers: 400: malformed")));
+}
+
+/// `http-headers` declares it does not look at responses: the proxy never
+/// gives it the server's bytes (its metrics count the request alone), and
+/// the response arrives whole.
+#[test]
+fn http_headers_is_not_called_for_responses() {
+    let (proxy, backend) = headers_proxy();
+    let request = b"GET /r HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let got = converse(&proxy, &[request]);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 200") && got.contains("X-Forwarded-For: 127.0.0.1"), "{got}");
+    assert_eq!(backend.heads().len(), 1);
+    proxy.wait_access(1);
+    let bytes_in = proxy.metric(r#"refractium_hook_bytes_in_total{hook="http-headers"}"#);
+    assert_eq!(bytes_in, request.len() as u64, "only the request went through the hook");
 }
 
 /// On UDP routes each datagram is one chunk: rewritten datagrams go on

@@ -82,15 +82,9 @@ pub struct HookChain {
 /// One hook's session in a chain, and the directions it has passed.
 struct Link {
     session: Session,
-    /// Indexed by [`slot`]: the hook said `pass` for that direction.
+    /// By [`Direction::slot`]: the hook said `pass` for that direction, or
+    /// is not called for it.
     passed: [bool; 2],
-}
-
-fn slot(direction: Direction) -> usize {
-    match direction {
-        Direction::ClientToServer => 0,
-        Direction::ServerToClient => 1,
-    }
 }
 
 impl HookChain {
@@ -117,7 +111,11 @@ impl HookChain {
                     .map_err(|f| Stop::Failed { hook: hook.name().into(), failure: f }.text())
             };
             match (opened, hooks.on_failure) {
-                (Ok(session), _) => sessions.push(Link { session, passed: [false; 2] }),
+                (Ok(session), _) => {
+                    // A direction the hook is not called for starts passed.
+                    let passed = [Direction::ClientToServer, Direction::ServerToClient].map(|d| !hook.watches(d));
+                    sessions.push(Link { session, passed });
+                }
                 (Err(why), OnHookFailure::Bypass) => {
                     tracing::debug!(hook = hook.name(), route, reason = &*why, "hook bypassed");
                 }
@@ -130,14 +128,14 @@ impl HookChain {
     /// Whether every hook has passed `direction` (or there is none): its
     /// bytes may go through unchanged, without the chain.
     pub fn passed(&self, direction: Direction) -> bool {
-        self.sessions.iter().all(|link| link.passed[slot(direction)])
+        self.sessions.iter().all(|link| link.passed[direction.slot()])
     }
 
     /// Pass a chunk from one side through every hook that has not passed
     /// its direction; what the last one forwards.
     pub fn data(&mut self, direction: Direction, chunk: &[u8]) -> Result<Vec<u8>, Stop> {
         let mut carry = Cow::Borrowed(chunk);
-        for link in self.sessions.iter_mut().filter(|link| !link.passed[slot(direction)]) {
+        for link in self.sessions.iter_mut().filter(|link| !link.passed[direction.slot()]) {
             if carry.is_empty() {
                 // Held back: the hooks after this one see nothing this time.
                 break;
@@ -153,7 +151,7 @@ impl HookChain {
     pub fn end(&mut self, direction: Direction) -> Result<Vec<u8>, Stop> {
         let mut carry = Vec::new();
         for link in &mut self.sessions {
-            if link.passed[slot(direction)] {
+            if link.passed[direction.slot()] {
                 continue;
             }
             let mut out = Vec::new();
@@ -161,7 +159,7 @@ impl HookChain {
                 let answer = link.session.on_data(direction, &carry);
                 out = link.forwarded(direction, answer)?;
             }
-            if !link.passed[slot(direction)] {
+            if !link.passed[direction.slot()] {
                 let answer = link.session.on_end(direction);
                 out.extend(link.forwarded(direction, answer)?);
             }
@@ -178,7 +176,7 @@ impl Link {
         match answer {
             Ok(Action::Forward(bytes)) => Ok(bytes),
             Ok(Action::Pass(bytes)) => {
-                self.passed[slot(direction)] = true;
+                self.passed[direction.slot()] = true;
                 Ok(bytes)
             }
             Ok(Action::Respond { data, reason }) => Err(Stop::Respond { hook: hook(), data, reason }),

@@ -136,37 +136,71 @@ impl Display for Addr {
 
 impl Addr {
     /// Written out as [`Display`] does; an IPv4 address without the
-    /// formatting machinery, which costs a hooked connection more than the
-    /// rest of opening its session.
-    fn text(&self) -> String {
-        let Addr::Socket(SocketAddr::V4(v4)) = self else { return self.to_string() };
-        let mut text = String::with_capacity(21);
+    /// formatting machinery or an allocation, which cost a hooked
+    /// connection more than the rest of opening its session.
+    fn text(&self) -> AddrText {
+        let Addr::Socket(SocketAddr::V4(v4)) = self else { return AddrText::Long(self.to_string()) };
+        let mut text = AddrText::Short([0; 21], 0);
         for (i, octet) in v4.ip().octets().into_iter().enumerate() {
             if i > 0 {
-                text.push('.');
+                text.push(b'.');
             }
-            push_decimal(&mut text, u16::from(octet));
+            text.push_decimal(u16::from(octet));
         }
-        text.push(':');
-        push_decimal(&mut text, v4.port());
+        text.push(b':');
+        text.push_decimal(v4.port());
         text
     }
 }
 
-/// Append `n` in decimal.
-fn push_decimal(text: &mut String, n: u16) {
-    let mut digits = [0u8; 5];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
+/// An address as text: in place for IPv4 (`255.255.255.255:65535` is 21
+/// bytes), else allocated.
+pub(super) enum AddrText {
+    Short([u8; 21], u8),
+    Long(String),
+}
+
+impl AddrText {
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        match self {
+            AddrText::Short(bytes, len) => &bytes[..usize::from(*len)],
+            AddrText::Long(text) => text.as_bytes(),
         }
     }
-    text.extend(digits[at..].iter().map(|&d| char::from(d)));
+
+    fn push(&mut self, byte: u8) {
+        if let AddrText::Short(bytes, len) = self
+            && let Some(slot) = bytes.get_mut(usize::from(*len))
+        {
+            *slot = byte;
+            *len += 1;
+        }
+    }
+
+    /// Append `n` in decimal.
+    fn push_decimal(&mut self, n: u16) {
+        let mut digits = [0u8; 5];
+        let mut at = digits.len();
+        let mut n = n;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for &d in &digits[at..] {
+            self.push(d);
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            AddrText::Short(..) => String::from_utf8_lossy(self.as_bytes()).into_owned(),
+            AddrText::Long(text) => text,
+        }
+    }
 }
 
 impl Peer {
@@ -203,12 +237,12 @@ impl Peer {
     }
 
     /// The client's address, written out as plugin files get it.
-    pub(super) fn client_addr(&self) -> String {
+    pub(super) fn client_addr(&self) -> AddrText {
         self.client.text()
     }
 
     /// The local address, written out as plugin files get it.
-    pub(super) fn local_addr(&self) -> String {
+    pub(super) fn local_addr(&self) -> AddrText {
         self.local.text()
     }
 
@@ -220,8 +254,8 @@ impl Peer {
     /// The record the component bindings take (plugin files).
     pub(super) fn to_wit(&self) -> wit::Peer {
         wit::Peer {
-            client_addr: self.client.text(),
-            local_addr: self.local.text(),
+            client_addr: self.client.text().into_string(),
+            local_addr: self.local.text().into_string(),
             listener: self.listener.to_string(),
             transport: if self.udp { wit::Transport::Udp } else { wit::Transport::Tcp },
         }

@@ -40,6 +40,15 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// 0 for client-to-server, 1 for server-to-client: an index into
+    /// per-direction arrays.
+    pub fn slot(self) -> usize {
+        match self {
+            Direction::ClientToServer => 0,
+            Direction::ServerToClient => 1,
+        }
+    }
+
     fn to_wit(self) -> wit::Direction {
         match self {
             Direction::ClientToServer => wit::Direction::ClientToServer,
@@ -96,6 +105,9 @@ pub struct HookPlugin {
     breaker: Breaker,
     /// Instances whose last connection ended well, ready for the next.
     idle: Mutex<Vec<Instance>>,
+    /// The directions it is called for, by [`Direction::slot`]
+    /// ([`declared_directions`]).
+    watches: [bool; 2],
 }
 
 impl std::fmt::Debug for HookPlugin {
@@ -148,6 +160,7 @@ impl HookPlugin {
             log: Arc::default(),
             breaker: Breaker::new(name.into(), Kind::Hook),
             idle: Mutex::default(),
+            watches: [true; 2],
         };
         let (instance, info) = plugin.instantiate().map_err(|f| anyhow::anyhow!("{f}"))?;
         plugin.info = info;
@@ -158,6 +171,19 @@ impl HookPlugin {
     /// The plugin's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Call it only for the directions `watches` says ([`declared_directions`]).
+    pub(super) fn watching(mut self, watches: [bool; 2]) -> Self {
+        self.watches = watches;
+        self
+    }
+
+    /// Whether it is called for chunks travelling `direction`: the other
+    /// direction is relayed without it from the first byte, as if it had
+    /// answered `pass` before it began.
+    pub fn watches(&self, direction: Direction) -> bool {
+        self.watches[direction.slot()]
     }
 
     /// Whether the plugin is disabled after failing again and again.
@@ -244,7 +270,7 @@ impl HookPlugin {
                             .map(Handle::Component)
                     }
                     Calls::Direct(exports) => {
-                        exports.open(&mut instance.store, &peer.client_addr()).map(Handle::Direct)
+                        exports.open(&mut instance.store, peer.client_addr().as_bytes()).map(Handle::Direct)
                     }
                 }
             };
@@ -269,6 +295,29 @@ impl HookPlugin {
         tracing::warn!(plugin, cause, detail = %failure.detail, "hook failed; its connection is closed");
         self.breaker.failed(failure.cause);
     }
+}
+
+/// The directions a hook plugin file (a component) says it is called for,
+/// by [`Direction::slot`]: its custom section `refractium:hook-directions`,
+/// one byte with bit 0 for client-to-server and bit 1 for server-to-client
+/// (the SDK writes it from `Hook::DIRECTIONS`); both without one.
+pub(super) fn declared_directions(component: &[u8]) -> anyhow::Result<[bool; 2]> {
+    use anyhow::Context as _;
+    const SECTION: &str = refractium_plugin_sdk::hook::DIRECTIONS_SECTION;
+    for payload in wasmparser::Parser::new(0).parse_all(component) {
+        if let wasmparser::Payload::CustomSection(section) = payload.context("reading the plugin")?
+            && section.name() == SECTION
+        {
+            return match section.data() {
+                &[bits @ 1..=3] => Ok([bits & 1 != 0, bits & 2 != 0]),
+                other => anyhow::bail!(
+                    "its custom section `{SECTION}` holds {} bytes {other:02x?}; it must be one byte: 1 (client-to-server), 2 (server-to-client) or 3 (both)",
+                    other.len()
+                ),
+            };
+        }
+    }
+    Ok([true; 2])
 }
 
 /// An instance of a hook plugin and the store it lives in.
@@ -421,4 +470,39 @@ impl Session {
 /// `text` cut to a bounded string.
 fn cut(text: String) -> String {
     super::sandbox::truncate(&text, MAX_STRING).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::declared_directions;
+
+    /// A core module holding only a custom section `name` of `data`.
+    fn with_section(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut body = vec![u8::try_from(name.len()).expect("short name")];
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(data);
+        let mut module = b"\0asm\x01\0\0\0\0".to_vec();
+        module.push(u8::try_from(body.len()).expect("short section"));
+        module.extend(body);
+        module
+    }
+
+    #[test]
+    fn a_hook_is_called_for_the_directions_its_file_declares() {
+        const SECTION: &str = "refractium:hook-directions";
+        assert_eq!(declared_directions(b"\0asm\x01\0\0\0").expect("no section"), [true, true]);
+        assert_eq!(declared_directions(&with_section("other", &[1])).expect("another section"), [true, true]);
+        assert_eq!(declared_directions(&with_section(SECTION, &[1])).expect("c2s"), [true, false]);
+        assert_eq!(declared_directions(&with_section(SECTION, &[2])).expect("s2c"), [false, true]);
+        assert_eq!(declared_directions(&with_section(SECTION, &[3])).expect("both"), [true, true]);
+        for bad in [&[][..], &[0], &[4], &[1, 1]] {
+            let err = declared_directions(&with_section(SECTION, bad)).expect_err("refused").to_string();
+            assert!(err.contains(SECTION) && err.contains("one byte"), "{err}");
+        }
+        // The built-ins: `http-headers` never looks at responses.
+        for &(name, _, bytes) in crate::plugin::loader::builtin::BUILTIN_HOOKS {
+            let want = if name == "http-headers" { [true, false] } else { [true, true] };
+            assert_eq!(declared_directions(bytes).expect("built-in"), want, "{name}");
+        }
+    }
 }

@@ -158,7 +158,10 @@ impl PluginSet {
             };
             let hook = if hooks {
                 let pre = HookPre::component(pre)?;
-                Some(Arc::new(HookPlugin::new(name, source, hash, pre, refused, json, memory, budget)?))
+                let watches = super::hook::declared_directions(bytes)?;
+                Some(Arc::new(
+                    HookPlugin::new(name, source, hash, pre, refused, json, memory, budget)?.watching(watches),
+                ))
             } else {
                 None
             };
@@ -246,7 +249,9 @@ impl PluginSet {
                 cache::compile(|| direct::hook::main_module(bytes), &hash, cache_dir.as_deref()).and_then(|module| {
                     let pre = HookPre::Direct(direct::Pre::new(&module).context("linking")?);
                     let (json, memory, budget) = (config_json(name)?, limits.memory, limits.call_timeout);
-                    HookPlugin::new(name, Source::Builtin, hash, pre, Vec::new(), json, memory, budget)
+                    let watches = super::hook::declared_directions(bytes)?;
+                    Ok(HookPlugin::new(name, Source::Builtin, hash, pre, Vec::new(), json, memory, budget)?
+                        .watching(watches))
                 });
             match loaded {
                 Ok(hook) => set.hooks.push(Arc::new(hook)),

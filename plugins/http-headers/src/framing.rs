@@ -34,13 +34,13 @@ enum State {
 pub struct Head<'a> {
     pub line: &'a [u8],
     pub method: &'a str,
-    pub headers: Vec<(&'a str, &'a [u8])>,
+    pub headers: &'a [httparse::Header<'a>],
 }
 
 impl Head<'_> {
     /// The values of header `name` (any case).
     pub fn values(&self, name: &str) -> impl Iterator<Item = &[u8]> {
-        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+        self.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
     }
 
     /// Whether the comma-separated header `name` has `token` (any case).
@@ -49,6 +49,10 @@ impl Head<'_> {
             .any(|v| v.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes())))
     }
 }
+
+/// What replaces a complete head: it appends the head's new form to the
+/// output it is given.
+pub type Rewrite<'r> = dyn Fn(&Head<'_>, &mut Vec<u8>) + 'r;
 
 /// One client's request stream.
 #[derive(Debug, Clone)]
@@ -64,10 +68,10 @@ impl Default for Requests {
 
 impl Requests {
     /// Take `data`, the next bytes of the stream: what to forward, with each
-    /// complete head replaced by what `rewrite` makes of it, or `Err` with
-    /// why the stream is not HTTP/1.x it can follow. Bytes of a head not yet
-    /// complete are held.
-    pub fn feed(&mut self, mut data: &[u8], rewrite: &dyn Fn(&Head<'_>) -> Vec<u8>) -> Result<Vec<u8>, String> {
+    /// complete head replaced by what `rewrite` appends in its place, or
+    /// `Err` with why the stream is not HTTP/1.x it can follow. Bytes of a
+    /// head not yet complete are held.
+    pub fn feed(&mut self, mut data: &[u8], rewrite: &Rewrite<'_>) -> Result<Vec<u8>, String> {
         let mut out = Vec::with_capacity(data.len() + 128);
         while !data.is_empty() {
             match &mut self.state {
@@ -140,18 +144,15 @@ impl Requests {
                         }
                     }
                 }
-                State::Head(head)
-                    if head.is_empty()
-                        && let Some(end) = find(data, b"\r\n\r\n", 0) =>
-                {
-                    // A whole head in hand, nothing held: parsed where it is.
-                    let end = end + 4;
-                    let (rewritten, next) = parse(&data[..end], rewrite)?;
-                    out.extend_from_slice(&rewritten);
-                    data = &data[end..];
-                    self.state = next;
-                }
                 State::Head(head) => {
+                    if head.is_empty()
+                        && let Some((end, next)) = parse(data, rewrite, &mut out, Take::Prefix)?
+                    {
+                        // A whole head in hand, nothing held: parsed where it is.
+                        data = &data[end..];
+                        self.state = next;
+                        continue;
+                    }
                     let before = head.len();
                     head.extend_from_slice(data);
                     let Some(end) = find(head, b"\r\n\r\n", before.saturating_sub(3)).map(|p| p + 4) else {
@@ -163,8 +164,8 @@ impl Requests {
                     };
                     data = &data[end - before..];
                     let head = std::mem::take(head);
-                    let (rewritten, next) = parse(&head[..end], rewrite)?;
-                    out.extend_from_slice(&rewritten);
+                    let (_, next) =
+                        parse(&head[..end], rewrite, &mut out, Take::Exactly)?.ok_or("incomplete request head")?;
                     self.state = next;
                 }
             }
@@ -187,23 +188,39 @@ impl Requests {
     }
 }
 
-/// Parse the complete head `bytes`; its rewritten form and what follows it.
-fn parse(bytes: &[u8], rewrite: &dyn Fn(&Head<'_>) -> Vec<u8>) -> Result<(Vec<u8>, State), String> {
+/// How a head is looked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// `bytes` is a whole head, up to the first CRLFCRLF of the stream.
+    Exactly,
+    /// A head may start `bytes`: `None` unless it is there whole, ending
+    /// with CRLFCRLF (so it ends where the search for that would), and
+    /// parses. A head that does not is left to the search, so the outcome
+    /// does not depend on where the stream was split.
+    Prefix,
+}
+
+/// Parse the head at the start of `bytes` and append its rewritten form to
+/// `out`: how long it was and what follows it; `None` (with
+/// [`Take::Prefix`]) when there is none.
+fn parse(bytes: &[u8], rewrite: &Rewrite<'_>, out: &mut Vec<u8>, take: Take) -> Result<Option<(usize, State)>, String> {
     // Left uninitialised: httparse writes the slots it fills, and zeroing
     // 128 of them cost more than parsing a short head.
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
     let mut request = httparse::Request::new(&mut []);
-    match request.parse_with_uninit_headers(bytes, &mut slots) {
-        Ok(httparse::Status::Complete(n)) if n == bytes.len() => {}
-        Ok(_) => return Err("incomplete request head".into()),
-        Err(err) => return Err(format!("malformed request head: {err}")),
-    }
-    let line_end = find(bytes, b"\r\n", 0).unwrap_or(0);
-    let head = Head {
-        line: &bytes[..line_end],
-        method: request.method.unwrap_or(""),
-        headers: request.headers.iter().map(|h| (h.name, h.value)).collect(),
+    let len = match (request.parse_with_uninit_headers(bytes, &mut slots), take) {
+        (Ok(httparse::Status::Complete(n)), Take::Exactly) if n == bytes.len() => n,
+        (Ok(httparse::Status::Complete(n)), Take::Prefix) if bytes[..n].ends_with(b"\r\n\r\n") => n,
+        (_, Take::Prefix) => return Ok(None),
+        (Ok(_), Take::Exactly) => return Err("incomplete request head".into()),
+        (Err(err), Take::Exactly) => return Err(format!("malformed request head: {err}")),
     };
+    let bytes = &bytes[..len];
+    let line_end = match bytes.iter().position(|&b| b == b'\n') {
+        Some(lf) if lf > 0 && bytes[lf - 1] == b'\r' => lf - 1,
+        _ => find(bytes, b"\r\n", 0).unwrap_or(0),
+    };
+    let head = Head { line: &bytes[..line_end], method: request.method.unwrap_or(""), headers: request.headers };
     let chunked = match head.values("transfer-encoding").last() {
         None => false,
         Some(_) if head.values("content-length").next().is_some() => {
@@ -229,7 +246,8 @@ fn parse(bytes: &[u8], rewrite: &dyn Fn(&Head<'_>) -> Vec<u8>) -> Result<(Vec<u8
     } else {
         State::Head(Vec::new())
     };
-    Ok((rewrite(&head), next))
+    rewrite(&head, out);
+    Ok(Some((len, next)))
 }
 
 /// The request's `Content-Length` (0 without one); several must agree.

@@ -26,7 +26,7 @@
 pub mod framing;
 
 use framing::{Head, Requests};
-use refractium_plugin_sdk::hook::{Action, Direction, Hook};
+use refractium_plugin_sdk::hook::{Action, Direction, Directions, Hook};
 use refractium_plugin_sdk::{Detection, Peer};
 use serde_json::Value;
 
@@ -52,10 +52,10 @@ pub struct Stream {
 /// The client's address, written out once for every request's headers.
 #[derive(Debug)]
 struct Client {
-    /// As `X-Forwarded-For` and `X-Real-IP` give it.
-    ip: String,
-    /// As `Forwarded` gives it (`for=…`).
+    /// As `Forwarded` gives it (`for=…`); the address itself, as
+    /// `X-Forwarded-For` and `X-Real-IP` give it, is `forwarded[ip]`.
     forwarded: String,
+    ip: std::ops::Range<usize>,
 }
 
 fn pairs(value: Option<&Value>, key: &str) -> Result<Vec<(String, String)>, String> {
@@ -119,68 +119,67 @@ fn parse(config: &str) -> Result<HttpHeaders, String> {
 }
 
 impl HttpHeaders {
-    /// `head` with the configured changes, for a client at `client`.
-    fn rewrite(&self, head: &Head<'_>, client: Option<&Client>) -> Vec<u8> {
+    /// Append `head` with the configured changes, for a client at `client`, to `out`.
+    fn rewrite(&self, head: &Head<'_>, client: Option<&Client>, out: &mut Vec<u8>) {
         let replaced = |name: &str| {
             self.remove.iter().chain(self.set.iter().map(|(n, _)| n)).any(|r| r.eq_ignore_ascii_case(name))
                 || (self.real_ip && client.is_some() && name.eq_ignore_ascii_case("x-real-ip"))
         };
-        let mut out = Vec::with_capacity(head.line.len() + 256);
+        out.reserve(head.line.len() + 256);
         out.extend_from_slice(head.line);
         out.extend_from_slice(b"\r\n");
-        let mut header = |name: &str, value: &[u8]| {
+        let mut header = |name: &str, value: &[&[u8]]| {
             out.extend_from_slice(name.as_bytes());
             out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
+            for part in value {
+                out.extend_from_slice(part);
+            }
             out.extend_from_slice(b"\r\n");
         };
         let (mut xff_done, mut fwd_done) = (false, false);
-        for (name, value) in &head.headers {
+        for (at, h) in head.headers.iter().enumerate() {
+            let (name, value) = (h.name, h.value);
             if replaced(name) {
                 continue;
             }
             match client {
                 // The client is appended to the last header of the name.
-                Some(c)
-                    if self.forwarded_for
-                        && name.eq_ignore_ascii_case("x-forwarded-for")
-                        && is_last(head, name, value) =>
-                {
-                    header(name, &[*value, b", ", c.ip.as_bytes()].concat());
+                Some(c) if self.forwarded_for && name.eq_ignore_ascii_case("x-forwarded-for") && is_last(head, at) => {
+                    header(name, &[value, b", ", c.ip().as_bytes()]);
                     xff_done = true;
                     continue;
                 }
-                Some(c) if self.forwarded && name.eq_ignore_ascii_case("forwarded") && is_last(head, name, value) => {
-                    header(name, &[*value, b", ", c.forwarded.as_bytes()].concat());
+                Some(c) if self.forwarded && name.eq_ignore_ascii_case("forwarded") && is_last(head, at) => {
+                    header(name, &[value, b", ", c.forwarded.as_bytes()]);
                     fwd_done = true;
                     continue;
                 }
                 _ => {}
             }
-            header(name, value);
+            header(name, &[value]);
         }
         for (name, value) in self.set.iter().chain(&self.add) {
-            header(name, value.as_bytes());
+            header(name, &[value.as_bytes()]);
         }
         if let Some(c) = client {
             if self.forwarded_for && !xff_done {
-                header("X-Forwarded-For", c.ip.as_bytes());
+                header("X-Forwarded-For", &[c.ip().as_bytes()]);
             }
             if self.real_ip {
-                header("X-Real-IP", c.ip.as_bytes());
+                header("X-Real-IP", &[c.ip().as_bytes()]);
             }
             if self.forwarded && !fwd_done {
-                header("Forwarded", c.forwarded.as_bytes());
+                header("Forwarded", &[c.forwarded.as_bytes()]);
             }
         }
         out.extend_from_slice(b"\r\n");
-        out
     }
 }
 
-/// Whether (`name`, `value`) is the last header of that name in `head`.
-fn is_last(head: &Head<'_>, name: &str, value: &[u8]) -> bool {
-    head.headers.iter().rev().find(|(n, _)| n.eq_ignore_ascii_case(name)).is_some_and(|(_, v)| std::ptr::eq(*v, value))
+/// Whether header `at` of `head` is the last one of its name.
+fn is_last(head: &Head<'_>, at: usize) -> bool {
+    let name = head.headers[at].name;
+    !head.headers[at + 1..].iter().any(|h| h.name.eq_ignore_ascii_case(name))
 }
 
 impl Client {
@@ -188,28 +187,55 @@ impl Client {
     /// it; `None` for anything else. The address is taken as written, not
     /// formatted again: formatting is the costliest part of a session here.
     fn of(client_addr: &str) -> Option<Client> {
-        let (host, _port) = client_addr.rsplit_once(':')?;
-        let (ip, v6) = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            // Without a zone (`%eth0`): it means nothing to the server.
-            Some(inner) => (inner.split('%').next().unwrap_or(inner), true),
-            None => (host, false),
-        };
-        match ip.parse::<std::net::IpAddr>().ok()? {
-            std::net::IpAddr::V6(_) if v6 => {
-                // `for=` of the `Forwarded` header (RFC 7239): an IPv6
-                // address quoted in brackets.
-                Some(Client { ip: ip.to_string(), forwarded: ["for=\"[", ip, "]\""].concat() })
+        let colon = client_addr.bytes().rposition(|b| b == b':')?;
+        let host = &client_addr[..colon];
+        if is_ipv4(host.as_bytes()) {
+            let mut forwarded = String::with_capacity(4 + host.len());
+            forwarded.push_str("for=");
+            forwarded.push_str(host);
+            return Some(Client { forwarded, ip: 4..4 + host.len() });
+        }
+        let inner = host.strip_prefix('[')?.strip_suffix(']')?;
+        // Without a zone (`%eth0`): it means nothing to the server.
+        let ip = inner.split('%').next().unwrap_or(inner);
+        ip.parse::<std::net::Ipv6Addr>().ok()?;
+        // `for=` of the `Forwarded` header (RFC 7239): an IPv6 address
+        // quoted in brackets.
+        Some(Client { forwarded: ["for=\"[", ip, "]\""].concat(), ip: 6..6 + ip.len() })
+    }
+
+    /// The address, as `X-Forwarded-For` and `X-Real-IP` give it.
+    fn ip(&self) -> &str {
+        self.forwarded.get(self.ip.clone()).unwrap_or_default()
+    }
+}
+
+/// Whether `text` is a dotted-quad IPv4 address as `Display` writes one:
+/// four decimal numbers up to 255, without leading zeros.
+fn is_ipv4(text: &[u8]) -> bool {
+    // The number being read, its digits, and the dots so far.
+    let (mut value, mut digits, mut dots) = (0u16, 0u8, 0u8);
+    for &b in text {
+        match b {
+            b'0'..=b'9' if digits < 3 && !(digits == 1 && value == 0) => {
+                value = value * 10 + u16::from(b - b'0');
+                digits += 1;
             }
-            std::net::IpAddr::V4(_) if !v6 => Some(Client { ip: ip.to_string(), forwarded: ["for=", ip].concat() }),
-            _ => None,
+            b'.' if digits > 0 && value <= 255 && dots < 3 => {
+                (value, digits, dots) = (0, 0, dots + 1);
+            }
+            _ => return false,
         }
     }
+    dots == 3 && digits > 0 && value <= 255
 }
 
 impl Hook for HttpHeaders {
     const NAME: &'static str = "http-headers";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     type Session = Stream;
+    /// Responses pass unchanged: the proxy relays them without the hook.
+    const DIRECTIONS: Directions = Directions::ClientToServer;
 
     fn new(config: &str) -> Result<Self, String> {
         parse(config)
@@ -219,14 +245,15 @@ impl Hook for HttpHeaders {
         Stream { client: Client::of(&peer.client_addr), requests: Requests::default() }
     }
 
-    /// Responses are not looked at (the hook passes that direction at its
-    /// first chunk), nor is a tunnel's traffic after an upgrade.
+    /// Responses are not looked at (the proxy does not call the hook for
+    /// them; a host that did would see them passed at the first chunk),
+    /// nor is a tunnel's traffic after an upgrade.
     fn on_data(&self, stream: &mut Stream, direction: Direction, data: Vec<u8>) -> Action {
         if direction == Direction::ServerToClient {
             return Action::Pass(data);
         }
         let client = stream.client.as_ref();
-        match stream.requests.feed(&data, &|head| self.rewrite(head, client)) {
+        match stream.requests.feed(&data, &|head, out| self.rewrite(head, client, out)) {
             Ok(out) if stream.requests.is_tunnel() => Action::Pass(out),
             Ok(out) => Action::Forward(out),
             Err(why) => Action::Respond { data: BAD_REQUEST.to_vec(), reason: format!("400: {why}") },

@@ -112,8 +112,8 @@ impl Exports {
 
     /// `constructor(peer, detection, route)`, with the client's address
     /// alone (see the module's doc).
-    pub fn open(&self, store: &mut Store<HostState>, client_addr: &str) -> wasmtime::Result<Rep> {
-        let (client_ptr, client_len) = put(&mut *store, &self.guest, client_addr.as_bytes())?;
+    pub fn open(&self, store: &mut Store<HostState>, client_addr: &[u8]) -> wasmtime::Result<Rep> {
+        let (client_ptr, client_len) = put(&mut *store, &self.guest, client_addr)?;
         let (memory, realloc) = &self.guest;
         let at = realloc.call(&mut *store, (0, 0, 4, PARAMS as u32))?;
         let mut params = [0u8; PARAMS];
