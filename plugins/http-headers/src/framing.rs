@@ -72,7 +72,9 @@ impl Requests {
     /// `Err` with why the stream is not HTTP/1.x it can follow. Bytes of a
     /// head not yet complete are held.
     pub fn feed(&mut self, mut data: &[u8], rewrite: &Rewrite<'_>) -> Result<Vec<u8>, String> {
-        let mut out = Vec::with_capacity(data.len() + 128);
+        // Room for what a rewrite usually adds to a head, so that the output
+        // is allocated once.
+        let mut out = Vec::with_capacity(data.len() + 256);
         while !data.is_empty() {
             match &mut self.state {
                 State::Tunnel => {

@@ -125,7 +125,6 @@ impl HttpHeaders {
             self.remove.iter().chain(self.set.iter().map(|(n, _)| n)).any(|r| r.eq_ignore_ascii_case(name))
                 || (self.real_ip && client.is_some() && name.eq_ignore_ascii_case("x-real-ip"))
         };
-        out.reserve(head.line.len() + 256);
         out.extend_from_slice(head.line);
         out.extend_from_slice(b"\r\n");
         let mut header = |name: &str, value: &[&[u8]]| {
