@@ -88,6 +88,17 @@ impl Directions {
             Directions::ServerToClient => 2,
         }
     }
+
+    /// What the byte `bits` of [`DIRECTIONS_SECTION`] declares, as
+    /// [`Directions::bits`] writes it; `None` for any other byte.
+    pub const fn from_bits(bits: u8) -> Option<Directions> {
+        match bits {
+            3 => Some(Directions::Both),
+            1 => Some(Directions::ClientToServer),
+            2 => Some(Directions::ServerToClient),
+            _ => None,
+        }
+    }
 }
 
 /// The custom section in which [`export_hook!`](crate::export_hook)

@@ -308,13 +308,19 @@ pub(super) fn declared_directions(component: &[u8]) -> anyhow::Result<[bool; 2]>
         if let wasmparser::Payload::CustomSection(section) = payload.context("reading the plugin")?
             && section.name() == SECTION
         {
-            return match section.data() {
-                &[bits @ 1..=3] => Ok([bits & 1 != 0, bits & 2 != 0]),
-                other => anyhow::bail!(
-                    "its custom section `{SECTION}` holds {} bytes {other:02x?}; it must be one byte: 1 (client-to-server), 2 (server-to-client) or 3 (both)",
-                    other.len()
-                ),
+            use refractium_plugin_sdk::hook::{Direction as Side, Directions};
+            let declared = match section.data() {
+                &[bits] => Directions::from_bits(bits),
+                _ => None,
             };
+            let Some(declared) = declared else {
+                let data = section.data();
+                anyhow::bail!(
+                    "its custom section `{SECTION}` holds {} bytes {data:02x?}; it must be one byte: 1 (client-to-server), 2 (server-to-client) or 3 (both)",
+                    data.len()
+                );
+            };
+            return Ok([declared.includes(Side::ClientToServer), declared.includes(Side::ServerToClient)]);
         }
     }
     Ok([true; 2])
