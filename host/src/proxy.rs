@@ -262,7 +262,7 @@ async fn open<'a>(at: &mut Arrival<'a>, stream: &mut TcpStream, entry: &mut Entr
         };
         if !first.is_empty() {
             match opened.data(Direction::ClientToServer, &first) {
-                Ok(out) => first = Cow::Owned(out),
+                Ok(out) => first = Cow::Owned(out.into_owned()),
                 Err(stop) => {
                     if let Stop::Respond { data, .. } = &stop {
                         forward::hooked::respond(stream, data).await;

@@ -193,6 +193,11 @@ fn a_broken_hook_closes_only_its_own_connection() {
         });
         assert_eq!(line["route"], "web", "{line}");
     }
+    // The panic's message reaches the log, as the hook wrote it to stderr.
+    let panic = proxy.wait_log(10, |v| {
+        v["plugin"] == "fragile" && v["message"].as_str().is_some_and(|m| m.contains("testhook: deliberate panic"))
+    });
+    assert_eq!(panic["level"], "WARN", "{panic}");
     // Every one of the fifty still has its own session and finishes intact.
     for (i, c) in clients.iter_mut().enumerate() {
         let line = format!("client {i} still here\n");

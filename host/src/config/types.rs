@@ -281,8 +281,8 @@ pub struct Plugins {
     /// Directory of compiled components, resolved like `dir`; `None` = the
     /// default cache.
     pub cache_dir: Option<PathBuf>,
-    /// Whether plugin files' detectors may be called through their main
-    /// core module when their shape permits (built-ins always are).
+    /// Whether plugin files' detectors and hooks may be called through their
+    /// main core module when their shape permits (built-ins always are).
     pub direct_calls: bool,
 }
 

@@ -85,6 +85,8 @@ struct Link {
     /// By [`Direction::slot`]: the hook said `pass` for that direction, or
     /// is not called for it.
     passed: [bool; 2],
+    /// The hook's name, for a [`Stop`].
+    name: Arc<str>,
 }
 
 impl HookChain {
@@ -114,7 +116,7 @@ impl HookChain {
                 (Ok(session), _) => {
                     // A direction the hook is not called for starts passed.
                     let passed = [Direction::ClientToServer, Direction::ServerToClient].map(|d| !hook.watches(d));
-                    sessions.push(Link { session, passed });
+                    sessions.push(Link { name: session.shared_name(), session, passed });
                 }
                 (Err(why), OnHookFailure::Bypass) => {
                     tracing::debug!(hook = hook.name(), route, reason = &*why, "hook bypassed");
@@ -132,18 +134,19 @@ impl HookChain {
     }
 
     /// Pass a chunk from one side through every hook that has not passed
-    /// its direction; what the last one forwards.
-    pub fn data(&mut self, direction: Direction, chunk: &[u8]) -> Result<Vec<u8>, Stop> {
+    /// its direction; what the last one forwards, which may lie in its
+    /// memory until the chain's next call.
+    pub fn data<'a>(&'a mut self, direction: Direction, chunk: &'a [u8]) -> Result<Cow<'a, [u8]>, Stop> {
         let mut carry = Cow::Borrowed(chunk);
         for link in self.sessions.iter_mut().filter(|link| !link.passed[direction.slot()]) {
             if carry.is_empty() {
                 // Held back: the hooks after this one see nothing this time.
                 break;
             }
-            let answer = link.session.on_data(direction, &carry);
-            carry = Cow::Owned(link.forwarded(direction, answer)?);
+            let answer = link.session.on_data_in_place(direction, &carry);
+            carry = forwarded(&mut link.passed, &link.name, direction, answer)?;
         }
-        Ok(carry.into_owned())
+        Ok(carry)
     }
 
     /// That side has finished sending: the last words of every hook that
@@ -172,17 +175,28 @@ impl HookChain {
 impl Link {
     /// The bytes a hook forwarded, or how it stopped the connection.
     fn forwarded(&mut self, direction: Direction, answer: Result<Action, Failure>) -> Result<Vec<u8>, Stop> {
-        let hook = || self.session.name().to_string();
-        match answer {
-            Ok(Action::Forward(bytes)) => Ok(bytes),
-            Ok(Action::Pass(bytes)) => {
-                self.passed[direction.slot()] = true;
-                Ok(bytes)
-            }
-            Ok(Action::Respond { data, reason }) => Err(Stop::Respond { hook: hook(), data, reason }),
-            Ok(Action::Close(reason)) => Err(Stop::Close { hook: hook(), reason }),
-            Err(failure) => Err(Stop::Failed { hook: hook(), failure }),
+        forwarded(&mut self.passed, &self.name, direction, answer)
+    }
+}
+
+/// The bytes a hook (`name`, which has passed the directions `passed`)
+/// forwarded, or how it stopped the connection.
+fn forwarded<B>(
+    passed: &mut [bool; 2],
+    name: &str,
+    direction: Direction,
+    answer: Result<Action<B>, Failure>,
+) -> Result<B, Stop> {
+    let hook = || name.to_string();
+    match answer {
+        Ok(Action::Forward(bytes)) => Ok(bytes),
+        Ok(Action::Pass(bytes)) => {
+            passed[direction.slot()] = true;
+            Ok(bytes)
         }
+        Ok(Action::Respond { data, reason }) => Err(Stop::Respond { hook: hook(), data, reason }),
+        Ok(Action::Close(reason)) => Err(Stop::Close { hook: hook(), reason }),
+        Err(failure) => Err(Stop::Failed { hook: hook(), failure }),
     }
 }
 
@@ -280,22 +294,42 @@ async fn pump(way: super::Direction<'_>, direction: Direction, chain: &RefCell<H
             let last = n == 0 || (ready.is_read_closed() && !ready.is_error() && n < len);
             let mut chain = chain.borrow_mut();
             let out = if n == 0 {
-                Ok(Vec::new())
+                Ok(Cow::Borrowed(&[][..]))
             } else {
                 way.record(n);
                 chain.data(direction, &chunk[..n])
             };
             let out = match out {
-                Ok(mut out) if last => chain.end(direction).map(|more| {
-                    out.extend(more);
-                    out
-                }),
+                Ok(out) if last => {
+                    let mut out = out.into_owned();
+                    chain.end(direction).map(|more| {
+                        out.extend(more);
+                        Cow::Owned(out)
+                    })
+                }
                 out => out,
+            };
+            // What the socket takes now is written from where the hooks
+            // left it (for a hook called directly, its memory); the rest is
+            // copied out to wait for the socket. The last bytes wait
+            // (`MSG_MORE`) for the half-close that follows at once, so that
+            // they and the FIN go out together.
+            let out = match out {
+                Ok(out) if out.is_empty() => Ok((Vec::new(), false)),
+                Ok(out) => {
+                    let sent = match super::send(to, &out, last) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+                        Err(e) => return Err(Halt::Io(way.to_side, e)),
+                    };
+                    Ok((out.get(sent..).unwrap_or_default().to_vec(), true))
+                }
+                Err(stop) => Err(stop),
             };
             Ok(Some((out, last)))
         })?;
         let Some((out, ended)) = read else { continue };
-        let out = match out {
+        let (rest, wrote) = match out {
             Ok(out) => out,
             Err(Stop::Respond { hook, data, reason }) => {
                 respond(from, &data).await;
@@ -303,19 +337,8 @@ async fn pump(way: super::Direction<'_>, direction: Direction, chain: &RefCell<H
             }
             Err(stop) => return Err(Halt::Hook(stop)),
         };
-        // The last bytes wait (`MSG_MORE`) for the half-close that follows
-        // at once, so that they and the FIN go out together.
-        let sent = if ended && !out.is_empty() {
-            match super::send(to, &out, true) {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(Halt::Io(way.to_side, e)),
-            }
-        } else {
-            0
-        };
-        write_all(to, out.get(sent..).unwrap_or_default()).await.map_err(|e| Halt::Io(way.to_side, e))?;
-        if !out.is_empty() {
+        write_all(to, &rest).await.map_err(|e| Halt::Io(way.to_side, e))?;
+        if wrote {
             way.idle.touch();
         }
         if ended {

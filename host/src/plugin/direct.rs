@@ -52,6 +52,7 @@ use refractium_plugin_sdk::crypto::native as crypto;
 use wasmtime::{AsContextMut, Caller, InstancePre, Linker, Memory, Module, Store, TypedFunc};
 
 pub mod hook;
+mod wasi;
 
 const HOST: &str = "refractium:plugin/host@0.1.0";
 const CRYPTO: &str = "refractium:plugin/crypto@0.1.0";
@@ -80,7 +81,12 @@ const MAX_FILE_MODULE: usize = 4 << 20;
 /// shares them with other modules of the component, which the direct path
 /// does not instantiate).
 pub fn file_main_module(component: &[u8]) -> anyhow::Result<&[u8]> {
-    let module = main_module(component)?;
+    file_module_exporting(component, DETECT)
+}
+
+/// [`file_main_module`] for the module that exports `export`.
+fn file_module_exporting<'c>(component: &'c [u8], export: &str) -> anyhow::Result<&'c [u8]> {
+    let module = module_exporting(component, export)?;
     if module.len() > MAX_FILE_MODULE {
         anyhow::bail!("its main module is over {MAX_FILE_MODULE} bytes");
     }
@@ -150,11 +156,19 @@ pub struct Pre {
     file: bool,
 }
 
+/// Whose module is linked, and so what its imports get.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Builtin,
+    DetectorFile,
+    HookFile,
+}
+
 impl Pre {
     /// Link a built-in's `module`: `log`, `crypto`, the seed, and a trap
     /// for every other import.
     pub fn new(module: &Module) -> anyhow::Result<Pre> {
-        Self::link(module, false)
+        Self::link(module, Kind::Builtin)
     }
 
     /// Link the main module of a plugin file (one [`file_main_module`]
@@ -162,11 +176,21 @@ impl Pre {
     /// does not serve fails the call with [`NeedsComponent`] instead of
     /// trapping, and that `detect` gets the real peer.
     pub fn for_file(module: &Module) -> anyhow::Result<Pre> {
-        Self::link(module, true)
+        Self::link(module, Kind::DetectorFile)
     }
 
-    fn link(module: &Module, file: bool) -> anyhow::Result<Pre> {
+    /// Link the main module of a hook plugin file (one
+    /// [`hook::file_module`] accepted) as a built-in's, with the WASI
+    /// functions of [`wasi`] besides; an import served by neither is an
+    /// error: the hook is then called through its component. Its sessions
+    /// get all their arguments.
+    pub fn for_hook_file(module: &Module) -> anyhow::Result<Pre> {
+        Self::link(module, Kind::HookFile)
+    }
+
+    fn link(module: &Module, kind: Kind) -> anyhow::Result<Pre> {
         let mut linker = Linker::new(module.engine());
+        let file = kind != Kind::Builtin;
         for import in module.imports() {
             let served = match (import.module(), import.name()) {
                 (HOST, "log") => {
@@ -182,9 +206,23 @@ impl Pre {
                     linker.func_wrap(hook::RESOURCES, name, hook::resource_new).map_err(anyhow::Error::from)?;
                     true
                 }
+                (hook::RESOURCES, name @ hook::RESOURCE_DROP) if kind == Kind::HookFile => {
+                    linker.func_wrap(hook::RESOURCES, name, hook::resource_drop).map_err(anyhow::Error::from)?;
+                    true
+                }
+                (module, name) if kind == Kind::HookFile => {
+                    wasi::define(&mut linker, module, name).map_err(anyhow::Error::from)?
+                }
                 _ => false,
             };
-            if let (false, true, wasmtime::ExternType::Func(ty)) = (served, file, import.ty()) {
+            if !served && kind == Kind::HookFile {
+                anyhow::bail!(
+                    "its main module imports `{}#{}`, which only its component serves",
+                    import.module(),
+                    import.name()
+                );
+            }
+            if let (false, Kind::DetectorFile, wasmtime::ExternType::Func(ty)) = (served, kind, import.ty()) {
                 let what = format!("{}#{}", import.module(), import.name());
                 linker
                     .func_new(import.module(), import.name(), ty, move |_, _, _| {
@@ -611,6 +649,41 @@ mod tests {
     use super::*;
     use crate::plugin::{cache, loader::builtin};
     use std::sync::Arc;
+
+    /// A hook file's main module is called directly only when the direct
+    /// path serves every import it has: the WASI functions a standard
+    /// library imports link; one more (a filesystem call) sends the hook to
+    /// its component, the error naming the import; so does a served name
+    /// imported with another signature.
+    #[test]
+    fn a_hook_file_is_called_directly_only_if_every_import_is_served() {
+        let module = |imports: &str| {
+            let text = format!("(module {imports} (memory (export \"memory\") 1))");
+            Module::new(crate::plugin::engine::engine(), wat::parse_str(text).expect("wat")).expect("module")
+        };
+        let served = r#"
+            (import "refractium:plugin/host@0.1.0" "log" (func (param i32 i32 i32)))
+            (import "[export]refractium:plugin/hook@0.1.0" "[resource-new]session" (func (param i32) (result i32)))
+            (import "[export]refractium:plugin/hook@0.1.0" "[resource-drop]session" (func (param i32)))
+            (import "wasi:cli/stderr@0.2.0" "get-stderr" (func (result i32)))
+            (import "wasi:io/streams@0.2.3" "[method]output-stream.blocking-write-and-flush" (func (param i32 i32 i32 i32)))
+            (import "wasi:io/streams@0.2.0" "[resource-drop]output-stream" (func (param i32)))
+            (import "wasi:cli/environment@0.2.0" "get-environment" (func (param i32)))
+            (import "wasi:cli/exit@0.2.0" "exit" (func (param i32)))
+            (import "wasi:clocks/monotonic-clock@0.2.0" "now" (func (result i64)))
+            (import "wasi:clocks/wall-clock@0.2.0" "now" (func (param i32)))
+            (import "wasi:random/insecure-seed@0.2.0" "insecure-seed" (func (param i32)))
+        "#;
+        Pre::for_hook_file(&module(served)).expect("every import served");
+        let unserved = r#"(import "wasi:filesystem/preopens@0.2.0" "get-directories" (func (param i32)))"#;
+        let err = Pre::for_hook_file(&module(&format!("{served}{unserved}"))).err().expect("refused").to_string();
+        assert!(err.contains("wasi:filesystem/preopens@0.2.0#get-directories"), "{err}");
+        let retyped = r#"(import "wasi:cli/stderr@0.2.0" "get-stderr" (func (param i32)))"#;
+        assert!(Pre::for_hook_file(&module(retyped)).is_err(), "a served name with another signature");
+        // A detector file keeps its fallback: the same import links, to
+        // fail the call it is reached in.
+        Pre::for_file(&module(unserved)).expect("a detector file links whatever it imports");
+    }
 
     /// Every built-in runs with the SDK's call arena, which
     /// `export_detector!` installs: two blocks allocated back to back, with

@@ -26,6 +26,7 @@ use super::detector::{Detection, Info, Peer};
 use super::direct::{self, hook::Rep};
 use super::loader::Source;
 use super::sandbox::{Cause, Failure, HostState, LogBudget, MAX_STRING};
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,17 +58,29 @@ impl Direction {
     }
 }
 
-/// What a hook said to do with a chunk.
+/// What a hook said to do with a chunk; `B` holds the bytes it forwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub enum Action<B = Vec<u8>> {
     /// Write these bytes on.
-    Forward(Vec<u8>),
+    Forward(B),
     /// Send `data` back to the side the chunk came from, then close.
     Respond { data: Vec<u8>, reason: String },
     /// Close, for this reason.
     Close(String),
     /// Write these bytes on, and do not call the hook for this direction again.
-    Pass(Vec<u8>),
+    Pass(B),
+}
+
+impl<B> Action<B> {
+    /// The same action, with its forwarded bytes made by `f`.
+    pub fn map<C>(self, f: impl FnOnce(B) -> C) -> Action<C> {
+        match self {
+            Action::Forward(bytes) => Action::Forward(f(bytes)),
+            Action::Pass(bytes) => Action::Pass(f(bytes)),
+            Action::Respond { data, reason } => Action::Respond { data, reason },
+            Action::Close(reason) => Action::Close(reason),
+        }
+    }
 }
 
 /// The most bytes one hook call may hand back: room to double a whole chunk
@@ -186,6 +199,12 @@ impl HookPlugin {
         self.watches[direction.slot()]
     }
 
+    /// Whether its instances are called through their main module
+    /// ([`direct::hook`]) rather than through the component.
+    pub fn calls_directly(&self) -> bool {
+        matches!(self.pre, HookPre::Direct(_))
+    }
+
     /// Whether the plugin is disabled after failing again and again.
     pub fn is_disabled(&self) -> bool {
         self.breaker.is_disabled()
@@ -256,7 +275,7 @@ impl HookPlugin {
         let opened = self.instance().and_then(|mut instance| {
             let result = {
                 let _running = super::detector::start_call(&mut instance.store, self.budget);
-                match &instance.calls {
+                match &mut instance.calls {
                     Calls::Component(bindings) => {
                         let detection = wit::Detection {
                             protocol: detection.protocol.clone(),
@@ -270,7 +289,7 @@ impl HookPlugin {
                             .map(Handle::Component)
                     }
                     Calls::Direct(exports) => {
-                        exports.open(&mut instance.store, peer.client_addr().as_bytes()).map(Handle::Direct)
+                        exports.open(&mut instance.store, peer, detection, route).map(Handle::Direct)
                     }
                 }
             };
@@ -355,10 +374,12 @@ enum Op<'a> {
 }
 
 impl Instance {
-    /// Make the call `op` in the session `handle`.
-    fn call(&mut self, handle: Handle, op: Op<'_>) -> wasmtime::Result<Action> {
+    /// Make the call `op` in the session `handle`. Bytes a direct call
+    /// forwards stay in guest memory ([`direct::hook::Bytes`]).
+    fn call(&mut self, handle: Handle, op: Op<'_>) -> wasmtime::Result<Action<direct::hook::Bytes>> {
+        use direct::hook::Bytes;
         let store = &mut self.store;
-        match (&self.calls, handle) {
+        match (&mut self.calls, handle) {
             (Calls::Direct(exports), Handle::Direct(rep)) => match op {
                 Op::Data(direction, data) => exports.on_data(store, rep, direction, data),
                 Op::End(direction) => exports.on_end(store, rep, direction),
@@ -370,19 +391,30 @@ impl Instance {
                     Op::End(direction) => guest.call_on_end(store, session, direction.to_wit()),
                 }?;
                 Ok(match action {
-                    wit_hook::Action::Forward(data) => Action::Forward(data),
+                    wit_hook::Action::Forward(data) => Action::Forward(Bytes::Owned(data)),
                     wit_hook::Action::Respond(r) => Action::Respond { data: r.data, reason: r.reason },
                     wit_hook::Action::Close(reason) => Action::Close(reason),
-                    wit_hook::Action::Pass(data) => Action::Pass(data),
+                    wit_hook::Action::Pass(data) => Action::Pass(Bytes::Owned(data)),
                 })
             }
             _ => wasmtime::bail!("a session called in an instance of another kind"),
         }
     }
 
+    /// The bytes `bytes` of an answer of the last call.
+    fn bytes(&self, bytes: direct::hook::Bytes) -> Cow<'_, [u8]> {
+        match (bytes, &self.calls) {
+            (direct::hook::Bytes::Owned(data), _) => Cow::Owned(data),
+            (direct::hook::Bytes::Guest(at, len), Calls::Direct(exports)) => {
+                Cow::Borrowed(exports.bytes(&self.store, (at, len)))
+            }
+            (direct::hook::Bytes::Guest(..), Calls::Component(_)) => Cow::Borrowed(&[]),
+        }
+    }
+
     /// Drop the session `handle`: the guest's destructor runs.
     fn drop_session(&mut self, handle: Handle) -> wasmtime::Result<()> {
-        match (&self.calls, handle) {
+        match (&mut self.calls, handle) {
             (Calls::Direct(exports), Handle::Direct(rep)) => exports.drop_session(&mut self.store, rep),
             (Calls::Component(_), Handle::Component(session)) => session.resource_drop(&mut self.store),
             _ => wasmtime::bail!("a session dropped in an instance of another kind"),
@@ -423,18 +455,30 @@ impl Session {
         &self.plugin.name
     }
 
+    /// The hook's name, shared.
+    pub fn shared_name(&self) -> Arc<str> {
+        self.plugin.name.clone()
+    }
+
     /// A chunk from one side.
     pub fn on_data(&mut self, direction: Direction, data: &[u8]) -> Result<Action, Failure> {
+        self.on_data_in_place(direction, data).map(|action| action.map(Cow::into_owned))
+    }
+
+    /// [`Self::on_data`], with the bytes the hook forwards where they are:
+    /// in its memory, for a hook called directly, until the session's next
+    /// call.
+    pub fn on_data_in_place(&mut self, direction: Direction, data: &[u8]) -> Result<Action<Cow<'_, [u8]>>, Failure> {
         self.plugin.breaker.counters().bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed);
         self.call(Op::Data(direction, data))
     }
 
     /// That side has finished sending.
     pub fn on_end(&mut self, direction: Direction) -> Result<Action, Failure> {
-        self.call(Op::End(direction))
+        self.call(Op::End(direction)).map(|action| action.map(Cow::into_owned))
     }
 
-    fn call(&mut self, op: Op<'_>) -> Result<Action, Failure> {
+    fn call(&mut self, op: Op<'_>) -> Result<Action<Cow<'_, [u8]>>, Failure> {
         let Some(instance) = self.instance.as_mut() else {
             let detail = "its instance was lost in an earlier failed call".to_string();
             return Err(Failure { cause: Cause::Trap, detail });
@@ -444,32 +488,33 @@ impl Session {
             instance.call(self.session, op)
         };
         instance.store.data_mut().console_flush();
-        let failure = match result {
-            Ok(Action::Respond { data, reason }) => {
-                return Ok(self.succeeded(Action::Respond { data, reason: cut(reason) }));
+        let action = match result {
+            Ok(Action::Respond { data, reason }) => Action::Respond { data, reason: cut(reason) },
+            Ok(Action::Close(reason)) => Action::Close(cut(reason)),
+            Ok(action) => action,
+            Err(err) => {
+                let failure = instance.store.data().failure(&err, self.plugin.memory);
+                // A call that failed may have left the instance half-way
+                // through anything: it serves nobody again.
+                self.instance = None;
+                self.plugin.failed(&failure);
+                return Err(failure);
             }
-            Ok(Action::Close(reason)) => return Ok(self.succeeded(Action::Close(cut(reason)))),
-            Ok(action) => return Ok(self.succeeded(action)),
-            Err(err) => instance.store.data().failure(&err, self.plugin.memory),
         };
-        // A call that failed may have left the instance half-way through
-        // anything: it serves nobody again.
-        self.instance = None;
-        self.plugin.failed(&failure);
-        Err(failure)
-    }
-
-    fn succeeded(&self, action: Action) -> Action {
         let counters = self.plugin.breaker.counters();
         self.plugin.breaker.succeeded();
         counters.calls.fetch_add(1, Ordering::Relaxed);
+        let Some(instance) = self.instance.as_ref() else {
+            return Err(Failure { cause: Cause::Trap, detail: "its instance was lost".to_string() });
+        };
+        let action = action.map(|bytes| instance.bytes(bytes));
         match &action {
             Action::Forward(data) | Action::Pass(data) => {
                 counters.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed)
             }
             Action::Respond { .. } | Action::Close(_) => counters.closes.fetch_add(1, Ordering::Relaxed),
         };
-        action
+        Ok(action)
     }
 }
 

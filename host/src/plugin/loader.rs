@@ -157,7 +157,28 @@ impl PluginSet {
                 None
             };
             let hook = if hooks {
-                let pre = HookPre::component(pre)?;
+                // Called through its main module when that serves all its
+                // imports (`direct::hook::file_module`); the module is
+                // cached under the file's hash, as a detector's is, so a
+                // file that is both must have one module for both.
+                let direct = if !config.plugins.direct_calls {
+                    Err(anyhow::anyhow!("`plugins.direct_calls` is off"))
+                } else {
+                    direct::hook::file_module(bytes).and_then(|module| {
+                        if detects && direct::main_module(bytes)?.as_ptr() != module.as_ptr() {
+                            anyhow::bail!("its detector and its hook are in different core modules");
+                        }
+                        let module = cache::compile(|| Ok(module), &hash, cache_dir.as_deref())?;
+                        direct::Pre::for_hook_file(&module).context("linking its main module")
+                    })
+                };
+                let pre = match direct {
+                    Ok(direct) => HookPre::Direct(direct),
+                    Err(why) => {
+                        tracing::debug!(plugin = name, reason = %format!("{why:#}"), "hook called through its component");
+                        HookPre::component(pre)?
+                    }
+                };
                 let watches = super::hook::declared_directions(bytes)?;
                 Some(Arc::new(
                     HookPlugin::new(name, source, hash, pre, refused, json, memory, budget)?.watching(watches),
@@ -472,7 +493,7 @@ mod direct_tests {
             ("rewrite", "{ rules: [ { from: HELLO, to: HOWDY, direction: both } ] }"),
         ];
         let mut yaml = format!(
-            "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: {{ servers: [127.0.0.1:1] }}\nplugins:\n  dir: {}\n  limits: {{ call_timeout: 1s }}\n  config:\n",
+            "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: {{ servers: [127.0.0.1:1] }}\nplugins:\n  dir: {}\n  direct_calls: false\n  limits: {{ call_timeout: 1s }}\n  config:\n",
             dir.path().display()
         );
         for (name, config) in configs {
@@ -526,6 +547,91 @@ mod direct_tests {
             }
         }
         assert!(compared > 1000, "{compared} calls compared");
+    }
+
+    /// A hook plugin file called through its main module answers what its
+    /// component answers, call by call, both ways: the test hook in each of
+    /// its modes (forwarding, rewriting, holding every byte, answering,
+    /// closing, echoing its session's arguments, trapping), given the real
+    /// peer, detection and route.
+    #[tokio::test]
+    async fn hook_files_called_directly_agree_with_their_component() {
+        use crate::plugin::Detection;
+        use crate::plugin::hook::Direction::{ClientToServer as Up, ServerToClient as Down};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let built = Path::new(env!("REFRACTIUM_TEST_PLUGINS_DIR")).join("refractium_test_testhook.wasm");
+        let modes = ["identity", "upper", "hold", "deny", "session", "count", "broken"];
+        let mut config = String::new();
+        for mode in modes {
+            std::fs::copy(&built, dir.path().join(format!("t-{mode}.wasm"))).expect("copy the test hook");
+            config.push_str(&format!("    t-{mode}: {{ mode: {mode} }}\n"));
+        }
+        let load = |direct: bool| {
+            let yaml = format!(
+                "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: {{ servers: [127.0.0.1:1] }}\nplugins:\n  dir: {}\n  direct_calls: {direct}\n  limits: {{ call_timeout: 1s }}\n  config:\n{config}",
+                dir.path().display()
+            );
+            let config = crate::config::parse(&yaml, Path::new("test.yaml")).expect("config");
+            async move { PluginSet::load(&config).await.expect("plugins load") }
+        };
+        let (direct, component) = (load(true).await, load(false).await);
+        let peers = [
+            Peer::new("192.0.2.1:5000", "192.0.2.2:443", "edge", false),
+            Peer::new("[2001:db8::1]:5000", "[2001:db8::2]:53", "dns", true),
+        ];
+        let detections = [
+            Detection::default(),
+            Detection {
+                protocol: "tls".into(),
+                sni: Some("a.example".into()),
+                alpn: vec!["h2".into(), "http/1.1".into()],
+                attributes: vec![("version".into(), "1.3".into()), ("ech".into(), String::new())],
+            },
+        ];
+        let streams: [&[(crate::plugin::hook::Direction, &[u8])]; 4] = [
+            &[(Up, b"GET / HTTP/1.1\r\n\r\n"), (Down, b"HTTP/1.1 200 OK\r\n\r\n"), (Up, b"more")],
+            &[(Up, b"please close"), (Up, b"after")],
+            &[(Up, b"this is forbidden"), (Down, b"late")],
+            &[(Down, b"server first"), (Up, b"a trap"), (Up, b"after the trap")],
+        ];
+        let mut compared = 0;
+        for mode in modes {
+            let name = format!("t-{mode}");
+            let (a, b) = (direct.hook(&name).expect("direct"), component.hook(&name).expect("component"));
+            assert!(a.calls_directly(), "{name} is called through its main module");
+            assert!(!b.calls_directly(), "`direct_calls: false` calls {name} through its component");
+            for (peer, detection) in peers.iter().zip(&detections) {
+                for stream in streams {
+                    let mut sessions = [&a, &b].map(|hook| hook.open(peer, detection, "web").expect("session"));
+                    for &(direction, chunk) in stream {
+                        let [x, y] = &mut sessions;
+                        let (got, want) = (x.on_data(direction, chunk), y.on_data(direction, chunk));
+                        assert_eq!(
+                            got.as_ref().map_err(|f| f.cause.label()),
+                            want.as_ref().map_err(|f| f.cause.label()),
+                            "{name}, {direction:?} {chunk:?}"
+                        );
+                        compared += 1;
+                    }
+                    for direction in [Up, Down] {
+                        let [x, y] = &mut sessions;
+                        let (got, want) = (x.on_end(direction), y.on_end(direction));
+                        assert_eq!(
+                            got.as_ref().map_err(|f| f.cause.label()),
+                            want.as_ref().map_err(|f| f.cause.label()),
+                            "{name} end, {direction:?}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(compared > 100, "{compared} calls compared");
+        // What `session` saw: everything the session was opened with.
+        let hook = direct.hook("t-session").expect("session");
+        let mut session = hook.open(&peers[1], &detections[1], "web").expect("session");
+        let seen = session.on_data(Up, b"x").expect("call");
+        let want = "[[2001:db8::1]:5000 [2001:db8::2]:53 dns Udp | tls Some(\"a.example\") [\"h2\", \"http/1.1\"] [(\"version\", \"1.3\"), (\"ech\", \"\")] | web]\nx";
+        assert_eq!(seen, crate::plugin::hook::Action::Forward(want.as_bytes().to_vec()));
     }
 
     /// A plugin file on the direct path whose call reaches an import only

@@ -1,39 +1,49 @@
-//! Built-in hooks called through their core module, as built-in detectors
-//! are (see [`super`]): our own code, whose core module implements
+//! Hooks called through their core module, as built-in detectors are (see
+//! [`super`]): the built-ins, and a plugin file whose main module imports
+//! only what this path serves ([`file_module`], [`super::Pre::for_hook_file`]:
+//! the host, `crypto`, and the WASI functions of [`super::wasi`] that a
+//! standard library imports). Such a module implements
 //! `refractium:plugin/hook@0.1.0` with the canonical ABI. A hooked short
 //! connection makes five calls (session, a chunk each way, the client's
 //! end, the drop); through the component layer each pays its lookups and
-//! lowerings again, which cost more than the built-in's own work.
+//! lowerings again, which cost more than a built-in's own work, and every
+//! byte a hook forwards is copied out of its memory. Here what a hook
+//! forwards is left in its memory ([`Bytes::Guest`]) for the caller to write
+//! to the socket from there; the post-return that frees it runs before the
+//! instance's next call ([`Exports::settle`]).
 //!
 //! The session resource: the guest's constructor hands its representation
 //! (a pointer into its memory) to the `[resource-new]session` import and
 //! returns what that answers, which here is the representation itself; the
 //! methods and the destructor take the representation, as the canonical ABI
-//! passes a resource to the component that defines it.
+//! passes a resource to the component that defines it. A guest that drops
+//! a session handle it owns (`[resource-drop]session`) runs the destructor,
+//! as the component layer would.
 //!
-//! What goes in: a built-in hook reads the client's address and nothing
-//! else of the session's arguments (`http-headers` writes it into the
-//! request; `deny` and `rewrite` read none), so the local address, the
-//! listener, the detection and the route go in empty: fewer guest
-//! allocations and copies per connection.
+//! What goes in: a plugin file's session gets everything it is opened
+//! with. A built-in hook reads the client's address and nothing else
+//! (`http-headers` writes it into the request; `deny` and `rewrite` read
+//! none), so the local address, the listener, the detection and the route
+//! go in empty: fewer guest allocations and copies per connection.
 //! `direct_hooks_agree_with_the_component` in the loader's tests gives the
 //! component the real arguments, and fails for a built-in that starts to
-//! read them.
+//! read them; `hook_files_called_directly_agree_with_their_component` holds
+//! a file's direct calls to its component's answers.
 //!
 //! Layouts (wasm32, canonical ABI): the constructor's parameters flatten to
 //! more than 16 values, so they go in memory the host allocates with the
 //! guest's `cabi_realloc` (the guest frees it): `peer` at 0 (three strings,
 //! `transport` a `u8` at 24), `detection` at 28 (`protocol`, `sni` an
-//! `option<string>`: `u8` at 36 and string at 40, `alpn` at 48,
-//! `attributes` at 56), `route` at 64; 72 bytes, alignment 4. `on-data`
-//! takes the representation, the direction's case and the chunk `(ptr,
-//! len)`; `on-end` the representation and the direction. An `action` comes
-//! back through a pointer: a `u8` discriminant at 0 (`forward`, `respond`,
-//! `close`, `pass`) and its payload at 4 (`respond`'s `data` at 4 and
-//! `reason` at 12).
+//! `option<string>`: `u8` at 36 and string at 40, `alpn` at 48 (elements:
+//! strings), `attributes` at 56 (elements: two strings)), `route` at 64; 72
+//! bytes, alignment 4. `on-data` takes the representation, the direction's
+//! case and the chunk `(ptr, len)`; `on-end` the representation and the
+//! direction. An `action` comes back through a pointer: a `u8` discriminant
+//! at 0 (`forward`, `respond`, `close`, `pass`) and its payload at 4
+//! (`respond`'s `data` at 4 and `reason` at 12).
 
-use super::{EMPTY, Guest, Pre, View, bytes_in, put, utf8};
-use crate::plugin::detector::Info;
+use super::{EMPTY, Guest, List, Pre, View, bytes_in, put, utf8};
+use crate::plugin::detector::{Detection, Info, Peer};
 use crate::plugin::hook::{Action, COPY_LIMIT, Direction};
 use crate::plugin::sandbox::{HostState, TooLarge};
 use wasmtime::{Caller, Store, TypedFunc};
@@ -41,6 +51,7 @@ use wasmtime::{Caller, Store, TypedFunc};
 /// Where the guest imports the resource's canonical built-ins from.
 pub(super) const RESOURCES: &str = "[export]refractium:plugin/hook@0.1.0";
 pub(super) const RESOURCE_NEW: &str = "[resource-new]session";
+pub(super) const RESOURCE_DROP: &str = "[resource-drop]session";
 /// The hook export, in the main core module of a hook component.
 pub const EXPORT: &str = "refractium:plugin/hook@0.1.0#init";
 const POST_INIT: &str = "cabi_post_refractium:plugin/hook@0.1.0#init";
@@ -66,6 +77,26 @@ pub(super) fn resource_new(_: Caller<'_, HostState>, rep: u32) -> u32 {
     rep
 }
 
+/// `[resource-drop]session(handle)`: the guest dropped a session handle it
+/// owned, so the session ends: its destructor runs, as the component layer
+/// runs it.
+pub(super) fn resource_drop(mut caller: Caller<'_, HostState>, handle: u32) -> wasmtime::Result<()> {
+    let dtor = caller
+        .get_export(DROP)
+        .and_then(|export| export.into_func())
+        .ok_or_else(|| wasmtime::format_err!("the module exports no `{DROP}`"))?;
+    dtor.typed::<u32, ()>(&caller)?.call(&mut caller, handle)
+}
+
+/// The main module of a hook plugin file, if the hook may be called
+/// through it: what [`super::file_main_module`] asks of a detector file,
+/// and every import one the direct path serves ([`Pre::for_hook_file`]),
+/// since a hook's call cannot be made again through the component the way
+/// a detector's can.
+pub fn file_module(component: &[u8]) -> anyhow::Result<&[u8]> {
+    super::file_module_exporting(component, EXPORT)
+}
+
 /// A session in a direct instance: its representation in guest memory.
 #[derive(Clone, Copy, Debug)]
 pub struct Rep(u32);
@@ -81,6 +112,10 @@ pub struct Exports {
     post_on_data: Option<TypedFunc<u32, ()>>,
     on_end: TypedFunc<(u32, u32), u32>,
     post_on_end: Option<TypedFunc<u32, ()>>,
+    /// The post-return of the last call, with its argument, until it runs.
+    pending: Option<(TypedFunc<u32, ()>, u32)>,
+    /// A plugin file's: the constructor gets all its arguments.
+    file: bool,
 }
 
 impl Pre {
@@ -100,6 +135,8 @@ impl Pre {
             post_on_data,
             on_end: instance.get_typed_func(&mut *store, ON_END)?,
             post_on_end,
+            pending: None,
+            file: self.file,
         })
     }
 }
@@ -110,61 +147,132 @@ impl Exports {
         super::init(store, &self.guest, (&self.init, &self.post_init), config)
     }
 
-    /// `constructor(peer, detection, route)`, with the client's address
-    /// alone (see the module's doc).
-    pub fn open(&self, store: &mut Store<HostState>, client_addr: &[u8]) -> wasmtime::Result<Rep> {
-        let (client_ptr, client_len) = put(&mut *store, &self.guest, client_addr)?;
+    /// `constructor(peer, detection, route)`: a built-in gets the client's
+    /// address alone (see the module's doc), a plugin file everything.
+    pub fn open(
+        &mut self,
+        store: &mut Store<HostState>,
+        peer: &Peer,
+        detection: &Detection,
+        route: &str,
+    ) -> wasmtime::Result<Rep> {
+        self.settle(store)?;
+        let mut params = [0u8; PARAMS];
+        let mut word = |offset: usize, (ptr, len): List| {
+            params[offset..offset + 4].copy_from_slice(&ptr.to_le_bytes());
+            params[offset + 4..offset + 8].copy_from_slice(&len.to_le_bytes());
+        };
+        word(0, put(&mut *store, &self.guest, peer.client_addr().as_bytes())?);
+        // Empty lists of 4-aligned elements: the ALPN and the attributes.
+        let (mut alpn, mut attributes) = (EMPTY_LIST, EMPTY_LIST);
+        if self.file {
+            word(8, put(&mut *store, &self.guest, peer.local_addr().as_bytes())?);
+            word(16, put(&mut *store, &self.guest, peer.listener().as_bytes())?);
+            word(28, put(&mut *store, &self.guest, detection.protocol.as_bytes())?);
+            if let Some(sni) = &detection.sni {
+                word(40, put(&mut *store, &self.guest, sni.as_bytes())?);
+            }
+            let alpn_strings: Vec<&[u8]> = detection.alpn.iter().map(|a| a.as_bytes()).collect();
+            alpn = self.put_strings(store, &alpn_strings, 1)?;
+            let pairs: Vec<&[u8]> =
+                detection.attributes.iter().flat_map(|(k, v)| [k.as_bytes(), v.as_bytes()]).collect();
+            attributes = self.put_strings(store, &pairs, 2)?;
+            word(64, put(&mut *store, &self.guest, route.as_bytes())?);
+        } else {
+            for offset in [8, 16, 28, 64] {
+                // The local address, the listener, the protocol, the route.
+                word(offset, EMPTY);
+            }
+        }
+        word(48, alpn);
+        word(56, attributes);
+        // `transport` (a `u8` at 24: tcp, udp), `sni`'s case (a `u8` at 36).
+        params[24] = u8::from(self.file && peer.is_udp());
+        params[36] = u8::from(self.file && detection.sni.is_some());
         let (memory, realloc) = &self.guest;
         let at = realloc.call(&mut *store, (0, 0, 4, PARAMS as u32))?;
-        let mut params = [0u8; PARAMS];
-        let mut word = |offset: usize, value: u32| params[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
-        word(0, client_ptr);
-        word(4, client_len);
-        for offset in [8, 16, 28, 64] {
-            // The local address, the listener, the protocol, the route.
-            word(offset, EMPTY.0);
-            word(offset + 4, EMPTY.1);
-        }
-        // `transport` tcp (a `u8` at 24), `sni` none (a `u8` at 36).
-        for offset in [48, 56] {
-            word(offset, EMPTY_LIST.0);
-            word(offset + 4, EMPTY_LIST.1);
-        }
         memory.write(&mut *store, at as usize, &params)?;
         Ok(Rep(self.new.call(&mut *store, at)?))
     }
 
-    /// `on-data(direction, data) -> action`.
+    /// A list of `strings.len() / per` elements of `per` strings each
+    /// (`list<string>`, `list<tuple<string, string>>`), lowered.
+    fn put_strings(&self, store: &mut Store<HostState>, strings: &[&[u8]], per: usize) -> wasmtime::Result<List> {
+        if strings.is_empty() {
+            return Ok(EMPTY_LIST);
+        }
+        let mut elements = Vec::with_capacity(strings.len() * 8);
+        for bytes in strings {
+            let (ptr, len) = put(&mut *store, &self.guest, bytes)?;
+            elements.extend_from_slice(&ptr.to_le_bytes());
+            elements.extend_from_slice(&len.to_le_bytes());
+        }
+        let (memory, realloc) = &self.guest;
+        let at = realloc.call(&mut *store, (0, 0, 4, u32::try_from(elements.len())?))?;
+        memory.write(&mut *store, at as usize, &elements)?;
+        Ok((at, u32::try_from(strings.len() / per)?))
+    }
+
+    /// `on-data(direction, data) -> action`. The bytes it forwards are
+    /// left where the guest put them ([`Bytes::Guest`]) until the next call
+    /// into the instance, which first runs the post-return that frees them.
     pub fn on_data(
-        &self,
+        &mut self,
         store: &mut Store<HostState>,
         rep: Rep,
         direction: Direction,
         data: &[u8],
-    ) -> wasmtime::Result<Action> {
+    ) -> wasmtime::Result<Action<Bytes>> {
+        self.settle(store)?;
         let (ptr, len) = put(&mut *store, &self.guest, data)?;
         let ret = self.on_data.call(&mut *store, (rep.0, case(direction), ptr, len))?;
         let action = lift_action(&View::new(self.guest.0.data(&*store), ret, 20)?)?;
-        if let Some(post) = &self.post_on_data {
-            post.call(&mut *store, ret)?;
-        }
+        self.pending = self.post_on_data.clone().map(|post| (post, ret));
         Ok(action)
     }
 
-    /// `on-end(direction) -> action`.
-    pub fn on_end(&self, store: &mut Store<HostState>, rep: Rep, direction: Direction) -> wasmtime::Result<Action> {
+    /// `on-end(direction) -> action`; its bytes are left in place as
+    /// [`Self::on_data`]'s.
+    pub fn on_end(
+        &mut self,
+        store: &mut Store<HostState>,
+        rep: Rep,
+        direction: Direction,
+    ) -> wasmtime::Result<Action<Bytes>> {
+        self.settle(store)?;
         let ret = self.on_end.call(&mut *store, (rep.0, case(direction)))?;
         let action = lift_action(&View::new(self.guest.0.data(&*store), ret, 20)?)?;
-        if let Some(post) = &self.post_on_end {
-            post.call(&mut *store, ret)?;
-        }
+        self.pending = self.post_on_end.clone().map(|post| (post, ret));
         Ok(action)
     }
 
     /// The session's destructor.
-    pub fn drop_session(&self, store: &mut Store<HostState>, rep: Rep) -> wasmtime::Result<()> {
+    pub fn drop_session(&mut self, store: &mut Store<HostState>, rep: Rep) -> wasmtime::Result<()> {
+        self.settle(store)?;
         self.drop.call(store, rep.0)
     }
+
+    /// Run the post-return of the last call, if it has not run: the guest
+    /// frees what that call answered.
+    fn settle(&mut self, store: &mut Store<HostState>) -> wasmtime::Result<()> {
+        match self.pending.take() {
+            Some((post, ret)) => post.call(store, ret),
+            None => Ok(()),
+        }
+    }
+
+    /// The bytes an answer left in guest memory.
+    pub fn bytes<'s>(&self, store: &'s Store<HostState>, (at, len): (usize, usize)) -> &'s [u8] {
+        self.guest.0.data(store).get(at..at + len).unwrap_or_default()
+    }
+}
+
+/// The bytes of an action: in guest memory (their address and length,
+/// checked to lie in it) or copied out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bytes {
+    Guest(usize, usize),
+    Owned(Vec<u8>),
 }
 
 /// `direction`'s case in WIT order: client-to-server, server-to-client.
@@ -176,25 +284,28 @@ fn case(direction: Direction) -> u32 {
 }
 
 /// The action in the return area `view`; its bytes at most [`COPY_LIMIT`]
-/// in all, as through the component layer.
-fn lift_action(view: &View<'_>) -> wasmtime::Result<Action> {
+/// in all, as through the component layer. What it forwards stays in guest
+/// memory.
+fn lift_action(view: &View<'_>) -> wasmtime::Result<Action<Bytes>> {
     let mut total = 0usize;
-    let mut bytes = |offset: usize| -> wasmtime::Result<&[u8]> {
-        let bytes = bytes_in(view.memory, view.u32(offset)? as usize, view.u32(offset + 4)? as usize)?;
+    let mut bytes = |offset: usize| -> wasmtime::Result<(usize, &[u8])> {
+        let at = view.u32(offset)? as usize;
+        let bytes = bytes_in(view.memory, at, view.u32(offset + 4)? as usize)?;
         total += bytes.len();
         if total > COPY_LIMIT {
             return Err(TooLarge(format!("{total} bytes in one action (at most {COPY_LIMIT})")).into());
         }
-        Ok(bytes)
+        Ok((at, bytes))
     };
+    let mut guest = |offset| bytes(offset).map(|(at, b)| Bytes::Guest(at, b.len()));
     Ok(match view.u8(0)? {
-        0 => Action::Forward(bytes(4)?.to_vec()),
+        0 => Action::Forward(guest(4)?),
         1 => {
-            let data = bytes(4)?.to_vec();
-            Action::Respond { data, reason: utf8(bytes(12)?)?.to_string() }
+            let data = bytes(4)?.1.to_vec();
+            Action::Respond { data, reason: utf8(bytes(12)?.1)?.to_string() }
         }
-        2 => Action::Close(utf8(bytes(4)?)?.to_string()),
-        3 => Action::Pass(bytes(4)?.to_vec()),
+        2 => Action::Close(utf8(bytes(4)?.1)?.to_string()),
+        3 => Action::Pass(guest(4)?),
         d => wasmtime::bail!("invalid `action` discriminant {d}"),
     })
 }

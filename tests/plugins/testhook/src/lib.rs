@@ -10,6 +10,8 @@
 //! - `broken`: forwards unchanged, except that a client chunk containing
 //!   `trap` panics, `spin` loops forever, `hog!` allocates until memory
 //!   runs out, and `grow` answers one byte with 1 MiB;
+//! - `session`: puts what its session was opened with (the peer, the
+//!   detection, the route) on a line before the first chunk each side sends;
 //! - `count`: puts `[n]` before the first chunk each connection sends, `n`
 //!   being how many sessions its instance has opened, or `[poisoned]` once
 //!   a chunk containing `trap` was seen in the instance (which then panics).
@@ -38,6 +40,9 @@ pub struct Held {
     down: Vec<u8>,
     /// Mode `count`: the session's number in its instance, until told.
     number: Option<u32>,
+    /// Mode `session`: what the session was opened with, until told, per
+    /// direction.
+    opened: [Option<String>; 2],
 }
 
 fn contains(data: &[u8], word: &[u8]) -> bool {
@@ -56,12 +61,25 @@ impl Hook for TestHook {
         Ok(TestHook { mode: mode.to_string(), log })
     }
 
-    fn open(&self, _peer: &Peer, _detection: &Detection, _route: &str) -> Held {
+    fn open(&self, peer: &Peer, detection: &Detection, route: &str) -> Held {
         if let Some(line) = &self.log {
             refractium_plugin_sdk::log::info(line);
         }
         let number = Some(OPENED.fetch_add(1, Ordering::Relaxed) + 1);
-        Held { number, ..Held::default() }
+        let opened = (self.mode == "session").then(|| {
+            format!(
+                "[{} {} {} {:?} | {} {:?} {:?} {:?} | {route}]\n",
+                peer.client_addr,
+                peer.local_addr,
+                peer.listener,
+                peer.transport,
+                detection.protocol,
+                detection.sni,
+                detection.alpn,
+                detection.attributes
+            )
+        });
+        Held { number, opened: [opened.clone(), opened], ..Held::default() }
     }
 
     fn on_data(&self, held: &mut Held, direction: Direction, data: Vec<u8>) -> Action {
@@ -78,6 +96,10 @@ impl Hook for TestHook {
                 reason: "forbidden word".into(),
             },
             "deny" if from_client && contains(&data, b"close") => Action::Close("asked to close".into()),
+            "session" => match held.opened[usize::from(!from_client)].take() {
+                Some(opened) => Action::Forward([opened.into_bytes(), data].concat()),
+                None => Action::Forward(data),
+            },
             "count" if from_client => {
                 if contains(&data, b"trap") {
                     POISONED.store(true, Ordering::Relaxed);
