@@ -382,6 +382,9 @@ fn print_plugins(plugins: &PluginSet) {
         if !h.refused.is_empty() {
             say!("  {} imports, and a call to them fails: {}", h.name(), h.refused.join(", "));
         }
+        if let Some(why) = h.component_reason() {
+            say!("  {} is called through its component (slower than directly): {why}", h.name());
+        }
         use crate::plugin::hook::Direction;
         match (h.watches(Direction::ClientToServer), h.watches(Direction::ServerToClient)) {
             (true, false) => say!("  {} is called for client-to-server only", h.name()),

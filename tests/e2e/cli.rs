@@ -173,6 +173,40 @@ fn plugins_lists_the_builtins_and_a_broken_file_is_skipped_by_name() {
     assert!(!ok);
 }
 
+/// `refractium plugins` says when a hook file is called through its
+/// component rather than its main module, and why.
+#[test]
+fn plugins_says_why_a_hook_file_is_called_through_its_component() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir(&plugins).expect("mkdir");
+    std::fs::copy(test_plugins_dir().join("refractium_test_testhook.wasm"), plugins.join("watch.wasm"))
+        .expect("copy testhook");
+    let list = |direct: bool| {
+        let cfg = write(
+            dir.path(),
+            "c.yaml",
+            &format!(
+                "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: {{ servers: [127.0.0.1:1] }}\nplugins: {{ dir: plugins.d, direct_calls: {direct} }}\n"
+            ),
+        );
+        let (ok, out, err) = run_cmd(
+            Command::new(bin()).args(["plugins", "-c"]).arg(&cfg).env("REFRACTIUM_CACHE_DIR", cache_dir()),
+            120,
+        );
+        assert!(ok, "{err}");
+        assert!(out.lines().any(|l| l.starts_with("watch") && l.contains("hook")), "{out}");
+        out
+    };
+    let out = list(true);
+    assert!(!out.contains("through its component"), "the test hook imports only what the direct path serves: {out}");
+    let out = list(false);
+    assert!(
+        out.contains("watch is called through its component (slower than directly): `plugins.direct_calls` is off"),
+        "{out}"
+    );
+}
+
 /// `refractium hook` runs a hook over files as one side's chunks and says
 /// what the other side would receive and what the hook did.
 #[test]

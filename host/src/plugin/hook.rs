@@ -121,6 +121,9 @@ pub struct HookPlugin {
     /// The directions it is called for, by [`Direction::slot`]
     /// ([`declared_directions`]).
     watches: [bool; 2],
+    /// Why a plugin file is called through its component rather than
+    /// directly, when it is.
+    through_component: Option<String>,
 }
 
 impl std::fmt::Debug for HookPlugin {
@@ -174,6 +177,7 @@ impl HookPlugin {
             breaker: Breaker::new(name.into(), Kind::Hook),
             idle: Mutex::default(),
             watches: [true; 2],
+            through_component: None,
         };
         let (instance, info) = plugin.instantiate().map_err(|f| anyhow::anyhow!("{f}"))?;
         plugin.info = info;
@@ -197,6 +201,19 @@ impl HookPlugin {
     /// answered `pass` before it began.
     pub fn watches(&self, direction: Direction) -> bool {
         self.watches[direction.slot()]
+    }
+
+    /// Say why it is called through its component (a plugin file that
+    /// could not take the direct path).
+    pub(super) fn through_component(mut self, why: String) -> Self {
+        self.through_component = Some(why);
+        self
+    }
+
+    /// Why it is called through its component, if it is a plugin file
+    /// that is.
+    pub fn component_reason(&self) -> Option<&str> {
+        self.through_component.as_deref()
     }
 
     /// Whether its instances are called through their main module

@@ -172,17 +172,21 @@ impl PluginSet {
                         direct::Pre::for_hook_file(&module).context("linking its main module")
                     })
                 };
-                let pre = match direct {
-                    Ok(direct) => HookPre::Direct(direct),
+                let (pre, why) = match direct {
+                    Ok(direct) => (HookPre::Direct(direct), None),
                     Err(why) => {
-                        tracing::debug!(plugin = name, reason = %format!("{why:#}"), "hook called through its component");
-                        HookPre::component(pre)?
+                        let why = format!("{why:#}");
+                        tracing::debug!(plugin = name, reason = %why, "hook called through its component");
+                        (HookPre::component(pre)?, Some(why))
                     }
                 };
                 let watches = super::hook::declared_directions(bytes)?;
-                Some(Arc::new(
-                    HookPlugin::new(name, source, hash, pre, refused, json, memory, budget)?.watching(watches),
-                ))
+                let mut hook =
+                    HookPlugin::new(name, source, hash, pre, refused, json, memory, budget)?.watching(watches);
+                if let Some(why) = why {
+                    hook = hook.through_component(why);
+                }
+                Some(Arc::new(hook))
             } else {
                 None
             };
