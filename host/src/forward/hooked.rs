@@ -10,6 +10,12 @@
 //! ([`crate::plugin::hook::COPY_LIMIT`]), so a hook that multiplies its
 //! input grows a connection's memory by a bounded amount.
 //!
+//! When the first hook of a direction is called directly (its core module:
+//! [`crate::plugin::direct::hook`]), a chunk is read from the socket
+//! straight into its memory, and what the last hook forwards is written
+//! from where it lies; only what the socket does not take at once is
+//! copied out to wait.
+//!
 //! A hook that answers (`respond`) has its bytes written back to the side
 //! the chunk came from, and the connection is closed; so is one that says
 //! `close`, or whose call fails. Only the connection the hook was on ends:
@@ -35,6 +41,10 @@ use std::time::Duration;
 /// quarter of it, bulk through a hook fell behind a plain relay (the
 /// "With hooks" of docs/performance.md).
 pub const CHUNK: usize = 256 * 1024;
+
+/// A chunk at least this large makes the next one be read straight into
+/// the first hook's memory, when it is called directly.
+const IN_PLACE_FROM: usize = 16 * 1024;
 
 thread_local! {
     /// Each worker thread's buffer for the chunk being read.
@@ -78,6 +88,10 @@ impl Stop {
 pub struct HookChain {
     sessions: Vec<Link>,
 }
+
+/// What [`HookChain::data_read`] read (how many bytes) and what the last
+/// hook forwarded.
+pub type ChainRead<'a> = (usize, Result<Cow<'a, [u8]>, Stop>);
 
 /// One hook's session in a chain, and the directions it has passed.
 struct Link {
@@ -147,6 +161,47 @@ impl HookChain {
             carry = forwarded(&mut link.passed, &link.name, direction, answer)?;
         }
         Ok(carry)
+    }
+
+    /// Whether the first hook a chunk travelling `direction` goes to can
+    /// have it read straight into its memory ([`Self::data_read`]).
+    pub fn reads_in_place(&self, direction: Direction) -> bool {
+        let mut active = self.sessions.iter().filter(|link| !link.passed[direction.slot()]);
+        active.next().is_some_and(|link| link.session.reads_in_place())
+    }
+
+    /// [`Self::data`] on a chunk of at most `len` bytes that `read` puts
+    /// straight into the first hook's memory (see
+    /// [`Session::on_data_read`]): how many bytes it read, and what the last
+    /// hook forwards. `None` when the first hook does not read in place; the
+    /// read's error, when it fails or reads nothing.
+    pub fn data_read<'a>(
+        &'a mut self,
+        direction: Direction,
+        len: usize,
+        read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> Option<io::Result<ChainRead<'a>>> {
+        let mut active = self.sessions.iter_mut().filter(|link| !link.passed[direction.slot()]);
+        let first = active.next()?;
+        let (n, answer) = match first.session.on_data_read(direction, len, read)? {
+            Ok(read) => read,
+            Err(err) => return Some(Err(err)),
+        };
+        let mut carry = match forwarded(&mut first.passed, &first.name, direction, answer) {
+            Ok(carry) => carry,
+            Err(stop) => return Some(Ok((n, Err(stop)))),
+        };
+        for link in active {
+            if carry.is_empty() {
+                break;
+            }
+            let answer = link.session.on_data_in_place(direction, &carry);
+            carry = match forwarded(&mut link.passed, &link.name, direction, answer) {
+                Ok(carry) => carry,
+                Err(stop) => return Some(Ok((n, Err(stop)))),
+            };
+        }
+        Some(Ok((n, Ok(carry))))
     }
 
     /// That side has finished sending: the last words of every hook that
@@ -271,6 +326,8 @@ pub async fn relay(
 /// relayed as an unhooked route's (copied, then spliced).
 async fn pump(way: super::Direction<'_>, direction: Direction, chain: &RefCell<HookChain>) -> Result<(), Halt> {
     let (from, to) = (way.from, way.to);
+    // The last chunk was large: the next is read in place if it can be.
+    let mut large = false;
     loop {
         if chain.borrow().passed(direction) {
             return Box::pin(way.pump()).await.map_err(|(side, err)| Halt::Io(side, err));
@@ -280,24 +337,54 @@ async fn pump(way: super::Direction<'_>, direction: Direction, chain: &RefCell<H
         // part of the task's state, and the chain is never borrowed across
         // an await (the other direction uses it too).
         let read = CHUNK_BUF.with(|cell| {
-            let mut buf = cell.borrow_mut();
-            let len = buf.len().min(CHUNK);
-            let chunk = &mut buf[..len];
-            let n = match from.try_read(chunk) {
-                Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
-                Err(e) => return Err(Halt::Io(way.from_side, e)),
-            };
-            // The sender had finished and this read emptied the socket: its
-            // end comes next, and is handled with this chunk (see
-            // `super::Direction::copy_pump`).
-            let last = n == 0 || (ready.is_read_closed() && !ready.is_error() && n < len);
             let mut chain = chain.borrow_mut();
-            let out = if n == 0 {
-                Ok(Cow::Borrowed(&[][..]))
-            } else {
+            // Once chunks come large, the bytes waiting are read straight
+            // into the first hook's memory when it can take them there
+            // (asking how many there are costs a system call, which a small
+            // chunk's copy does not repay); else, and when nothing is
+            // waiting (the end, or a wake-up with nothing to read), into
+            // the thread's buffer.
+            let queued = match large && chain.reads_in_place(direction) {
+                true => rustix::io::ioctl_fionread(from).map_or(0, |n| usize::try_from(n).unwrap_or(CHUNK)),
+                false => 0,
+            };
+            let mut buf = cell.borrow_mut();
+            let (out, last) = if queued > 0 {
+                let len = queued.min(CHUNK);
+                let Some(read) = chain.data_read(direction, len, |area| from.try_read(area)) else {
+                    return Err(Halt::Io(way.from_side, io::Error::other("a hook lost its instance")));
+                };
+                let (n, out) = match read {
+                    Ok(read) => read,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => (0, Ok(Cow::Borrowed(&[][..]))),
+                    Err(e) => return Err(Halt::Io(way.from_side, e)),
+                };
                 way.record(n);
-                chain.data(direction, &chunk[..n])
+                large = n >= IN_PLACE_FROM;
+                // As below: this read emptied the socket of a sender that
+                // had finished.
+                (out, n == 0 || (ready.is_read_closed() && !ready.is_error() && n == queued))
+            } else {
+                let len = buf.len().min(CHUNK);
+                let chunk = &mut buf[..len];
+                let n = match from.try_read(chunk) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                    Err(e) => return Err(Halt::Io(way.from_side, e)),
+                };
+                // The sender had finished and this read emptied the socket:
+                // its end comes next, and is handled with this chunk (see
+                // `super::Direction::copy_pump`).
+                let last = n == 0 || (ready.is_read_closed() && !ready.is_error() && n < len);
+                large = n >= IN_PLACE_FROM;
+                let out = if n == 0 {
+                    Ok(Cow::Borrowed(&[][..]))
+                } else {
+                    way.record(n);
+                    chain.data(direction, &chunk[..n])
+                };
+                (out, last)
             };
             let out = match out {
                 Ok(out) if last => {

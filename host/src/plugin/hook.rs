@@ -312,7 +312,7 @@ impl HookPlugin {
             };
             instance.store.data_mut().console_flush();
             match result {
-                Ok(session) => Ok(Session { plugin: self.clone(), instance: Some(instance), session }),
+                Ok(session) => Ok(Session { plugin: self.clone(), instance: Some(instance), session, unkept: false }),
                 Err(err) => {
                     let failure = instance.store.data().failure(&err, self.memory);
                     Err(Failure { cause: failure.cause, detail: format!("session {}", failure.detail) })
@@ -439,12 +439,18 @@ impl Instance {
     }
 }
 
+/// What [`Session::on_data_read`] read (how many bytes) and what the hook
+/// answered on them.
+pub type ReadCall<'a> = (usize, Result<Action<Cow<'a, [u8]>>, Failure>);
+
 /// One connection's session of one hook: its own instance, until a call
 /// in it fails.
 pub struct Session {
     plugin: Arc<HookPlugin>,
     instance: Option<Instance>,
     session: Handle,
+    /// Its instance holds memory nobody will free: it is not kept.
+    unkept: bool,
 }
 
 impl Drop for Session {
@@ -460,7 +466,10 @@ impl Drop for Session {
             instance.drop_session(self.session)
         };
         instance.store.data_mut().console_flush();
-        if dropped.is_ok() && instance.store.data().cap.size <= instance.initial.saturating_add(REUSE_GROWTH) {
+        if dropped.is_ok()
+            && !self.unkept
+            && instance.store.data().cap.size <= instance.initial.saturating_add(REUSE_GROWTH)
+        {
             self.plugin.keep(instance);
         }
     }
@@ -495,6 +504,56 @@ impl Session {
         self.call(Op::End(direction)).map(|action| action.map(Cow::into_owned))
     }
 
+    /// Whether [`Self::on_data_read`] can read a chunk straight into the
+    /// hook's memory: its instance is called directly.
+    pub fn reads_in_place(&self) -> bool {
+        matches!(self.instance.as_ref().map(|i| &i.calls), Some(Calls::Direct(_)))
+    }
+
+    /// [`Self::on_data_in_place`] on a chunk that `read` puts straight into
+    /// the hook's memory, in room for `len` bytes the guest allocates (the
+    /// copy into the guest that [`Self::on_data`] makes is saved); `read`
+    /// answers how many bytes it put there. `None` when the session does
+    /// not read in place ([`Self::reads_in_place`]); the read's error, if it
+    /// fails or reads nothing (the hook is not called then).
+    pub fn on_data_read(
+        &mut self,
+        direction: Direction,
+        len: usize,
+        read: impl FnOnce(&mut [u8]) -> std::io::Result<usize>,
+    ) -> Option<std::io::Result<ReadCall<'_>>> {
+        let (Some(instance), Handle::Direct(rep)) = (self.instance.as_mut(), self.session) else { return None };
+        let Calls::Direct(exports) = &mut instance.calls else { return None };
+        let len = u32::try_from(len).ok().filter(|&len| len > 0)?;
+        let (n, result) = {
+            let store = &mut instance.store;
+            let _running = super::detector::start_call(store, self.plugin.budget);
+            let area = exports.chunk_area(store, len);
+            let read =
+                area.and_then(|ptr| Ok((ptr, exports.area_mut(store, ptr, len)?))).map(|(ptr, area)| (ptr, read(area)));
+            match read {
+                Err(err) => (0, Err(err)),
+                Ok((_, Err(err))) => {
+                    // The guest's allocation is nobody's: the instance is
+                    // not kept for another connection.
+                    self.unkept = true;
+                    return Some(Err(err));
+                }
+                Ok((_, Ok(0))) => {
+                    self.unkept = true;
+                    return Some(Err(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                Ok((ptr, Ok(n))) => {
+                    let n = u32::try_from(n).unwrap_or(len).min(len);
+                    let shrunk = if n < len { exports.shrink_area(store, ptr, len, n) } else { Ok(ptr) };
+                    (n as usize, shrunk.and_then(|ptr| exports.on_data_at(store, rep, direction, (ptr, n))))
+                }
+            }
+        };
+        self.plugin.breaker.counters().bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        Some(Ok((n, self.finish(result))))
+    }
+
     fn call(&mut self, op: Op<'_>) -> Result<Action<Cow<'_, [u8]>>, Failure> {
         let Some(instance) = self.instance.as_mut() else {
             let detail = "its instance was lost in an earlier failed call".to_string();
@@ -503,6 +562,19 @@ impl Session {
         let result = {
             let _running = super::detector::start_call(&mut instance.store, self.plugin.budget);
             instance.call(self.session, op)
+        };
+        self.finish(result)
+    }
+
+    /// What a call answered, accounted for: its bytes where they are, or
+    /// the failure (the instance then serves nobody again).
+    fn finish(
+        &mut self,
+        result: wasmtime::Result<Action<direct::hook::Bytes>>,
+    ) -> Result<Action<Cow<'_, [u8]>>, Failure> {
+        let Some(instance) = self.instance.as_mut() else {
+            let detail = "its instance was lost in an earlier failed call".to_string();
+            return Err(Failure { cause: Cause::Trap, detail });
         };
         instance.store.data_mut().console_flush();
         let action = match result {

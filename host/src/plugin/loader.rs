@@ -638,6 +638,58 @@ mod direct_tests {
         assert_eq!(seen, crate::plugin::hook::Action::Forward(want.as_bytes().to_vec()));
     }
 
+    /// A chunk read straight into a direct hook's memory is what the hook
+    /// sees, however many of the bytes asked for the read delivers; a read
+    /// that fails or delivers nothing leaves the guest's allocation unused,
+    /// and the instance then serves no later connection (sessions of the
+    /// test hook's `count` mode number themselves within their instance).
+    #[tokio::test]
+    async fn a_chunk_read_into_a_hook_s_memory_is_what_it_sees() {
+        use crate::plugin::hook::{Action, Direction::ClientToServer as Up};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let built = Path::new(env!("REFRACTIUM_TEST_PLUGINS_DIR")).join("refractium_test_testhook.wasm");
+        std::fs::copy(&built, dir.path().join("counter.wasm")).expect("copy the test hook");
+        let yaml = format!(
+            "listeners:\n  - name: edge\n    bind: 127.0.0.1:0\n    default: web\nroutes:\n  - name: web\n    to: web\nbackends:\n  web: {{ servers: [127.0.0.1:1] }}\nplugins:\n  dir: {}\n  config:\n    counter: {{ mode: count }}\n",
+            dir.path().display()
+        );
+        let config = crate::config::parse(&yaml, Path::new("test.yaml")).expect("config");
+        let plugins = PluginSet::load(&config).await.expect("plugins load");
+        let hook = plugins.hook("counter").expect("counter");
+        let peer = Peer::new("192.0.2.1:5000", "192.0.2.2:443", "edge", false);
+        let detection = crate::plugin::Detection::default();
+        let open = || hook.open(&peer, &detection, "web").expect("session");
+        let fill = |bytes: &'static [u8]| {
+            move |area: &mut [u8]| {
+                area[..bytes.len()].copy_from_slice(bytes);
+                Ok(bytes.len())
+            }
+        };
+        let read = |session: &mut crate::plugin::hook::Session, len, bytes| {
+            assert!(session.reads_in_place());
+            let (n, action) = session.on_data_read(Up, len, fill(bytes)).expect("direct").expect("read");
+            (n, action.expect("call").map(|b| b.into_owned()))
+        };
+        // A whole read and a short one (the allocation cut to what came).
+        let mut first = open();
+        assert_eq!(read(&mut first, 5, b"hello"), (5, Action::Forward(b"[1]hello".to_vec())));
+        assert_eq!(read(&mut first, 4096, b"abc"), (3, Action::Forward(b"abc".to_vec())));
+        drop(first);
+        // Kept: the next session is its instance's second.
+        let mut second = open();
+        assert_eq!(read(&mut second, 2, b"hi"), (2, Action::Forward(b"[2]hi".to_vec())));
+        let failed = second.on_data_read(Up, 16, |_| Err(std::io::ErrorKind::ConnectionReset.into()));
+        assert_eq!(failed.expect("direct").err().map(|e| e.kind()), Some(std::io::ErrorKind::ConnectionReset));
+        drop(second);
+        // Not kept: a fresh instance numbers its first session 1.
+        let mut third = open();
+        assert_eq!(read(&mut third, 3, b"yes"), (3, Action::Forward(b"[1]yes".to_vec())));
+        let nothing = third.on_data_read(Up, 16, |_| Ok(0)).expect("direct").err().map(|e| e.kind());
+        assert_eq!(nothing, Some(std::io::ErrorKind::UnexpectedEof));
+        drop(third);
+        assert_eq!(read(&mut open(), 1, b"!"), (1, Action::Forward(b"[1]!".to_vec())));
+    }
+
     /// A plugin file on the direct path whose call reaches an import only
     /// its component serves: the test plugin `snoop`, which on `snoop`
     /// reads the environment, the clocks and random bytes through WASI. That

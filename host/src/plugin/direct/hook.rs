@@ -224,7 +224,41 @@ impl Exports {
         data: &[u8],
     ) -> wasmtime::Result<Action<Bytes>> {
         self.settle(store)?;
-        let (ptr, len) = put(&mut *store, &self.guest, data)?;
+        let chunk = put(&mut *store, &self.guest, data)?;
+        self.on_data_at(store, rep, direction, chunk)
+    }
+
+    /// Room for a chunk of `len` bytes in guest memory, allocated as the
+    /// canonical ABI allocates `on-data`'s argument, for the caller to fill
+    /// ([`Self::area_mut`]) and hand over ([`Self::on_data_at`]).
+    pub fn chunk_area(&mut self, store: &mut Store<HostState>, len: u32) -> wasmtime::Result<u32> {
+        self.settle(store)?;
+        self.guest.1.call(&mut *store, (0, 0, 1, len))
+    }
+
+    /// A chunk area of `old` bytes at `ptr` cut to `new` (not 0) bytes,
+    /// where the guest's allocator puts it.
+    pub fn shrink_area(&self, store: &mut Store<HostState>, ptr: u32, old: u32, new: u32) -> wasmtime::Result<u32> {
+        self.guest.1.call(&mut *store, (ptr, old, 1, new))
+    }
+
+    /// The `len` bytes at `ptr` in guest memory.
+    pub fn area_mut<'s>(&self, store: &'s mut Store<HostState>, ptr: u32, len: u32) -> wasmtime::Result<&'s mut [u8]> {
+        let (at, len) = (ptr as usize, len as usize);
+        at.checked_add(len)
+            .and_then(|end| self.guest.0.data_mut(store).get_mut(at..end))
+            .ok_or_else(|| wasmtime::format_err!("allocation out of bounds"))
+    }
+
+    /// `on-data(direction, data)` with the chunk already in guest memory,
+    /// at `(ptr, len)`, which the guest now owns.
+    pub fn on_data_at(
+        &mut self,
+        store: &mut Store<HostState>,
+        rep: Rep,
+        direction: Direction,
+        (ptr, len): List,
+    ) -> wasmtime::Result<Action<Bytes>> {
         let ret = self.on_data.call(&mut *store, (rep.0, case(direction), ptr, len))?;
         let action = lift_action(&View::new(self.guest.0.data(&*store), ret, 20)?)?;
         self.pending = self.post_on_data.clone().map(|post| (post, ret));
