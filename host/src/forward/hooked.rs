@@ -151,16 +151,8 @@ impl HookChain {
     /// its direction; what the last one forwards, which may lie in its
     /// memory until the chain's next call.
     pub fn data<'a>(&'a mut self, direction: Direction, chunk: &'a [u8]) -> Result<Cow<'a, [u8]>, Stop> {
-        let mut carry = Cow::Borrowed(chunk);
-        for link in self.sessions.iter_mut().filter(|link| !link.passed[direction.slot()]) {
-            if carry.is_empty() {
-                // Held back: the hooks after this one see nothing this time.
-                break;
-            }
-            let answer = link.session.on_data_in_place(direction, &carry);
-            carry = forwarded(&mut link.passed, &link.name, direction, answer)?;
-        }
-        Ok(carry)
+        let active = self.sessions.iter_mut().filter(|link| !link.passed[direction.slot()]);
+        through(active, direction, Cow::Borrowed(chunk))
     }
 
     /// Whether the first hook a chunk travelling `direction` goes to can
@@ -187,21 +179,9 @@ impl HookChain {
             Ok(read) => read,
             Err(err) => return Some(Err(err)),
         };
-        let mut carry = match forwarded(&mut first.passed, &first.name, direction, answer) {
-            Ok(carry) => carry,
-            Err(stop) => return Some(Ok((n, Err(stop)))),
-        };
-        for link in active {
-            if carry.is_empty() {
-                break;
-            }
-            let answer = link.session.on_data_in_place(direction, &carry);
-            carry = match forwarded(&mut link.passed, &link.name, direction, answer) {
-                Ok(carry) => carry,
-                Err(stop) => return Some(Ok((n, Err(stop)))),
-            };
-        }
-        Some(Ok((n, Ok(carry))))
+        let out = forwarded(&mut first.passed, &first.name, direction, answer)
+            .and_then(|carry| through(active, direction, carry));
+        Some(Ok((n, out)))
     }
 
     /// That side has finished sending: the last words of every hook that
@@ -232,6 +212,24 @@ impl Link {
     fn forwarded(&mut self, direction: Direction, answer: Result<Action, Failure>) -> Result<Vec<u8>, Stop> {
         forwarded(&mut self.passed, &self.name, direction, answer)
     }
+}
+
+/// Pass `carry` through the hooks `links` in order; what the last one
+/// forwards.
+fn through<'a>(
+    links: impl Iterator<Item = &'a mut Link>,
+    direction: Direction,
+    mut carry: Cow<'a, [u8]>,
+) -> Result<Cow<'a, [u8]>, Stop> {
+    for link in links {
+        if carry.is_empty() {
+            // Held back: the hooks after this one see nothing this time.
+            break;
+        }
+        let answer = link.session.on_data_in_place(direction, &carry);
+        carry = forwarded(&mut link.passed, &link.name, direction, answer)?;
+    }
+    Ok(carry)
 }
 
 /// The bytes a hook (`name`, which has passed the directions `passed`)

@@ -555,10 +555,7 @@ impl Session {
     }
 
     fn call(&mut self, op: Op<'_>) -> Result<Action<Cow<'_, [u8]>>, Failure> {
-        let Some(instance) = self.instance.as_mut() else {
-            let detail = "its instance was lost in an earlier failed call".to_string();
-            return Err(Failure { cause: Cause::Trap, detail });
-        };
+        let Some(instance) = self.instance.as_mut() else { return Err(lost()) };
         let result = {
             let _running = super::detector::start_call(&mut instance.store, self.plugin.budget);
             instance.call(self.session, op)
@@ -572,10 +569,7 @@ impl Session {
         &mut self,
         result: wasmtime::Result<Action<direct::hook::Bytes>>,
     ) -> Result<Action<Cow<'_, [u8]>>, Failure> {
-        let Some(instance) = self.instance.as_mut() else {
-            let detail = "its instance was lost in an earlier failed call".to_string();
-            return Err(Failure { cause: Cause::Trap, detail });
-        };
+        let Some(instance) = self.instance.as_mut() else { return Err(lost()) };
         instance.store.data_mut().console_flush();
         let action = match result {
             Ok(Action::Respond { data, reason }) => Action::Respond { data, reason: cut(reason) },
@@ -593,9 +587,7 @@ impl Session {
         let counters = self.plugin.breaker.counters();
         self.plugin.breaker.succeeded();
         counters.calls.fetch_add(1, Ordering::Relaxed);
-        let Some(instance) = self.instance.as_ref() else {
-            return Err(Failure { cause: Cause::Trap, detail: "its instance was lost".to_string() });
-        };
+        let Some(instance) = self.instance.as_ref() else { return Err(lost()) };
         let action = action.map(|bytes| instance.bytes(bytes));
         match &action {
             Action::Forward(data) | Action::Pass(data) => {
@@ -605,6 +597,11 @@ impl Session {
         };
         Ok(action)
     }
+}
+
+/// A call into a session whose instance an earlier failed call took.
+fn lost() -> Failure {
+    Failure { cause: Cause::Trap, detail: "its instance was lost in an earlier failed call".to_string() }
 }
 
 /// `text` cut to a bounded string.
