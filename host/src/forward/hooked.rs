@@ -195,22 +195,15 @@ impl HookChain {
             let mut out = Vec::new();
             if !carry.is_empty() {
                 let answer = link.session.on_data(direction, &carry);
-                out = link.forwarded(direction, answer)?;
+                out = forwarded(&mut link.passed, &link.name, direction, answer)?;
             }
             if !link.passed[direction.slot()] {
                 let answer = link.session.on_end(direction);
-                out.extend(link.forwarded(direction, answer)?);
+                out.extend(forwarded(&mut link.passed, &link.name, direction, answer)?);
             }
             carry = out;
         }
         Ok(carry)
-    }
-}
-
-impl Link {
-    /// The bytes a hook forwarded, or how it stopped the connection.
-    fn forwarded(&mut self, direction: Direction, answer: Result<Action, Failure>) -> Result<Vec<u8>, Stop> {
-        forwarded(&mut self.passed, &self.name, direction, answer)
     }
 }
 

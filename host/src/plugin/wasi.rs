@@ -28,7 +28,7 @@ use wasmtime::component::{ComponentType, LinkerInstance, Lower, Resource, WasmLi
 /// Largest random buffer a plugin may ask for in one call.
 pub const MAX_RANDOM: u64 = 64 << 10;
 /// Bytes a plugin may write to a stream at once (`check-write`'s answer).
-const WRITE_PERMIT: u64 = 4096;
+pub const WRITE_PERMIT: u64 = 4096;
 
 pub const STDIN: u32 = 0;
 pub const STDOUT: u32 = 1;
@@ -236,7 +236,15 @@ fn write(cx: &mut Cx<'_>, stream: u32, bytes: &WasmList<u8>) {
     cx.data_mut().console_write(stream, &taken, len);
 }
 
-fn wall_now() -> Datetime {
+impl Datetime {
+    /// Seconds and nanoseconds.
+    pub fn parts(self) -> (u64, u32) {
+        (self.seconds, self.nanoseconds)
+    }
+}
+
+/// The wall clock's time.
+pub fn wall_now() -> Datetime {
     let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     Datetime { seconds: since.as_secs(), nanoseconds: since.subsec_nanos() }
 }

@@ -20,12 +20,8 @@
 use super::{bytes_in, memory};
 use crate::plugin::imports::Refused;
 use crate::plugin::sandbox::HostState;
-use crate::plugin::wasi::{STDERR, STDIN, STDOUT};
+use crate::plugin::wasi::{self, STDERR, STDIN, STDOUT};
 use wasmtime::{Caller, Linker};
-
-/// Bytes a plugin may write to a stream at once (`check-write`'s answer),
-/// as through the component.
-const WRITE_PERMIT: u64 = 4096;
 
 /// The handle of stream `rep` (stdin, stdout, stderr): never 0, which a
 /// guest may take for no handle.
@@ -40,78 +36,46 @@ fn interface(module: &str) -> Option<&str> {
     (iface.starts_with("wasi:") && version.starts_with("0.2.")).then_some(iface)
 }
 
-fn implemented(iface: &str, name: &str) -> bool {
-    matches!(
-        (iface, name),
-        ("wasi:io/error", "[resource-drop]error")
-            | ("wasi:io/poll", "[resource-drop]pollable" | "[method]pollable.ready" | "[method]pollable.block")
-            | (
-                "wasi:io/streams",
-                "[resource-drop]input-stream"
-                    | "[resource-drop]output-stream"
-                    | "[method]input-stream.read"
-                    | "[method]input-stream.blocking-read"
-                    | "[method]input-stream.subscribe"
-                    | "[method]output-stream.check-write"
-                    | "[method]output-stream.write"
-                    | "[method]output-stream.blocking-write-and-flush"
-                    | "[method]output-stream.flush"
-                    | "[method]output-stream.blocking-flush"
-                    | "[method]output-stream.subscribe"
-            )
-            | ("wasi:cli/terminal-input", "[resource-drop]terminal-input")
-            | ("wasi:cli/terminal-output", "[resource-drop]terminal-output")
-            | ("wasi:cli/environment", "get-environment" | "get-arguments" | "initial-cwd")
-            | ("wasi:cli/exit", "exit" | "exit-with-code")
-            | ("wasi:cli/stdin", "get-stdin")
-            | ("wasi:cli/stdout", "get-stdout")
-            | ("wasi:cli/stderr", "get-stderr")
-            | ("wasi:cli/terminal-stdin", "get-terminal-stdin")
-            | ("wasi:cli/terminal-stdout", "get-terminal-stdout")
-            | ("wasi:cli/terminal-stderr", "get-terminal-stderr")
-            | ("wasi:clocks/monotonic-clock", "now" | "resolution")
-            | ("wasi:clocks/wall-clock", "now" | "resolution")
-            | ("wasi:random/random", "get-random-u64")
-            | ("wasi:random/insecure", "get-insecure-random-u64")
-    )
-}
-
 type Cx<'a> = Caller<'a, HostState>;
 
-/// Define `name` of `module` in `linker`, if [`serves`] says it is served.
+/// Define `name` of `module` in `linker`; whether this module serves it
+/// (an import it does not serve is left undefined).
 pub fn define(linker: &mut Linker<HostState>, module: &str, name: &str) -> wasmtime::Result<bool> {
     let Some(iface) = interface(module) else { return Ok(false) };
-    if !implemented(iface, name) {
-        return Ok(false);
-    }
     let (m, n) = (module, name);
     match (iface, name) {
-        (_, dropped) if dropped.starts_with("[resource-drop]") => linker.func_wrap(m, n, |_: Cx<'_>, _: u32| {})?,
-        (_, "[method]pollable.ready") => linker.func_wrap(m, n, |_: Cx<'_>, _: u32| 1u32)?,
-        (_, "[method]pollable.block") => linker.func_wrap(m, n, |_: Cx<'_>, _: u32| {})?,
+        ("wasi:io/error", "[resource-drop]error")
+        | ("wasi:io/poll", "[resource-drop]pollable" | "[method]pollable.block")
+        | ("wasi:io/streams", "[resource-drop]input-stream" | "[resource-drop]output-stream")
+        | ("wasi:cli/terminal-input", "[resource-drop]terminal-input")
+        | ("wasi:cli/terminal-output", "[resource-drop]terminal-output") => {
+            linker.func_wrap(m, n, |_: Cx<'_>, _: u32| {})?
+        }
+        ("wasi:io/poll", "[method]pollable.ready") => linker.func_wrap(m, n, |_: Cx<'_>, _: u32| 1u32)?,
         // Every pollable is ready; the only one there is has handle 1.
-        (_, "[method]input-stream.subscribe" | "[method]output-stream.subscribe") => {
+        ("wasi:io/streams", "[method]input-stream.subscribe" | "[method]output-stream.subscribe") => {
             linker.func_wrap(m, n, |_: Cx<'_>, _: u32| 1u32)?
         }
         // stdin is closed: `err(closed)`.
-        (_, "[method]input-stream.read" | "[method]input-stream.blocking-read") => {
+        ("wasi:io/streams", "[method]input-stream.read" | "[method]input-stream.blocking-read") => {
             linker
                 .func_wrap(m, n, |mut cx: Cx<'_>, _: u32, _: u64, ret: u32| answer(&mut cx, ret, 4, &[1, 0, 0, 0, 1]))?
         }
-        (_, "[method]output-stream.check-write") => linker.func_wrap(m, n, |mut cx: Cx<'_>, _: u32, ret: u32| {
-            let mut area = [0u8; 16];
-            area[8..].copy_from_slice(&WRITE_PERMIT.to_le_bytes());
-            answer(&mut cx, ret, 8, &area)
-        })?,
-        (_, "[method]output-stream.write" | "[method]output-stream.blocking-write-and-flush") => {
-            linker.func_wrap(m, n, |mut cx: Cx<'_>, stream: u32, ptr: u32, len: u32, ret: u32| {
-                write(&mut cx, stream, ptr, len)?;
-                answer(&mut cx, ret, 4, &[0])
+        ("wasi:io/streams", "[method]output-stream.check-write") => {
+            linker.func_wrap(m, n, |mut cx: Cx<'_>, _: u32, ret: u32| {
+                let mut area = [0u8; 16];
+                area[8..].copy_from_slice(&wasi::WRITE_PERMIT.to_le_bytes());
+                answer(&mut cx, ret, 8, &area)
             })?
         }
+        ("wasi:io/streams", "[method]output-stream.write" | "[method]output-stream.blocking-write-and-flush") => linker
+            .func_wrap(m, n, |mut cx: Cx<'_>, stream: u32, ptr: u32, len: u32, ret: u32| {
+                write(&mut cx, stream, ptr, len)?;
+                answer(&mut cx, ret, 4, &[0])
+            })?,
         // Whole lines go to the log as they are written, the rest at the
         // end of the call: a flush has nothing to do.
-        (_, "[method]output-stream.flush" | "[method]output-stream.blocking-flush") => {
+        ("wasi:io/streams", "[method]output-stream.flush" | "[method]output-stream.blocking-flush") => {
             linker.func_wrap(m, n, |mut cx: Cx<'_>, _: u32, ret: u32| answer(&mut cx, ret, 4, &[0]))?
         }
         // An empty list (a pointer aligned for its elements, no length), no
@@ -122,32 +86,34 @@ pub fn define(linker: &mut Linker<HostState>, module: &str, name: &str) -> wasmt
         ("wasi:cli/environment", "initial-cwd") => {
             linker.func_wrap(m, n, |mut cx: Cx<'_>, ret: u32| answer(&mut cx, ret, 4, &[0]))?
         }
-        ("wasi:cli/exit", _) => {
+        ("wasi:cli/exit", "exit" | "exit-with-code") => {
             let import = format!("wasi:cli/exit#{name}");
             linker.func_wrap(m, n, move |_: Cx<'_>, _: u32| -> wasmtime::Result<()> {
                 Err(Refused::new(&import, "the plugin exited").into())
             })?
         }
-        ("wasi:cli/stdin", _) => linker.func_wrap(m, n, |_: Cx<'_>| handle(STDIN))?,
-        ("wasi:cli/stdout", _) => linker.func_wrap(m, n, |_: Cx<'_>| handle(STDOUT))?,
-        ("wasi:cli/stderr", _) => linker.func_wrap(m, n, |_: Cx<'_>| handle(STDERR))?,
+        ("wasi:cli/stdin", "get-stdin") => linker.func_wrap(m, n, |_: Cx<'_>| handle(STDIN))?,
+        ("wasi:cli/stdout", "get-stdout") => linker.func_wrap(m, n, |_: Cx<'_>| handle(STDOUT))?,
+        ("wasi:cli/stderr", "get-stderr") => linker.func_wrap(m, n, |_: Cx<'_>| handle(STDERR))?,
         // No terminal: `none`.
-        (_, "get-terminal-stdin" | "get-terminal-stdout" | "get-terminal-stderr") => {
+        ("wasi:cli/terminal-stdin", "get-terminal-stdin")
+        | ("wasi:cli/terminal-stdout", "get-terminal-stdout")
+        | ("wasi:cli/terminal-stderr", "get-terminal-stderr") => {
             linker.func_wrap(m, n, |mut cx: Cx<'_>, ret: u32| answer(&mut cx, ret, 4, &[0]))?
         }
         ("wasi:clocks/monotonic-clock", "now") => linker.func_wrap(m, n, |_: Cx<'_>| crate::clock::now_ns())?,
-        ("wasi:clocks/monotonic-clock", _) => linker.func_wrap(m, n, |_: Cx<'_>| 1u64)?,
-        ("wasi:clocks/wall-clock", clock) => {
+        ("wasi:clocks/monotonic-clock", "resolution") => linker.func_wrap(m, n, |_: Cx<'_>| 1u64)?,
+        ("wasi:clocks/wall-clock", clock @ ("now" | "resolution")) => {
             let now = clock == "now";
             linker.func_wrap(m, n, move |mut cx: Cx<'_>, ret: u32| {
-                let (seconds, nanoseconds) = if now { wall_now() } else { (0, 1) };
+                let (seconds, nanoseconds) = if now { wasi::wall_now().parts() } else { (0, 1) };
                 let mut area = [0u8; 12];
                 area[..8].copy_from_slice(&seconds.to_le_bytes());
                 area[8..].copy_from_slice(&nanoseconds.to_le_bytes());
                 answer(&mut cx, ret, 8, &area)
             })?
         }
-        (_, "get-random-u64" | "get-insecure-random-u64") => {
+        ("wasi:random/random", "get-random-u64") | ("wasi:random/insecure", "get-insecure-random-u64") => {
             linker.func_wrap(m, n, |_: Cx<'_>| rand::random::<u64>())?
         }
         _ => return Ok(false),
@@ -179,9 +145,4 @@ fn write(cx: &mut Cx<'_>, stream: u32, ptr: u32, len: u32) -> wasmtime::Result<(
     };
     cx.data_mut().console_write(rep, &taken, len as usize);
     Ok(())
-}
-
-fn wall_now() -> (u64, u32) {
-    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    (since.as_secs(), since.subsec_nanos())
 }
